@@ -1,0 +1,1 @@
+"""Device drivers, one subpackage per protocol. See :mod:`drivers.base` for the contract."""

@@ -1,0 +1,1 @@
+"""Modbus TCP and RTU driver built on pymodbus (see README.md in this folder)."""

@@ -1,0 +1,154 @@
+"""``edgegw-sim``: serve simulated factory devices over Modbus TCP and RTU."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from firmware_sim.faults import parse_fault
+from firmware_sim.scenario import load_scenario
+from firmware_sim.sim import Simulator, bench_profile, bench_profile_name, write_yaml
+from gateway.durations import parse_duration
+from gateway.errors import ConfigError
+from gateway.profiles import default_profile_dirs, list_profiles
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="edgegw-sim",
+        description="Firmware simulator: realistic, flawed factory devices over Modbus TCP/RTU.",
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="serve devices from profiles or a scenario file")
+    s.add_argument("--scenario", type=Path, help="scenario YAML (devices, timed faults)")
+    s.add_argument("--profile", action="append", default=[],
+                   help="profile to serve (vendor/model); repeatable")
+    s.add_argument("--count", type=int, default=1, help="devices per --profile (default 1)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=15020,
+                   help="first TCP port; devices take consecutive ports (0 = any free)")
+    s.add_argument("--rtu", help="serve on this tty path instead of TCP ('pty' makes a pty)")
+    s.add_argument("--fault", action="append", default=[], metavar="DEVICE=FAULT",
+                   help="initial fault, e.g. cnc-mc500-1=slow:500ms (repeatable)")
+    s.add_argument("--time-scale", type=float, default=1.0,
+                   help="speed up machine-state changes (default 1.0)")
+    s.add_argument("--profiles-dir", type=Path, action="append", default=[])
+    _config_args(s)
+
+    b = sub.add_parser("bench", help="D devices x R registers updated every 100 ms")
+    b.add_argument("--devices", "-D", type=int, default=20)
+    b.add_argument("--registers", "-R", type=int, default=100)
+    b.add_argument("--interval", default="100ms", help="register update interval")
+    b.add_argument("--poll", default="1s", help="poll period written to the gateway config")
+    b.add_argument("--host", default="127.0.0.1")
+    b.add_argument("--port", type=int, default=16000, help="first TCP port (0 = any free)")
+    _config_args(b)
+
+    sub.add_parser("profiles", help="list the profiles the simulator can serve")
+    return ap
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--write-config", type=Path, metavar="FILE",
+                   help="write a gateway.yaml that polls the served devices")
+    p.add_argument("--gateway-id", default="edgegw-sim")
+    p.add_argument("--mqtt-host", default="127.0.0.1")
+    p.add_argument("--mqtt-port", type=int, default=1883)
+
+
+def _build_serve(args: argparse.Namespace) -> Simulator:
+    if args.scenario:
+        sim = Simulator.from_scenario(load_scenario(args.scenario), args.profiles_dir)
+    else:
+        if not args.profile:
+            raise SystemExit("edgegw-sim serve: give --scenario or at least one --profile")
+        sim = Simulator(0.1, args.profiles_dir)
+        sim.time_scale = args.time_scale
+        port = args.port
+        unit = 1
+        for profile in args.profile:
+            base = profile.rsplit("/", 1)[-1]
+            for n in range(1, args.count + 1):
+                dev_id = f"{base}-{n}"
+                if args.rtu:
+                    sim.add_profile_device(dev_id, profile, rtu=args.rtu, unit_id=unit, seed=unit)
+                    unit += 1
+                else:
+                    sim.add_profile_device(dev_id, profile, host=args.host, port=port,
+                                           seed=port)
+                    port = port + 1 if port else 0
+    for spec in args.fault:
+        dev_id, _, fault = spec.partition("=")
+        if dev_id not in sim.devices:
+            raise SystemExit(f"edgegw-sim: --fault names unknown device {dev_id!r}")
+        sim.devices[dev_id].fault = parse_fault(fault)
+    return sim
+
+
+def _build_bench(args: argparse.Namespace) -> Simulator:
+    sim = Simulator(parse_duration(args.interval))
+    for i in range(args.devices):
+        sim.add_bench_device(f"bench-{i:03d}", args.registers, host=args.host,
+                             port=args.port + i if args.port else 0)
+    return sim
+
+
+async def _run(args: argparse.Namespace) -> None:
+    sim = _build_bench(args) if args.cmd == "bench" else _build_serve(args)
+    await sim.start()
+    for dev_id, dev in sim.devices.items():
+        where = (f"tcp {sim.tcp[dev_id].host}:{sim.tcp[dev_id].port}" if dev_id in sim.tcp
+                 else "rtu " + next(
+                     (b.slave_path or p) for p, b in sim.rtu.items() if dev.unit_id in b.devices
+                     and b.devices[dev.unit_id] is dev) + f" unit {dev.unit_id}")
+        print(f"{dev_id:24} {dev.profile_name:28} {where}", flush=True)
+    if args.write_config:
+        out: Path = args.write_config
+        extra: dict[str, object] = {}
+        if args.cmd == "bench":
+            period = parse_duration(args.poll)
+            write_yaml(out.parent / "profiles" / f"{bench_profile_name(args.registers)}.yaml",
+                       bench_profile(args.registers, period))
+            extra = {"pipeline": {"report": "always"}}
+        write_yaml(out, sim.gateway_config(args.gateway_id, args.mqtt_host, args.mqtt_port,
+                                           **extra))
+        print(f"gateway config written to {out}", flush=True)
+    print("simulator ready", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.cmd == "profiles":
+        for name in list_profiles(default_profile_dirs()):
+            print(name)
+        return 0
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_run(args))
+    except ConfigError as exc:
+        for loc, msg in exc.problems:
+            print(f"{loc}: {msg}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"edgegw-sim: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Simulated devices: a machine-state model driving profile points, or a bench device."""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+import time
+
+from firmware_sim.faults import Fault
+from firmware_sim.registers import LIMITS, RegisterMap
+from gateway.profiles import Point, PointSim, Profile
+
+DEFAULT_STATES = {
+    "idle": {"running": 0.8, "maintenance": 0.2},
+    "running": {"idle": 0.7, "fault": 0.3},
+    "fault": {"idle": 0.6, "maintenance": 0.4},
+    "maintenance": {"idle": 1.0},
+}
+
+
+class SimDevice:
+    """One simulated device: register map + machine state + fault + counters."""
+
+    def __init__(self, dev_id: str, profile: Profile, unit_id: int = 1, seed: int = 0,
+                 time_scale: float = 1.0) -> None:
+        self.id = dev_id
+        self.profile = profile
+        self.profile_name = f"{profile.vendor}/{profile.model}"
+        self.unit_id = unit_id
+        self.rng = random.Random(seed)
+        self.fault = Fault()
+        self.requests = 0
+        self.time_scale = time_scale
+        sim = profile.simulation
+        self.map = RegisterMap(profile, strict=bool(sim and sim.strict_map))
+        self.state = sim.initial if sim else "idle"
+        self._state_until = 0.0
+        self._values: dict[str, float] = {}
+        self._points = [p for p in profile.expanded_points() if p.sim is not None]
+        self._last = time.monotonic()
+        self.step(0.0)
+
+    def answer(self, pdu: bytes) -> bytes:
+        return self.map.handle(pdu)
+
+    def set_state(self, state: str, hold: float = 3600.0) -> None:
+        """Force a machine state (tests, scenarios) for ``hold`` seconds."""
+        self.state = state
+        self._state_until = time.monotonic() + hold
+
+    # -- behaviour -------------------------------------------------------------------
+    def _next_state(self, now: float) -> None:
+        if now < self._state_until:
+            return
+        sim = self.profile.simulation
+        spec = sim.states.get(self.state) if sim else None
+        if self._state_until:  # not the first call: move on
+            nxt = dict(spec.next) if spec and spec.next else DEFAULT_STATES.get(self.state, {})
+            if nxt:
+                self.state = self.rng.choices(list(nxt), weights=list(nxt.values()))[0]
+                spec = sim.states.get(self.state) if sim else None
+        lo, hi = spec.dwell if spec else (5.0, 20.0)
+        self._state_until = now + self.rng.uniform(lo, hi) / self.time_scale
+
+    def step(self, dt: float | None = None) -> None:
+        """Advance the model by ``dt`` seconds (wall time since last step if None)."""
+        now = time.monotonic()
+        if dt is None:
+            dt = (now - self._last) * self.time_scale
+        self._last = now
+        self._next_state(now)
+        for p in self._points:
+            assert p.sim is not None
+            value = self._value(p, p.sim, dt)
+            if value is not None:
+                self.map.set_point(p, value)
+
+    def _value(self, p: Point, s: PointSim, dt: float) -> object:
+        active = not s.when or self.state in s.when
+        prev = self._values.get(p.name)
+        if s.kind == "constant":
+            return s.value
+        if s.kind == "state_code":
+            return s.map.get(self.state, 0)
+        if s.kind == "alarm":
+            return active
+        if s.kind == "clock":
+            return int(time.time() * 1000) & 0xFFFFFFFF
+        if s.kind == "follow":
+            target = s.levels.get(self.state, s.levels.get("default", 0.0))
+            cur = target if prev is None else prev
+            if s.tau and prev is not None:
+                cur = target + (prev - target) * math.exp(-dt / s.tau)
+            self._values[p.name] = cur
+            return self._clamp(p, s, cur + (self.rng.gauss(0, s.noise) if s.noise else 0.0))
+        if s.kind == "counter":
+            rate = s.levels.get(self.state, 0.0) if s.levels else (s.rate if active else 0.0)
+            start = float(s.value) if isinstance(s.value, int | float) else 0.0
+            cur = (start if prev is None else prev) + rate * dt
+            raw = (cur - p.offset) / p.scale  # counters are stored raw, the profile scales
+            is_float = p.type in ("float32", "float64")
+            if not is_float and raw > LIMITS[p.type][1]:
+                cur, raw = p.offset, 0.0  # wrap around like a real counter register
+            self._values[p.name] = cur
+            return raw if is_float else int(raw)
+        if s.kind == "random_walk":
+            lo = s.min if s.min is not None else 0.0
+            hi_ = s.max if s.max is not None else 100.0
+            cur = (lo + hi_) / 2 if prev is None else prev
+            cur = min(max(cur + self.rng.gauss(0, s.noise or 1.0), lo), hi_)
+            self._values[p.name] = cur
+            return self._clamp(p, s, cur)
+        return None
+
+    @staticmethod
+    def _clamp(p: Point, s: PointSim, v: float) -> float | int:
+        if s.min is not None:
+            v = max(v, s.min)
+        if s.max is not None:
+            v = min(v, s.max)
+        if p.scaled:  # value is in engineering units: store the raw register value
+            raw = (v - p.offset) / p.scale
+            return raw if p.type in ("float32", "float64") else round(raw)
+        return v if p.type in ("float32", "float64") else round(v)
+
+
+class BenchDevice:
+    """D x R bench device: holding registers 0-1 hold the update time (ms, uint32 BE),
+    registers 2..R-1 change on every update."""
+
+    def __init__(self, dev_id: str, registers: int, unit_id: int = 1) -> None:
+        if registers < 2 or registers > 125:
+            raise ValueError("bench devices have 2..125 registers")
+        self.id = dev_id
+        self.profile_name = f"bench/r{registers}"
+        self.unit_id = unit_id
+        self.rng = random.Random(0)
+        self.fault = Fault()
+        self.requests = 0
+        self.registers = registers
+        self.map = RegisterMap(None, size=registers)
+        self._pack = struct.Struct(f">I{registers - 2}H")
+        self._tick = 0
+        self._base = list(range(registers - 2))
+
+    def answer(self, pdu: bytes) -> bytes:
+        return self.map.handle(pdu)
+
+    def step(self, dt: float | None = None) -> None:
+        self._tick += 1
+        t = self._tick
+        now_ms = int(time.time() * 1000) & 0xFFFFFFFF
+        self._pack.pack_into(
+            self.map.regs["holding"], 0, now_ms, *[(t + i) & 0xFFFF for i in self._base]
+        )

@@ -1,0 +1,193 @@
+"""The simulator runtime: serves devices, updates their values, plays fault scenarios."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from firmware_sim.faults import Fault, parse_fault
+from firmware_sim.machine import BenchDevice, SimDevice
+from firmware_sim.scenario import FaultEvent, Scenario, SimDeviceSpec
+from firmware_sim.transport import RtuBusServer, TcpDeviceServer
+from gateway.profiles import default_profile_dirs, load_profile
+
+log = logging.getLogger("edgegw.sim")
+
+Device = SimDevice | BenchDevice
+
+
+class Simulator:
+    """Holds devices and their servers. Use ``async with`` or start()/stop()."""
+
+    def __init__(self, update_interval: float = 0.1, profile_dirs: Sequence[Path] = ()) -> None:
+        self.update_interval = update_interval
+        self.profile_dirs = [*profile_dirs, *default_profile_dirs()]
+        self.devices: dict[str, Device] = {}
+        self.tcp: dict[str, TcpDeviceServer] = {}
+        self.rtu: dict[str, RtuBusServer] = {}  # by tty path (or 'pty:<n>')
+        self._rtu_devices: dict[str, list[Device]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.time_scale = 1.0
+        self.scenario_faults: list[FaultEvent] = []
+
+    # -- building --------------------------------------------------------------------
+    def add_profile_device(self, dev_id: str, profile: str, *, port: int | None = None,
+                           host: str = "127.0.0.1", rtu: str | None = None,
+                           unit_id: int = 1, seed: int = 0) -> SimDevice:
+        dev = SimDevice(dev_id, load_profile(profile, self.profile_dirs), unit_id, seed,
+                        self.time_scale)
+        dev.profile_name = profile
+        self._add(dev, host, port, rtu)
+        return dev
+
+    def add_bench_device(self, dev_id: str, registers: int, *, port: int = 0,
+                         host: str = "127.0.0.1") -> BenchDevice:
+        dev = BenchDevice(dev_id, registers)
+        dev.profile_name = bench_profile_name(registers)
+        self._add(dev, host, port, None)
+        return dev
+
+    def _add(self, dev: Device, host: str, port: int | None, rtu: str | None) -> None:
+        if dev.id in self.devices:
+            raise ValueError(f"duplicate simulated device id {dev.id!r}")
+        self.devices[dev.id] = dev
+        if rtu is not None:
+            self._rtu_devices.setdefault(rtu, []).append(dev)
+        else:
+            self.tcp[dev.id] = TcpDeviceServer(dev, host, port or 0)
+
+    @classmethod
+    def from_scenario(cls, sc: Scenario, profile_dirs: Sequence[Path] = ()) -> Simulator:
+        sim = cls(sc.update_interval, profile_dirs)
+        sim.time_scale = sc.time_scale
+        sim.scenario_faults = list(sc.faults)
+        for d in sc.devices:
+            dev = sim.add_spec(d)
+            dev.fault = parse_fault(d.fault)
+        return sim
+
+    def add_spec(self, d: SimDeviceSpec) -> SimDevice:
+        return self.add_profile_device(d.id, d.profile, port=d.port, host=d.host,
+                                       rtu=d.rtu, unit_id=d.unit_id, seed=d.seed)
+
+    # -- running ---------------------------------------------------------------------
+    async def start(self) -> None:
+        for server in self.tcp.values():
+            await server.start()
+        for path, devs in self._rtu_devices.items():
+            bus = RtuBusServer(None if path == "pty" else path, devs)
+            await bus.start()
+            self.rtu[path] = bus
+        self._tasks.append(asyncio.create_task(self._update_loop(), name="sim-update"))
+        if self.scenario_faults:
+            self._tasks.append(asyncio.create_task(self._scenario(), name="sim-scenario"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        for server in self.tcp.values():
+            await server.stop()
+        for bus in self.rtu.values():
+            await bus.stop()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def port_of(self, dev_id: str) -> int:
+        return self.tcp[dev_id].port
+
+    def set_fault(self, dev_id: str, fault: Fault | str) -> None:
+        dev = self.devices[dev_id]
+        dev.fault = parse_fault(fault) if isinstance(fault, str) else fault
+        log.info("device %s: fault %s", dev_id, dev.fault.kind)
+        if dev.fault.kind == "drop" and dev_id in self.tcp:
+            self.tcp[dev_id].drop_connections()
+
+    async def _update_loop(self) -> None:
+        interval = self.update_interval
+        deadline = time.monotonic()
+        while True:
+            for dev in self.devices.values():
+                dev.step()
+            deadline += interval
+            delay = deadline - time.monotonic()
+            if delay < 0:  # fell behind: skip ticks rather than drift
+                deadline = time.monotonic()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def _scenario(self) -> None:
+        t0 = time.monotonic()
+        ends: list[tuple[float, str]] = []
+        events = sorted(self.scenario_faults, key=lambda e: e.at)
+        pending = [(e.at, e.device, e.fault) for e in events]
+        for e in events:
+            if e.duration is not None:
+                ends.append((e.at + e.duration, e.device))
+        timeline = sorted([*pending, *[(t, d, "none") for t, d in ends]])
+        for at, dev, fault in timeline:
+            await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+            self.set_fault(dev, fault)
+
+    # -- helpers for users -----------------------------------------------------------
+    def gateway_config(self, gateway_id: str = "edgegw-demo", mqtt_host: str = "127.0.0.1",
+                       mqtt_port: int = 1883, **extra: object) -> dict[str, object]:
+        """A gateway.yaml (as a dict) that polls every served device."""
+        devices: list[dict[str, object]] = []
+        for dev_id, dev in self.devices.items():
+            if dev_id in self.tcp:
+                conn: dict[str, object] = {"kind": "modbus-tcp", "host": self.tcp[dev_id].host,
+                                           "port": self.tcp[dev_id].port}
+            else:
+                path = next(p for p, ds in self._rtu_devices.items() if dev in ds)
+                bus = self.rtu.get(path)
+                port = bus.slave_path if bus and bus.slave_path else path
+                conn = {"kind": "modbus-rtu", "port": port, "baudrate": 19200,
+                        "unit_id": dev.unit_id}
+            devices.append({"id": dev_id, "profile": dev.profile_name, "connection": conn})
+        cfg: dict[str, object] = {
+            "gateway": {"id": gateway_id},
+            "uplink": {"mqtt": {"host": mqtt_host, "port": mqtt_port}},
+            "devices": devices,
+        }
+        cfg.update(extra)
+        return cfg
+
+
+def write_yaml(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def bench_profile_name(registers: int) -> str:
+    return f"bench/r{registers}"
+
+
+def bench_profile(registers: int, period: float) -> dict[str, object]:
+    """The profile of a bench device: ``t`` (uint32 ms clock) then ``r2..r<R-1>``."""
+    points: list[dict[str, object]] = [
+        {"name": "t", "table": "holding", "address": 0, "type": "uint32", "unit": "ms",
+         "description": "update time, ms since epoch mod 2^32"}
+    ]
+    points += [{"name": f"r{i}", "table": "holding", "address": i, "type": "uint16"}
+               for i in range(2, registers)]
+    return {"schema": 1, "vendor": "edgegw", "model": f"bench-r{registers}", "version": "1",
+            "description": "firmware simulator bench device",
+            "poll_groups": {"default": f"{round(period * 1000)}ms"}, "points": points}

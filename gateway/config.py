@@ -1,0 +1,244 @@
+"""``gateway.yaml``: one file for the gateway id, uplink, store, pipeline and devices.
+
+Validated by pydantic v2 with ``extra="forbid"``. :func:`load_config` returns a
+:class:`LoadedConfig` whose devices have their profiles resolved, or raises
+:class:`~gateway.errors.ConfigError` listing *every* problem as ``file: path: message``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.durations import Duration
+from gateway.errors import ConfigError
+from gateway.profiles import (
+    Profile,
+    Workarounds,
+    default_profile_dirs,
+    find_profile,
+    load_profile_file,
+)
+from gateway.yamlfile import load_yaml, validation_problems
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ID_RULE = "1-64 characters: letters, digits, '_', '-', '.'; starting with a letter or digit"
+
+
+def _check_id(v: str) -> str:
+    if not _ID.match(v):
+        raise ValueError(f"ids use {ID_RULE}; got {v!r}")
+    return v
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Backoff(_Strict):
+    initial: Duration = 0.5
+    max: Duration = 30.0
+    jitter: float = Field(default=0.2, ge=0, le=1)
+
+
+class TlsConfig(_Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file for a client certificate")
+        return self
+
+
+class MqttConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    tls: TlsConfig | None = None
+    topic_prefix: str = "edgegw"
+    qos: Literal[0, 1] = 1
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    max_inflight: int = Field(default=32, ge=1, le=1000)
+    reconnect: Backoff = Backoff()
+    status_interval: Duration = 30.0
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("a topic prefix has no '#', '+', and no leading/trailing '/'")
+        return v
+
+    def password(self) -> str | None:
+        if self.password_env:
+            return os.environ.get(self.password_env)
+        if self.password_file:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return None
+
+
+class UplinkConfig(_Strict):
+    mqtt: MqttConfig = MqttConfig()
+
+
+class StoreConfig(_Strict):
+    kind: Literal["memory"] = "memory"
+    max_batches: int = Field(default=100_000, ge=10)
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    policy: Literal["drop-oldest", "drop-newest"] = "drop-oldest"
+
+
+class PipelineConfig(_Strict):
+    heartbeat: Duration = Field(default=60.0, description="report every point at least this often")
+    report: Literal["change", "always"] = "change"
+    queue_size: int = Field(default=1000, ge=1)
+
+
+class ModbusTcp(_Strict):
+    kind: Literal["modbus-tcp"]
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    timeout: Duration = 1.0
+    retries: int = Field(default=1, ge=0, le=10)
+
+
+class ModbusRtu(_Strict):
+    kind: Literal["modbus-rtu"]
+    port: str = Field(description="serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    baudrate: int = Field(default=9600, ge=300, le=4_000_000)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    unit_id: int = Field(default=1, ge=1, le=247)
+    timeout: Duration = 1.0
+    retries: int = Field(default=1, ge=0, le=10)
+
+
+Connection = Annotated[ModbusTcp | ModbusRtu, Field(discriminator="kind")]
+
+
+class DeviceConfig(_Strict):
+    id: str
+    profile: str
+    connection: Connection
+    enabled: bool = True
+    poll: dict[str, Duration] = Field(
+        default_factory=dict, description="override poll group periods of the profile"
+    )
+    workarounds: dict[str, object] = Field(
+        default_factory=dict, description="override the profile's workarounds"
+    )
+    identifier: str | None = None
+
+    _check = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
+
+
+class GatewayInfo(_Strict):
+    id: str
+    site: str | None = None
+
+    _check = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    fault_summary_interval: Duration = 60.0
+
+
+class GatewayConfig(_Strict):
+    version: Literal[1] = 1
+    gateway: GatewayInfo
+    profiles_dir: list[Path] = Field(default_factory=list)
+    uplink: UplinkConfig = UplinkConfig()
+    store: StoreConfig = StoreConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    logging: LoggingConfig = LoggingConfig()
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> GatewayConfig:
+        seen: set[str] = set()
+        for i, d in enumerate(self.devices):
+            if d.id in seen:
+                raise ValueError(f"devices[{i}].id: duplicate device id '{d.id}'")
+            seen.add(d.id)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A configured device with its profile resolved and overrides applied."""
+
+    config: DeviceConfig
+    profile_name: str
+    profile: Profile
+    workarounds: Workarounds
+    poll_periods: dict[str, float]
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    path: Path
+    config: GatewayConfig
+    devices: list[Device]
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Load and validate ``gateway.yaml`` with all its profiles; raise ConfigError."""
+    path = Path(path)
+    data = load_yaml(path)
+    try:
+        cfg = GatewayConfig.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(validation_problems(str(path), exc)) from None
+    search = [(path.parent / d).resolve() for d in cfg.profiles_dir]
+    search += [path.parent / "profiles", *default_profile_dirs()]
+    if env := os.environ.get("EDGEGW_PROFILES"):
+        search.insert(0, Path(env))
+    problems: list[tuple[str, str]] = []
+    devices: list[Device] = []
+    for i, dc in enumerate(cfg.devices):
+        where = f"{path}: devices[{i}]"
+        try:
+            profile = load_profile_file(find_profile(dc.profile, search))
+        except ConfigError as exc:
+            problems += [(f"{where}.profile", f"{loc}: {msg}") for loc, msg in exc.problems]
+            continue
+        unknown = set(dc.poll) - set(profile.poll_groups)
+        if unknown:
+            problems.append(
+                (f"{where}.poll", f"unknown poll group(s) {sorted(unknown)}; the profile has "
+                 f"{sorted(profile.poll_groups)}")
+            )
+        try:
+            wa = Workarounds.model_validate(
+                {**profile.workarounds.model_dump(), **dc.workarounds}
+            )
+        except ValueError as exc:
+            problems += validation_problems(str(path), exc, f"devices[{i}].workarounds")
+            continue
+        periods = {**profile.poll_groups, **dc.poll}
+        bad = [g for g, p in periods.items() if p < 0.01]
+        if bad:
+            problems.append((f"{where}.poll", f"periods must be at least 10ms: {bad}"))
+        devices.append(Device(dc, dc.profile, profile, wa, periods))
+    if problems:
+        raise ConfigError(problems)
+    return LoadedConfig(path, cfg, devices)

@@ -1,0 +1,31 @@
+"""Durations in config files: ``250ms``, ``1s``, ``1.5s``, ``5m``, ``2h`` or plain seconds."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """Return seconds; raise ``ValueError`` with the accepted forms otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 500ms, 1s, 5m or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _RE.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ValueError(
+            f"expected a duration like 500ms, 1s, 5m or a number of seconds, got {value!r}"
+        )
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]

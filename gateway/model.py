@@ -1,0 +1,61 @@
+"""Typed data that crosses module borders: readings from drivers, sample batches.
+
+The hot path works on whole batches: a driver returns one :class:`Reading` per
+coalesced block of points, the pipeline turns all readings of one poll cycle into one
+:class:`Batch`. No raw dicts cross module borders.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+Value = int | float | bool | str | None
+
+
+class Quality(enum.IntEnum):
+    """OPC-style quality of one value."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+
+@dataclass(slots=True)
+class Reading:
+    """What a driver read for a list of points in one request (or one failed request).
+
+    ``values`` is aligned with ``points``. When ``error`` is set every value is ``None``
+    and every point of the reading has bad quality with that reason.
+    """
+
+    points: tuple[str, ...]
+    values: list[Value]
+    read_ts: float  # wall clock seconds (UTC epoch) when the answer arrived
+    error: str | None = None
+    source_ts: float | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one device's poll cycle produced, after the pipeline.
+
+    ``values`` holds only the points to report (changed, or heartbeat due).
+    ``quality`` holds only points whose quality is not good: ``name -> (quality, reason)``.
+    ``seq`` is set by the store when the batch is appended.
+    """
+
+    gateway: str
+    device: str
+    profile: str
+    ts_ms: int
+    values: dict[str, Value]
+    quality: dict[str, tuple[Quality, str]] = field(default_factory=dict)
+    state: str | None = None
+    ids: dict[str, str] = field(default_factory=dict)
+    seq: int = 0
+    group: str = ""
+
+    @property
+    def point_count(self) -> int:
+        return len(self.values)

@@ -1,0 +1,337 @@
+"""Device profiles: versioned YAML that describes one kind of device.
+
+A profile lives at ``profiles/<vendor>/<model>.yaml`` and is named ``<vendor>/<model>``.
+It lists points (table, address, data type, byte/word order, scale, unit, access, poll
+group, deadband), named protocol ``workarounds`` and machine-state rules. The optional
+``simulation`` section and per-point ``sim`` hints are read only by the firmware
+simulator.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.durations import Duration
+from gateway.errors import ConfigError
+from gateway.yamlfile import load_yaml, validation_problems
+
+SCHEMA_VERSION = 1
+
+Table = Literal["holding", "input", "coil", "discrete"]
+DataType = Literal[
+    "int16", "uint16", "int32", "uint32", "int64", "uint64",
+    "float32", "float64", "bool", "string", "bitfield",
+]
+Order = Literal["big", "little"]
+
+#: registers taken by each fixed-size register type
+REGISTER_SIZE: dict[str, int] = {
+    "int16": 1, "uint16": 1, "bitfield": 1, "bool": 1,
+    "int32": 2, "uint32": 2, "float32": 2,
+    "int64": 4, "uint64": 4, "float64": 4,
+}
+NUMERIC_TYPES = frozenset(
+    {"int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bitfield"}
+)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Deadband(_Strict):
+    """Report a value only when it moved more than this since the last report."""
+
+    absolute: float | None = Field(default=None, ge=0)
+    percent: float | None = Field(default=None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Deadband:
+        if (self.absolute is None) == (self.percent is None):
+            raise ValueError("give exactly one of 'absolute' or 'percent'")
+        return self
+
+
+class PointSim(_Strict):
+    """How the firmware simulator produces this point's value (ignored by the gateway)."""
+
+    kind: Literal[
+        "constant", "state_code", "follow", "counter", "alarm", "clock", "random_walk"
+    ]
+    value: float | int | str | bool | None = None
+    levels: dict[str, float] = Field(default_factory=dict)
+    noise: float = 0.0
+    tau: Duration = 0.0
+    rate: float = 0.0
+    when: list[str] = Field(default_factory=list)
+    min: float | None = None
+    max: float | None = None
+    map: dict[str, int] = Field(default_factory=dict)
+
+
+class Point(_Strict):
+    name: str
+    table: Table
+    address: int = Field(ge=0, le=65535)
+    type: DataType = "uint16"
+    count: int | None = Field(default=None, ge=1, le=125, description="registers of a string")
+    bit: int | None = Field(default=None, ge=0, le=15)
+    bits: dict[int, str] = Field(default_factory=dict, description="bitfield bit labels")
+    byte_order: Order | None = None
+    word_order: Order | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+    access: Literal["r", "rw"] = "r"
+    poll_group: str | None = None
+    deadband: Deadband | None = None
+    description: str = ""
+    sim: PointSim | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("point names use letters, digits and '_' (dots separate parts)")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Point:
+        bit_table = self.table in ("coil", "discrete")
+        if bit_table and self.type != "bool":
+            raise ValueError(f"points in table '{self.table}' must have type 'bool'")
+        if not bit_table and self.type == "bool" and self.bit is None:
+            raise ValueError("a bool point in a register table needs 'bit' (0..15)")
+        if self.bit is not None and (bit_table or self.type != "bool"):
+            raise ValueError("'bit' is only for bool points in holding/input registers")
+        if self.type == "string" and self.count is None:
+            raise ValueError("a string point needs 'count' (registers, 2 characters each)")
+        if self.type != "string" and self.count is not None:
+            raise ValueError("'count' is only for string points")
+        if self.bits and self.type != "bitfield":
+            raise ValueError("'bits' is only for bitfield points")
+        if self.access == "rw" and self.table in ("input", "discrete"):
+            raise ValueError(f"table '{self.table}' is read-only; access must be 'r'")
+        if self.deadband is not None and self.type not in NUMERIC_TYPES:
+            raise ValueError("a deadband needs a numeric type")
+        if self.address + self.size > 65536:
+            raise ValueError("point extends past address 65535")
+        return self
+
+    @property
+    def size(self) -> int:
+        """Registers (or bits, for coil/discrete tables) this point spans."""
+        if self.table in ("coil", "discrete"):
+            return 1
+        if self.type == "string":
+            return self.count or 1
+        return REGISTER_SIZE[self.type]
+
+    @property
+    def scaled(self) -> bool:
+        return self.scale != 1.0 or self.offset != 0.0
+
+
+class Workarounds(_Strict):
+    """Named protocol quirks, so device oddities are config rather than code branches."""
+
+    max_registers_per_read: int = Field(default=125, ge=1, le=125)
+    max_bits_per_read: int = Field(default=2000, ge=1, le=2000)
+    max_gap: int = Field(default=16, ge=0, le=124, description="registers (x16 for bits)")
+    no_gap_filling: bool = False
+    one_based_addresses: bool = False
+    inter_request_delay: Duration = 0.0
+    unit_id: int | None = Field(default=None, ge=0, le=255, description="force this unit id")
+
+
+class Condition(_Strict):
+    """One test on a point, or a combination with ``all`` / ``any``."""
+
+    point: str | None = None
+    eq: float | int | bool | str | None = None
+    ne: float | int | bool | str | None = None
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    in_: list[float | int | str | bool] | None = Field(default=None, alias="in")
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Condition:
+        combos = (self.all is not None) + (self.any is not None)
+        tests = [
+            k for k in ("eq", "ne", "gt", "ge", "lt", "le", "in_")
+            if k in self.model_fields_set
+        ]
+        if combos and (self.point is not None or tests):
+            raise ValueError("use either 'all'/'any' or 'point' with a test, not both")
+        if combos > 1:
+            raise ValueError("use only one of 'all' and 'any' per condition")
+        if not combos and (self.point is None or len(tests) != 1):
+            raise ValueError("a condition needs 'point' and exactly one of eq/ne/gt/ge/lt/le/in")
+        return self
+
+    def points(self) -> set[str]:
+        if self.point is not None:
+            return {self.point}
+        out: set[str] = set()
+        for c in self.all or self.any or []:
+            out |= c.points()
+        return out
+
+
+class StateRule(_Strict):
+    state: str
+    when: Condition
+
+
+class StateSpec(_Strict):
+    """Machine state derivation: the first rule whose condition holds wins."""
+
+    default: str = "idle"
+    rules: list[StateRule] = Field(default_factory=list)
+
+
+class SimState(_Strict):
+    dwell: tuple[Duration, Duration] = (5.0, 20.0)
+    next: dict[str, float] = Field(default_factory=dict)
+
+
+class Simulation(_Strict):
+    """Machine behaviour for the firmware simulator (ignored by the gateway)."""
+
+    initial: str = "idle"
+    states: dict[str, SimState] = Field(default_factory=dict)
+    strict_map: bool = Field(default=False, description="reject reads over unmapped registers")
+
+
+class Profile(_Strict):
+    schema_: Annotated[int, Field(alias="schema")] = SCHEMA_VERSION
+    vendor: str
+    model: str
+    version: str = "1"
+    protocol: Literal["modbus"] = "modbus"
+    description: str = ""
+    byte_order: Order = "big"
+    word_order: Order = "big"
+    poll_groups: dict[str, Duration] = Field(default_factory=lambda: {"default": 1.0})
+    default_poll_group: str | None = None
+    workarounds: Workarounds = Workarounds()
+    state: StateSpec | None = None
+    simulation: Simulation | None = None
+    points: list[Point] = Field(min_length=1)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"this edgegw reads profile schema {SCHEMA_VERSION}, not {v}")
+        return v
+
+    @field_validator("poll_groups")
+    @classmethod
+    def _groups(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("define at least one poll group")
+        for name, period in v.items():
+            if period < 0.01:
+                raise ValueError(f"poll group '{name}': period must be at least 10ms")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        seen: set[str] = set()
+        for i, p in enumerate(self.points):
+            if p.name in seen:
+                raise ValueError(f"points[{i}]: duplicate point name '{p.name}'")
+            seen.add(p.name)
+            if p.poll_group is not None and p.poll_group not in self.poll_groups:
+                raise ValueError(
+                    f"points[{i}] ({p.name}): poll_group '{p.poll_group}' is not one of "
+                    f"{sorted(self.poll_groups)}"
+                )
+        if self.default_poll_group is not None and self.default_poll_group not in self.poll_groups:
+            raise ValueError(f"default_poll_group '{self.default_poll_group}' is not defined")
+        if self.state is not None:
+            for j, rule in enumerate(self.state.rules):
+                missing = rule.when.points() - seen
+                if missing:
+                    raise ValueError(
+                        f"state.rules[{j}] ({rule.state}): unknown point(s) {sorted(missing)}"
+                    )
+        return self
+
+    # ---- derived, used by drivers and the pipeline ---------------------------------
+    def group_of(self, point: Point) -> str:
+        return point.poll_group or self.default_poll_group or next(iter(self.poll_groups))
+
+    def byte_order_of(self, point: Point) -> str:
+        return point.byte_order or self.byte_order
+
+    def word_order_of(self, point: Point) -> str:
+        return point.word_order or self.word_order
+
+    def expanded_points(self) -> list[Point]:
+        """Points plus one bool point per labelled bit of each bitfield."""
+        out: list[Point] = []
+        for p in self.points:
+            out.append(p)
+            for bit, label in sorted(p.bits.items()):
+                out.append(
+                    Point(
+                        name=f"{p.name}.{label}", table=p.table, address=p.address,
+                        type="bool", bit=bit, byte_order=p.byte_order,
+                        word_order=p.word_order, poll_group=p.poll_group,
+                        description=f"bit {bit} of {p.name}",
+                    )
+                )
+        return out
+
+
+def default_profile_dirs() -> list[Path]:
+    """The profiles shipped with edgegw (the repository's ``profiles/``)."""
+    return [Path(__file__).resolve().parent.parent / "profiles"]
+
+
+def find_profile(name: str, search: list[Path]) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", name) or ".." in name:
+        raise ConfigError([(name, "profile names look like 'vendor/model'")])
+    for d in search:
+        path = d / f"{name}.yaml"
+        if path.is_file():
+            return path
+    where = ", ".join(str(d) for d in search)
+    raise ConfigError([(name, f"profile not found (looked in: {where})")])
+
+
+def load_profile_file(path: Path) -> Profile:
+    data = load_yaml(path)
+    try:
+        return Profile.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(validation_problems(str(path), exc)) from None
+
+
+def load_profile(name: str, search: list[Path]) -> Profile:
+    return load_profile_file(find_profile(name, search))
+
+
+def list_profiles(search: list[Path]) -> list[str]:
+    names: set[str] = set()
+    for d in search:
+        if d.is_dir():
+            names.update(str(p.relative_to(d).with_suffix("")) for p in d.rglob("*.yaml"))
+    return sorted(names)
+
+

@@ -1,0 +1,63 @@
+"""YAML loading and pydantic error formatting shared by config and profile files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gateway.errors import ConfigError
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a YAML file; errors name the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([(str(path), f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([(where, f"invalid YAML: {problem}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([(str(path), "expected a mapping at the top level")])
+    return data
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """``('devices', 3, 'connection', 'port')`` -> ``devices[3].connection.port``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "tagged-union")) or part in (
+            "constrained-str", "float", "int", "str", "bool", "list", "dict",
+        ):
+            continue  # pydantic union branch names add noise, not location
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def validation_problems(
+    file: str, exc: ValueError, prefix: str = ""
+) -> list[tuple[str, str]]:
+    """Every error of a pydantic ValidationError as ``(file: prefix.location, message)``."""
+    if not isinstance(exc, ValidationError):
+        return [(f"{file}: {prefix}" if prefix else file, str(exc))]
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see the config reference in README.md)"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, got {err.get('input')!r}"
+        loc = format_loc(tuple(err["loc"]))
+        full = f"{prefix}.{loc}" if prefix and loc != "(top level)" else (prefix or loc)
+        problems.append((f"{file}: {full}", msg))
+    return problems
