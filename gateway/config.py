@@ -103,7 +103,6 @@ class StoreConfig(_Strict):
 class PipelineConfig(_Strict):
     heartbeat: Duration = Field(default=60.0, description="report every point at least this often")
     report: Literal["change", "always"] = "change"
-    queue_size: int = Field(default=1000, ge=1)
 
 
 class ModbusTcp(_Strict):

@@ -55,6 +55,7 @@ class Batch:
     ids: dict[str, str] = field(default_factory=dict)
     seq: int = 0
     group: str = ""
+    error: str | None = None  # device-level fault: every point is bad for this reason
 
     @property
     def point_count(self) -> int:

@@ -31,10 +31,10 @@ class Block:
     wire_start: int  # address on the wire (after one-based shift)
     decoder: RegisterBlockDecoder | None = None  # None for bit tables
     bit_offsets: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()  # one tuple per block, reused by every Reading
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.points)
+    def __post_init__(self) -> None:
+        self.names = tuple(p.name for p in self.points)
 
 
 def plan_reads(points: Iterable[Point], profile: Profile, wa: Workarounds) -> list[Block]:

@@ -1,0 +1,115 @@
+"""The gateway runtime: devices -> pipeline -> store -> uplink, under one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from drivers.base import DriverContext, driver_for
+from gateway.config import LoadedConfig
+from gateway.encode import data_topic, encode_batch
+from gateway.faultlog import FaultLog
+from gateway.model import Batch
+from gateway.pipeline import DevicePipeline
+from gateway.scheduler import DeviceRunner
+from gateway.stats import GatewayStats
+from gateway.store import Store
+from gateway.store.memory import MemoryStore
+from gateway.uplink.mqtt import MqttUplink
+
+log = logging.getLogger("edgegw")
+
+DRAIN_TIMEOUT = 5.0
+
+
+class Gateway:
+    def __init__(self, loaded: LoadedConfig) -> None:
+        cfg = loaded.config
+        self.loaded = loaded
+        self.gateway_id = cfg.gateway.id
+        self.stats = GatewayStats()
+        self.faults = FaultLog(log, cfg.logging.fault_summary_interval)
+        prefix = cfg.uplink.mqtt.topic_prefix
+        gw = cfg.gateway.id
+        topics: dict[str, str] = {}
+
+        def encode(b: Batch) -> tuple[str, bytes]:
+            topic = topics.get(b.device)
+            if topic is None:
+                topic = topics[b.device] = data_topic(prefix, gw, b.device)
+            return topic, encode_batch(b)
+
+        self.store: Store = MemoryStore(encode, cfg.store.max_batches, cfg.store.max_bytes,
+                                        cfg.store.policy)
+        self.ctx = DriverContext()
+        self.runners: list[DeviceRunner] = []
+        enabled = [d for d in loaded.devices if d.config.enabled]
+        for i, dev in enumerate(enabled):
+            pipe = DevicePipeline(gw, dev, cfg.pipeline.heartbeat, cfg.pipeline.report == "always")
+            self.runners.append(DeviceRunner(
+                dev, driver_for(dev, self.ctx), pipe, self.store, self.stats.device(dev.id),
+                self.faults, cfg.uplink.mqtt.reconnect, phase=i / max(1, len(enabled)),
+            ))
+        self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status)
+        self._stop = asyncio.Event()
+
+    def _status(self) -> dict[str, object]:
+        st = self.store.stats
+        return {
+            "devices": {k: {"state": v.state, "missed_ticks": v.missed_ticks,
+                            "read_errors": v.read_errors, "reconnects": v.reconnects}
+                        for k, v in self.stats.devices.items()},
+            "store": {"entries": st.entries, "bytes": st.bytes, "dropped": st.dropped},
+            "published": self.stats.published,
+        }
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` (or SIGTERM/SIGINT when installed by the CLI)."""
+        log.info("edgegw %s starting: %d device(s), broker %s:%d", self.gateway_id,
+                 len(self.runners), self.loaded.config.uplink.mqtt.host,
+                 self.loaded.config.uplink.mqtt.port)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                uplink = tg.create_task(self.uplink.run(), name="uplink")
+                devices = [tg.create_task(r.run(), name=f"device:{r.device.id}")
+                           for r in self.runners]
+                summary = tg.create_task(self._summaries(), name="fault-summary")
+                await self._stop.wait()
+                log.info("stopping: devices first, then draining %d batch(es) to the broker",
+                         self.store.stats.entries)
+                for t in devices:
+                    t.cancel()
+                summary.cancel()
+                self.uplink.stop()
+                try:
+                    await asyncio.wait_for(asyncio.shield(uplink), DRAIN_TIMEOUT)
+                except TimeoutError:
+                    log.warning("stopping: %d batch(es) not delivered within %.0f s "
+                                "(memory store: they are lost)",
+                                self.store.stats.entries, DRAIN_TIMEOUT)
+                    uplink.cancel()
+        finally:
+            for r in self.runners:
+                await r.driver.close()
+            self.ctx.close()
+            await self.store.close()
+            log.info("edgegw %s stopped", self.gateway_id)
+
+    async def _summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self.faults.interval)
+            self.faults.summary()
+
+
+async def run_until_signal(loaded: LoadedConfig) -> None:
+    gw = Gateway(loaded)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, gw.stop)
+    await gw.run()

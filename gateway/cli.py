@@ -1,0 +1,183 @@
+"""``edgegw``: run the gateway and commission devices."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import Device, LoadedConfig, load_config
+from gateway.errors import ConfigError, DeviceError
+from gateway.model import Value
+from gateway.profiles import default_profile_dirs, list_profiles
+
+DEFAULT_CONFIG = os.environ.get("EDGEGW_CONFIG", "/etc/edgegw/gateway.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="edgegw", description="Edge IoT gateway: factory devices -> MQTT."
+    )
+    ap.add_argument("--version", action="version", version=f"edgegw {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", type=Path, default=Path(DEFAULT_CONFIG),
+                       help=f"gateway config (default {DEFAULT_CONFIG}, or $EDGEGW_CONFIG)")
+
+    r = sub.add_parser("run", help="run the gateway until SIGTERM/Ctrl-C")
+    with_config(r)
+    r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    c = sub.add_parser("check-config", help="validate a config and its profiles; exit 1 on errors")
+    c.add_argument("file", type=Path, nargs="?", help="config file (or -c)")
+    with_config(c)
+
+    rd = sub.add_parser("read", help="read a device's points once (commissioning)")
+    with_config(rd)
+    rd.add_argument("device")
+    rd.add_argument("point", nargs="?", help="one point (default: all)")
+
+    w = sub.add_parser("write", help="write one 'rw' point of a device")
+    with_config(w)
+    w.add_argument("device")
+    w.add_argument("point")
+    w.add_argument("value", help="number, true/false, or text for string points")
+
+    sub.add_parser("profiles", help="list the shipped device profiles")
+    return ap
+
+
+def _load(path: Path) -> LoadedConfig:
+    return load_config(path)
+
+
+def _device(loaded: LoadedConfig, dev_id: str) -> Device:
+    for d in loaded.devices:
+        if d.id == dev_id:
+            return d
+    known = ", ".join(d.id for d in loaded.devices) or "none"
+    raise ConfigError([(str(loaded.path), f"no device '{dev_id}' (devices: {known})")])
+
+
+def _fmt(v: Value) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+async def _read(loaded: LoadedConfig, dev_id: str, point: str | None) -> int:
+    from drivers.base import DriverContext, driver_for
+    from gateway.pipeline import DevicePipeline
+
+    dev = _device(loaded, dev_id)
+    points = dev.profile.expanded_points()
+    if point is not None:
+        points = [p for p in points if p.name == point]
+        if not points:
+            raise ConfigError([(dev.profile_name, f"no point '{point}' in the profile")])
+    ctx = DriverContext()
+    drv = driver_for(dev, ctx)
+    try:
+        await drv.connect()
+        readings = await drv.read(tuple(points))
+    finally:
+        await drv.close()
+        ctx.close()
+    pipe = DevicePipeline(loaded.config.gateway.id, dev, 0.0, always=True)
+    batch = pipe.process("read", readings)
+    units = {p.name: p.unit or "" for p in points}
+    width = max(len(p.name) for p in points)
+    failed = 0
+    if batch is not None:
+        for name in (p.name for p in points):
+            if name in batch.quality:
+                failed += 1
+                print(f"{name:{width}}  BAD  {batch.quality[name][1]}")
+            elif name in batch.values:
+                print(f"{name:{width}}  {_fmt(batch.values[name])} {units[name]}".rstrip())
+        if batch.state:
+            print(f"{'(state)':{width}}  {batch.state}")
+    return 1 if failed else 0
+
+
+def _parse_value(text: str) -> Value:
+    low = text.lower()
+    if low in ("true", "on"):
+        return True
+    if low in ("false", "off"):
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+async def _write(loaded: LoadedConfig, dev_id: str, point: str, value: str) -> int:
+    from drivers.base import DriverContext, driver_for
+
+    dev = _device(loaded, dev_id)
+    pts = [p for p in dev.profile.points if p.name == point]
+    if not pts:
+        raise ConfigError([(dev.profile_name, f"no point '{point}' in the profile")])
+    ctx = DriverContext()
+    drv = driver_for(dev, ctx)
+    try:
+        await drv.connect()
+        await drv.write(pts[0], _parse_value(value))
+    finally:
+        await drv.close()
+        ctx.close()
+    logging.getLogger("edgegw.write").info("wrote %s.%s = %s", dev_id, point, value)
+    print(f"{dev_id}.{point} <- {value}: ok")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = getattr(args, "log_level", None) or "INFO"
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.cmd == "profiles":
+            for name in list_profiles(default_profile_dirs()):
+                print(name)
+            return 0
+        if args.cmd == "check-config":
+            loaded = _load(args.file or args.config)
+            n = sum(len(d.profile.expanded_points()) for d in loaded.devices)
+            print(f"{loaded.path}: ok ({len(loaded.devices)} device(s), {n} point(s))")
+            return 0
+        loaded = _load(args.config)
+        if args.cmd == "run":
+            from gateway.app import run_until_signal
+
+            if args.log_level is None:
+                logging.getLogger().setLevel(loaded.config.logging.level)
+            asyncio.run(run_until_signal(loaded))
+            return 0
+        if args.cmd == "read":
+            return asyncio.run(_read(loaded, args.device, args.point))
+        if args.cmd == "write":
+            return asyncio.run(_write(loaded, args.device, args.point, args.value))
+    except ConfigError as exc:
+        for loc, msg in exc.problems:
+            print(f"{loc}: {msg}", file=sys.stderr)
+        return 1
+    except DeviceError as exc:
+        print(f"edgegw: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Payload encoding: versioned JSON (v1). Field by field in docs/wire-format.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.model import Batch
+
+PAYLOAD_VERSION = 1
+_QUALITY = ("good", "uncertain", "bad")
+
+
+def data_topic(prefix: str, gateway: str, device: str) -> str:
+    return f"{prefix}/{gateway}/{device}/data"
+
+
+def status_topic(prefix: str, gateway: str) -> str:
+    return f"{prefix}/{gateway}/status"
+
+
+def encode_batch(b: Batch) -> bytes:
+    doc: dict[str, Any] = {
+        "v": PAYLOAD_VERSION, "gw": b.gateway, "dev": b.device, "prof": b.profile,
+        "seq": b.seq, "ts": b.ts_ms,
+    }
+    if b.group:
+        doc["grp"] = b.group
+    if b.state is not None:
+        doc["state"] = b.state
+    if b.ids:
+        doc["ids"] = b.ids
+    doc["p"] = b.values
+    if b.quality:
+        doc["q"] = {k: [_QUALITY[q], reason] for k, (q, reason) in b.quality.items()}
+    if b.error is not None:
+        doc["err"] = b.error
+    return orjson.dumps(doc)
+
+
+def decode_batch(payload: bytes) -> dict[str, Any]:
+    """Parse a data payload (for tests, the CLI and the ingest side); checks the version."""
+    doc = orjson.loads(payload)
+    if not isinstance(doc, dict) or doc.get("v") != PAYLOAD_VERSION:
+        raise ValueError(f"not an edgegw v{PAYLOAD_VERSION} payload")
+    return doc

@@ -1,0 +1,132 @@
+"""Per-device pipeline: readings -> scaled, quality-checked, filtered sample batch.
+
+For each point of each reading: scale/offset (a scaled value is always a float, so a
+field never flips between int and float), quality (request error or a non-finite
+float -> bad with a reason), deadband (absolute or percent of the last reported value)
+and report-by-exception with a heartbeat: a point is reported when it changed beyond
+its deadband, when its quality changed, or when it was not reported for ``heartbeat``
+seconds. The device's machine state is derived from the profile's rules on every cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gateway.config import Device
+from gateway.model import Batch, Quality, Reading, Value
+from gateway.profiles import Point
+from gateway.state import OFFLINE, derive_state
+
+
+@dataclass(slots=True)
+class _PointState:
+    name: str
+    scale: float
+    offset: float
+    scaled: bool
+    db_abs: float
+    db_pct: float
+    track: bool  # used by state rules
+    digits: int  # decimals kept after scaling (from the scale: 0.1 -> 1, 0.001 -> 3)
+    last: Value = None
+    last_ts: float = -math.inf
+    last_quality: Quality | None = None
+
+
+def _rt(p: Point, track: bool) -> _PointState:
+    db = p.deadband
+    digits = max(0, -math.floor(math.log10(abs(p.scale)))) + 3 if p.scale else 6
+    return _PointState(
+        p.name, p.scale, p.offset, p.scaled,
+        (db.absolute or 0.0) if db else 0.0, (db.percent or 0.0) if db else 0.0, track,
+        min(digits, 12),
+    )
+
+
+class DevicePipeline:
+    """Turns one poll cycle's readings of one device into one :class:`Batch` (or None)."""
+
+    def __init__(self, gateway_id: str, device: Device, heartbeat: float,
+                 always: bool = False) -> None:
+        self.gateway_id = gateway_id
+        self.device = device
+        prof = device.profile
+        self.profile_tag = f"{device.profile_name}@{prof.version}"
+        self.state_spec = prof.state
+        tracked = set()
+        if prof.state is not None:
+            for rule in prof.state.rules:
+                tracked |= rule.when.points()
+        self.points = {p.name: _rt(p, p.name in tracked) for p in prof.expanded_points()}
+        self.heartbeat = 0.0 if always else heartbeat
+        self.current: dict[str, Value] = {}  # good values of state-rule points
+        self.state: str | None = None
+        self.ids = {"device": device.config.identifier} if device.config.identifier else {}
+        self._by_tuple: dict[int, tuple[tuple[str, ...], list[_PointState]]] = {}
+
+    def _states(self, names: tuple[str, ...]) -> list[_PointState]:
+        hit = self._by_tuple.get(id(names))
+        if hit is None or hit[0] is not names:
+            hit = (names, [self.points[n] for n in names])
+            self._by_tuple[id(names)] = hit
+        return hit[1]
+
+    def process(self, group: str, readings: list[Reading]) -> Batch | None:
+        out: dict[str, Value] = {}
+        bad: dict[str, tuple[Quality, str]] = {}
+        heartbeat = self.heartbeat
+        current = self.current
+        ts = readings[0].read_ts if readings else 0.0
+        for r in readings:
+            rts = self._states(r.points)
+            if r.error is not None:
+                for st in rts:
+                    if st.last_quality is not Quality.BAD or ts - st.last_ts >= heartbeat:
+                        out[st.name] = None
+                        bad[st.name] = (Quality.BAD, r.error)
+                        st.last, st.last_ts, st.last_quality = None, ts, Quality.BAD
+                    if st.track:
+                        current.pop(st.name, None)
+                continue
+            for st, v in zip(rts, r.values, strict=True):
+                if st.scaled:  # rounded so that 214 * 0.1 reads 21.4, not 21.400000000000002
+                    v = round(v * st.scale + st.offset, st.digits)  # type: ignore[operator]
+                if v.__class__ is float and not math.isfinite(v):  # type: ignore[arg-type]
+                    if st.last_quality is not Quality.BAD or ts - st.last_ts >= heartbeat:
+                        out[st.name] = None
+                        bad[st.name] = (Quality.BAD, "not a finite number")
+                        st.last, st.last_ts, st.last_quality = None, ts, Quality.BAD
+                    continue
+                if st.track:
+                    current[st.name] = v
+                last = st.last
+                if (
+                    st.last_quality is Quality.GOOD
+                    and ts - st.last_ts < heartbeat
+                    and (
+                        v == last
+                        or (st.db_abs and abs(v - last) <= st.db_abs)  # type: ignore[operator]
+                        or (st.db_pct and abs(v - last) <= abs(last) * st.db_pct / 100)  # type: ignore[operator]
+                    )
+                ):
+                    continue
+                out[st.name] = v
+                st.last, st.last_ts, st.last_quality = v, ts, Quality.GOOD
+        state = derive_state(self.state_spec, current) if self.state_spec else None
+        changed_state = state != self.state
+        self.state = state
+        if not out and not changed_state:
+            return None
+        return Batch(self.gateway_id, self.device.id, self.profile_tag, int(ts * 1000), out,
+                     bad, state, self.ids, group=group)
+
+    def offline(self, reason: str, ts: float) -> Batch:
+        """State ``offline`` with the reason: every point of the device is bad until the
+        next good read, which then reports every point again."""
+        for st in self.points.values():
+            st.last, st.last_ts, st.last_quality = None, ts, Quality.BAD
+        self.current.clear()
+        self.state = OFFLINE
+        return Batch(self.gateway_id, self.device.id, self.profile_tag, int(ts * 1000), {},
+                     state=OFFLINE, ids=self.ids, error=reason)

@@ -1,0 +1,1 @@
+"""Uplinks take entries from the store, deliver them, and acknowledge them to the store."""

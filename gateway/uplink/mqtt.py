@@ -1,0 +1,151 @@
+"""MQTT uplink over aiomqtt: QoS 1, bounded in-flight publishes, birth/death status.
+
+The store is the queue: this task peeks the oldest unacknowledged entries, publishes up
+to ``max_inflight`` of them concurrently (paho writes them to the socket in sequence
+order) and acknowledges each entry to the store only after the broker's PUBACK. On any
+MQTT error every in-flight publish is abandoned, the client reconnects with backoff and
+publishing restarts from the oldest unacknowledged entry (at-least-once delivery; the
+backend drops duplicates by gateway id + sequence number).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+
+import aiomqtt
+import orjson
+
+from gateway import __version__
+from gateway.backoff import Backoff
+from gateway.config import MqttConfig
+from gateway.encode import status_topic
+from gateway.stats import GatewayStats
+from gateway.store import Entry, Store
+
+log = logging.getLogger("edgegw.uplink")
+
+
+class MqttUplink:
+    def __init__(self, cfg: MqttConfig, gateway_id: str, store: Store, stats: GatewayStats,
+                 status_extra: Callable[[], dict[str, object]] | None = None) -> None:
+        self.cfg = cfg
+        self.gateway_id = gateway_id
+        self.store = store
+        self.stats = stats
+        self.status_extra = status_extra or (lambda: {})
+        self.topic_status = status_topic(cfg.topic_prefix, gateway_id)
+        self.connected = asyncio.Event()
+        self._backoff = Backoff(cfg.reconnect.initial, cfg.reconnect.max, cfg.reconnect.jitter)
+        self._stopping = False
+        self._drained = asyncio.Event()
+
+    # -- status ------------------------------------------------------------------------
+    def _status(self, online: bool) -> bytes:
+        doc: dict[str, object] = {
+            "v": 1, "gw": self.gateway_id, "status": "online" if online else "offline",
+            "ts": int(time.time() * 1000),
+        }
+        if online:
+            doc["version"] = __version__
+            doc.update(self.status_extra())
+        return orjson.dumps(doc)
+
+    def _client(self) -> aiomqtt.Client:
+        cfg = self.cfg
+        tls_context = None
+        if cfg.tls is not None:
+            tls_context = ssl.create_default_context(
+                cafile=str(cfg.tls.ca_file) if cfg.tls.ca_file else None
+            )
+            if cfg.tls.cert_file and cfg.tls.key_file:
+                tls_context.load_cert_chain(str(cfg.tls.cert_file), str(cfg.tls.key_file))
+            if cfg.tls.insecure_skip_verify:
+                tls_context.check_hostname = False
+                tls_context.verify_mode = ssl.CERT_NONE
+        return aiomqtt.Client(
+            cfg.host, cfg.port,
+            identifier=cfg.client_id or f"edgegw-{self.gateway_id}",
+            username=cfg.username, password=cfg.password(),
+            keepalive=cfg.keepalive,
+            will=aiomqtt.Will(self.topic_status, self._status(False), qos=1, retain=True),
+            tls_context=tls_context,
+            max_inflight_messages=cfg.max_inflight,
+            clean_session=True,
+            timeout=10,
+        )
+
+    # -- running -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, publish, reconnect: forever, until :meth:`stop` has drained the store."""
+        while not self._stopping:
+            try:
+                await self._session()
+            except* aiomqtt.MqttError as eg:
+                self.connected.clear()
+                delay = self._backoff.next()
+                log.warning("mqtt: %s; reconnecting in %.1f s (%d batches waiting)",
+                            eg.exceptions[0], delay, self.store.stats.entries)
+                await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        async with self._client() as client:
+            self.stats.mqtt_connects += 1
+            self._backoff.reset()
+            log.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
+            await client.publish(self.topic_status, self._status(True), qos=1, retain=True)
+            self.connected.set()
+            await self._pump(client)
+            self.connected.clear()
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self.topic_status, self._status(False), qos=1,
+                                     retain=True, timeout=2)
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        """Publish until stopping and drained; an MqttError ends the session."""
+        sem = asyncio.Semaphore(self.cfg.max_inflight)
+        qos = self.cfg.qos
+        store = self.store
+        stats = self.stats
+
+        async def send(e: Entry) -> None:
+            try:
+                await client.publish(e.topic, e.payload, qos=qos)
+            except aiomqtt.MqttError:
+                stats.publish_errors += 1
+                raise
+            finally:
+                sem.release()
+            stats.published += 1
+            await store.ack(e.seq)
+
+        cursor = 0
+        async with asyncio.TaskGroup() as tg:
+            status = tg.create_task(self._status_loop(client), name="mqtt-status")
+            while not (self._stopping and store.stats.entries == 0):
+                try:
+                    entries = await asyncio.wait_for(
+                        store.peek(self.cfg.max_inflight, after=cursor),
+                        timeout=0.2 if self._stopping else 1.0,  # re-check stopping
+                    )
+                except TimeoutError:
+                    continue
+                for e in entries:
+                    await sem.acquire()
+                    tg.create_task(send(e), name="mqtt-publish")
+                    cursor = e.seq
+            status.cancel()
+
+    async def _status_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.status_interval)
+            await client.publish(self.topic_status, self._status(True), qos=1, retain=True)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to publish what is queued, then the offline status, and return.
+        The caller bounds the wait (a dead broker never drains)."""
+        self._stopping = True
