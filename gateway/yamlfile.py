@@ -29,10 +29,19 @@ def load_yaml(path: Path) -> Any:
     return data
 
 
+#: fields holding a tagged union: pydantic puts the tag (``modbus-tcp``) in the location
+TAGGED_UNION_FIELDS = frozenset({"connection"})
+
+
 def format_loc(loc: tuple[int | str, ...]) -> str:
     """``('devices', 3, 'connection', 'port')`` -> ``devices[3].connection.port``."""
     out = ""
+    prev: int | str | None = None
     for part in loc:
+        skip_tag = prev in TAGGED_UNION_FIELDS
+        prev = part
+        if skip_tag:
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         elif part.startswith(("function-", "tagged-union")) or part in (

@@ -1,0 +1,113 @@
+"""Config validation: every error named with file, path and expected value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import load_config
+from gateway.durations import parse_duration
+from gateway.errors import ConfigError
+
+GOOD = """
+gateway: {id: gw-hall1}
+uplink: {mqtt: {host: 127.0.0.1, port: 1883}}
+devices:
+  - id: cnc-01
+    profile: acme/cnc-vmc850
+    connection: {kind: modbus-tcp, host: 127.0.0.1, port: 15020}
+    poll: {fast: 500ms}
+  - id: meter-01
+    profile: voltmeter/em340-3ph
+    connection: {kind: modbus-rtu, port: /dev/ttyUSB0, baudrate: 19200, unit_id: 3}
+    workarounds: {inter_request_delay: 20ms}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "gateway.yaml"
+    p.write_text(text)
+    return p
+
+
+def problems(tmp_path: Path, text: str) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as ei:
+        load_config(write(tmp_path, text))
+    return ei.value.problems
+
+
+def test_good_config_loads_with_overrides(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, GOOD))
+    cnc, meter = loaded.devices
+    assert cnc.poll_periods == {"fast": 0.5, "slow": 10.0}
+    assert meter.workarounds.inter_request_delay == pytest.approx(0.02)
+    assert meter.workarounds.max_registers_per_read == 60  # from the profile
+
+
+@pytest.mark.parametrize(("patch", "where", "says"), [
+    (("port: 15020", "port: 70000"), "devices[0].connection.port", "less than or equal to 65535"),
+    (("kind: modbus-tcp", "kind: modbus-udp"), "devices[0].connection", "modbus-tcp"),
+    (("id: gw-hall1", "id: 'gw hall/1'"), "gateway.id", "letters, digits"),
+    (("poll: {fast: 500ms}", "poll: {fast: soon}"), "devices[0].poll.fast", "duration"),
+    (("poll: {fast: 500ms}", "pol: {fast: 1s}"), "devices[0].pol", "unknown field"),
+    (("poll: {fast: 500ms}", "poll: {turbo: 1s}"), "devices[0].poll", "unknown poll group"),
+    (("acme/cnc-vmc850", "acme/nope"), "devices[0].profile", "profile not found"),
+    (("{inter_request_delay: 20ms}", "{max_registers_per_read: 300}"),
+     "devices[1].workarounds.max_registers_per_read", "less than or equal to 125"),
+    (("id: meter-01", "id: cnc-01"), "devices", "duplicate device id"),
+])
+def test_each_error_names_file_path_and_expectation(
+    tmp_path: Path, patch: tuple[str, str], where: str, says: str
+) -> None:
+    found = problems(tmp_path, GOOD.replace(*patch, 1))
+    text = "\n".join(f"{loc}: {msg}" for loc, msg in found)
+    assert str(tmp_path / "gateway.yaml") in text
+    assert where in text
+    assert says in text
+
+
+def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
+    bad = GOOD.replace("port: 15020", "port: 0").replace("baudrate: 19200", "baudrate: 1")
+    found = problems(tmp_path, bad)
+    assert len(found) == 2
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    found = problems(tmp_path, "gateway: {id: x\ndevices: [")
+    assert ":2:" in found[0][0] or ":3:" in found[0][0]
+    assert "invalid YAML" in found[0][1]
+
+
+def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(write(tmp_path, GOOD))]) == 0
+    assert "ok (2 device(s)" in capsys.readouterr().out
+    assert main(["check-config", str(write(tmp_path, GOOD.replace("15020", "-1")))]) == 1
+    err = capsys.readouterr().err
+    assert "devices[0].connection.port: Input should be greater than or equal to 1" in err
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["check-config", str(tmp_path / "nope.yaml")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("250ms", 0.25), ("1s", 1.0), ("1.5s", 1.5), ("5m", 300.0), ("2h", 7200.0), (3, 3.0),
+])
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["fast", "-1s", "1d", True])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_example_configs_are_valid() -> None:
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        load_config(path)

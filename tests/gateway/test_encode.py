@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.encode import decode_batch, encode_batch
+from gateway.model import Batch, Quality
+
+
+def test_json_v1_fields() -> None:
+    b = Batch("gw1", "cnc-01", "acme/cnc@1", 1763900000123, {"speed": 1200, "temp": None},
+              {"temp": (Quality.BAD, "timeout")}, "running", {"device": "88.1.2/X"}, seq=42,
+              group="fast")
+    doc = orjson.loads(encode_batch(b))
+    assert doc == {
+        "v": 1, "gw": "gw1", "dev": "cnc-01", "prof": "acme/cnc@1", "seq": 42,
+        "ts": 1763900000123, "grp": "fast", "state": "running", "ids": {"device": "88.1.2/X"},
+        "p": {"speed": 1200, "temp": None}, "q": {"temp": ["bad", "timeout"]},
+    }
+    assert decode_batch(encode_batch(b))["seq"] == 42
+
+
+def test_offline_batch_carries_error() -> None:
+    doc = orjson.loads(encode_batch(Batch("g", "d", "p", 1, {}, state="offline", error="x")))
+    assert doc["err"] == "x" and doc["p"] == {} and "q" not in doc
+
+
+def test_decode_rejects_other_versions() -> None:
+    with pytest.raises(ValueError, match="v1"):
+        decode_batch(b'{"v": 9}')

@@ -1,0 +1,111 @@
+"""Scaling, quality, deadband, report-by-exception with heartbeat, machine state."""
+
+from __future__ import annotations
+
+import math
+
+from gateway.config import Device, DeviceConfig
+from gateway.model import Quality, Reading
+from gateway.pipeline import DevicePipeline
+from gateway.profiles import Profile
+
+PROFILE = Profile.model_validate({
+    "vendor": "t", "model": "m",
+    "state": {"default": "idle", "rules": [
+        {"state": "fault", "when": {"point": "alarm", "eq": True}},
+        {"state": "running", "when": {"all": [{"point": "speed", "gt": 0},
+                                              {"point": "mode", "in": [1, 2]}]}},
+    ]},
+    "points": [
+        {"name": "speed", "table": "holding", "address": 0, "deadband": {"absolute": 5}},
+        {"name": "temp", "table": "holding", "address": 1, "type": "int16", "scale": 0.1},
+        {"name": "flow", "table": "holding", "address": 2, "type": "float32",
+         "deadband": {"percent": 10}},
+        {"name": "mode", "table": "holding", "address": 4},
+        {"name": "alarm", "table": "coil", "address": 0, "type": "bool"},
+    ],
+})
+NAMES = ("speed", "temp", "flow", "mode")
+
+
+def pipe(heartbeat: float = 60.0) -> DevicePipeline:
+    dc = DeviceConfig.model_validate({"id": "d1", "profile": "t/m", "identifier": "88.1.2/D1",
+                                     "connection": {"kind": "modbus-tcp", "host": "x"}})
+    return DevicePipeline("gw", Device(dc, "t/m", PROFILE, PROFILE.workarounds,
+                                       dict(PROFILE.poll_groups)), heartbeat)
+
+
+def rd(values: list[object], ts: float, names: tuple[str, ...] = NAMES) -> Reading:
+    return Reading(names, list(values), ts)  # type: ignore[arg-type]
+
+
+def test_first_cycle_reports_everything_scaled_as_float() -> None:
+    p = pipe()
+    b = p.process("g", [rd([100, 214, 1.5, 1], 10.0), rd([False], 10.0, ("alarm",))])
+    assert b is not None
+    assert b.values == {"speed": 100, "temp": 21.4, "flow": 1.5, "mode": 1, "alarm": False}
+    assert isinstance(b.values["temp"], float)
+    assert b.state == "running"
+    assert b.ids == {"device": "88.1.2/D1"}
+    assert b.ts_ms == 10_000
+
+
+def test_deadband_absolute_and_percent() -> None:
+    p = pipe()
+    p.process("g", [rd([100, 214, 10.0, 1], 0.0)])
+    b = p.process("g", [rd([104, 214, 10.9, 1], 1.0)])  # within both deadbands
+    assert b is None
+    b = p.process("g", [rd([106, 214, 11.1, 1], 2.0)])
+    assert b is not None and b.values == {"speed": 106, "flow": 11.1}
+
+
+def test_heartbeat_reports_unchanged_points() -> None:
+    p = pipe(heartbeat=5.0)
+    p.process("g", [rd([1, 2, 3.0, 1], 0.0)])
+    assert p.process("g", [rd([1, 2, 3.0, 1], 4.0)]) is None
+    b = p.process("g", [rd([1, 2, 3.0, 1], 5.0)])
+    assert b is not None and set(b.values) == set(NAMES)
+
+
+def test_bad_quality_reported_once_then_recovery_reported() -> None:
+    p = pipe()
+    p.process("g", [rd([1, 2, 3.0, 1], 0.0)])
+    err = Reading(NAMES, [None] * 4, 1.0, "modbus exception 2 (illegal data address)")
+    b = p.process("g", [err])
+    assert b is not None
+    assert b.values == dict.fromkeys(NAMES)
+    assert b.quality["speed"] == (Quality.BAD, "modbus exception 2 (illegal data address)")
+    assert p.process("g", [Reading(NAMES, [None] * 4, 2.0, "modbus exception 2 (x)")]) is None
+    b = p.process("g", [rd([1, 2, 3.0, 1], 3.0)])
+    assert b is not None and set(b.values) == set(NAMES) and not b.quality
+
+
+def test_non_finite_float_is_bad() -> None:
+    p = pipe()
+    b = p.process("g", [rd([1, 2, math.nan, 1], 0.0)])
+    assert b is not None
+    assert b.values["flow"] is None
+    assert b.quality["flow"] == (Quality.BAD, "not a finite number")
+
+
+def test_state_changes_are_reported_even_without_value_changes() -> None:
+    p = pipe()
+    p.process("g", [rd([100, 2, 3.0, 1], 0.0), rd([False], 0.0, ("alarm",))])
+    b = p.process("g", [rd([True], 1.0, ("alarm",))])
+    assert b is not None and b.state == "fault"
+
+
+def test_state_ignores_bad_points() -> None:
+    p = pipe()
+    p.process("g", [rd([100, 2, 3.0, 1], 0.0)])
+    b = p.process("g", [Reading(NAMES, [None] * 4, 1.0, "timeout")])
+    assert b is not None and b.state == "idle"
+
+
+def test_offline_then_every_point_again() -> None:
+    p = pipe()
+    p.process("g", [rd([1, 2, 3.0, 1], 0.0)])
+    off = p.offline("no response", 1.0)
+    assert off.state == "offline" and off.error == "no response" and not off.values
+    b = p.process("g", [rd([1, 2, 3.0, 1], 2.0)])
+    assert b is not None and set(b.values) == set(NAMES)
