@@ -28,6 +28,9 @@ from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
 
 log = logging.getLogger("edgegw.uplink")
+# aiomqtt warns about every publish beyond 10 pending; many in flight is our design
+_client_log = logging.getLogger("edgegw.uplink.client")
+_client_log.setLevel(logging.ERROR)
 
 
 class MqttUplink:
@@ -70,6 +73,7 @@ class MqttUplink:
         return aiomqtt.Client(
             cfg.host, cfg.port,
             identifier=cfg.client_id or f"edgegw-{self.gateway_id}",
+            logger=_client_log,
             username=cfg.username, password=cfg.password(),
             keepalive=cfg.keepalive,
             will=aiomqtt.Will(self.topic_status, self._status(False), qos=1, retain=True),
@@ -111,12 +115,15 @@ class MqttUplink:
         qos = self.cfg.qos
         store = self.store
         stats = self.stats
+        failed = False
 
         async def send(e: Entry) -> None:
+            nonlocal failed
             try:
                 await client.publish(e.topic, e.payload, qos=qos)
             except aiomqtt.MqttError:
                 stats.publish_errors += 1
+                failed = True
                 raise
             finally:
                 sem.release()
@@ -136,6 +143,8 @@ class MqttUplink:
                     continue
                 for e in entries:
                     await sem.acquire()
+                    if failed:  # the TaskGroup is shutting down with the MqttError
+                        return
                     tg.create_task(send(e), name="mqtt-publish")
                     cursor = e.seq
             status.cancel()

@@ -1,0 +1,122 @@
+"""Simulator building blocks: PDU handling, RTU framing, faults, scenarios, behaviour."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from firmware_sim.faults import Fault, parse_fault
+from firmware_sim.machine import BenchDevice, SimDevice
+from firmware_sim.registers import RegisterMap
+from firmware_sim.scenario import load_scenario
+from firmware_sim.transport import crc16, rtu_frame, rtu_request_length
+from gateway.errors import ConfigError
+from gateway.profiles import Profile, default_profile_dirs, load_profile
+
+PROFILE = Profile.model_validate({"vendor": "t", "model": "m", "points": [
+    {"name": "a", "table": "holding", "address": 0, "type": "uint16", "sim": {"kind": "constant", "value": 7}},
+    {"name": "b", "table": "holding", "address": 5, "type": "uint16"},
+    {"name": "c", "table": "coil", "address": 3, "type": "bool", "access": "rw"},
+]})
+
+
+def test_first_register_is_address_zero() -> None:
+    m = RegisterMap(PROFILE)
+    m.set_point(PROFILE.points[0], 0xBEEF)
+    assert m.handle(struct.pack(">BHH", 3, 0, 1)) == b"\x03\x02\xbe\xef"
+
+
+def test_reads_past_the_map_are_illegal_address() -> None:
+    m = RegisterMap(PROFILE)
+    assert m.handle(struct.pack(">BHH", 3, 5, 2)) == b"\x83\x02"
+    assert m.handle(struct.pack(">BHH", 3, 0, 126)) == b"\x83\x03"
+    assert m.handle(b"\x2b\x0e") == b"\xab\x01"
+
+
+def test_strict_map_rejects_gaps() -> None:
+    m = RegisterMap(PROFILE, strict=True)
+    assert m.handle(struct.pack(">BHH", 3, 0, 6)) == b"\x83\x02"
+    assert m.handle(struct.pack(">BHH", 3, 5, 1))[:2] == b"\x03\x02"
+
+
+def test_coils_write_and_read() -> None:
+    m = RegisterMap(PROFILE)
+    assert m.handle(struct.pack(">BHH", 5, 3, 0xFF00)) == struct.pack(">BHH", 5, 3, 0xFF00)
+    assert m.handle(struct.pack(">BHH", 1, 0, 4)) == b"\x01\x01\x08"
+
+
+def test_write_multiple_registers() -> None:
+    m = RegisterMap(PROFILE)
+    assert m.handle(struct.pack(">BHHBHH", 16, 4, 2, 4, 1, 2)) == struct.pack(">BHH", 16, 4, 2)
+    assert m.get_raw("holding", 4, 2) == b"\x00\x01\x00\x02"
+
+
+def test_crc16_known_vector() -> None:
+    # read holding registers unit 1, address 0, count 10 -> CRC C5 CD (low byte first)
+    assert rtu_frame(1, bytes.fromhex("030000000a")).hex() == "01030000000ac5cd"
+    assert crc16(b"123456789") == 0x4B37
+
+
+def test_rtu_request_lengths() -> None:
+    assert rtu_request_length(b"\x01") is None
+    assert rtu_request_length(b"\x01\x03") == 8
+    assert rtu_request_length(b"\x01\x10\x00\x00\x00\x02") is None
+    assert rtu_request_length(b"\x01\x10\x00\x00\x00\x02\x04") == 13
+    assert rtu_request_length(b"\x01\x63") == 0
+
+
+@pytest.mark.parametrize(("text", "fault"), [
+    ("slow:500ms", Fault("slow", delay=0.5)), ("exception:2", Fault("exception", code=2)),
+    ("silence", Fault("silence")), ("drop", Fault("drop")), ("garbage", Fault("garbage")),
+])
+def test_parse_fault(text: str, fault: Fault) -> None:
+    assert parse_fault(text) == fault
+
+
+@pytest.mark.parametrize("text", ["explode", "silence:3", "slow:fast"])
+def test_bad_faults(text: str) -> None:
+    with pytest.raises(ValueError, match=r"fault|duration"):
+        parse_fault(text)
+
+
+def test_scenario_file(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text("devices:\n  - {id: a, profile: acme/cnc-vmc850, port: 0}\n"
+                 "faults:\n  - {at: 1s, device: a, fault: 'slow:200ms', duration: 2s}\n")
+    sc = load_scenario(f)
+    assert sc.faults[0].duration == 2.0
+    f.write_text("devices:\n  - {id: a, profile: acme/cnc-vmc850, port: 0}\n"
+                 "faults:\n  - {at: 1s, device: b, fault: silence}\n")
+    with pytest.raises(ConfigError, match="unknown device 'b'"):
+        load_scenario(f)
+
+
+def test_machine_values_follow_state() -> None:
+    prof = load_profile("acme/cnc-vmc850", default_profile_dirs())
+    dev = SimDevice("c", prof, seed=1)
+    dev.set_state("running")
+    for _ in range(50):
+        dev.step(0.5)
+    speed = struct.unpack(">i", dev.map.get_raw("input", 0, 2))[0]
+    assert 7000 < speed < 9000
+    dev.set_state("idle")
+    for _ in range(50):
+        dev.step(0.5)
+    assert abs(struct.unpack(">i", dev.map.get_raw("input", 0, 2))[0]) < 200
+    parts = struct.unpack(">I", dev.map.get_raw("input", 20, 2))[0]
+    assert parts >= 1  # 25 s of running at 0.05 parts/s
+
+
+def test_bench_device_clock_and_changing_registers() -> None:
+    dev = BenchDevice("b", 10)
+    dev.step()
+    first = dev.map.get_raw("holding", 0, 10)
+    dev.step()
+    second = dev.map.get_raw("holding", 0, 10)
+    assert first[4:] != second[4:]
+    t = struct.unpack(">I", second[:4])[0]
+    import time
+
+    assert abs(((int(time.time() * 1000) & 0xFFFFFFFF) - t) % 2**32) < 1000

@@ -1,0 +1,64 @@
+"""A test subscriber on a real broker: collects decoded messages in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+import orjson
+
+
+@dataclass
+class Received:
+    topic: str
+    doc: dict[str, Any]
+    at: float
+    retain: bool
+
+
+@dataclass
+class Subscriber:
+    port: int
+    topic: str = "edgegw/#"
+    messages: list[Received] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __aenter__(self) -> Subscriber:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client("127.0.0.1", self.port) as client:
+            await client.subscribe(self.topic, qos=1)
+            self._ready.set()
+            async for m in client.messages:
+                payload = m.payload if isinstance(m.payload, bytes) else b"{}"
+                self.messages.append(
+                    Received(str(m.topic), orjson.loads(payload), time.monotonic(), m.retain)
+                )
+
+    def data(self, device: str | None = None) -> list[dict[str, Any]]:
+        return [m.doc for m in self.messages if m.topic.endswith("/data")
+                and (device is None or m.doc["dev"] == device)]
+
+    def status(self) -> list[dict[str, Any]]:
+        return [m.doc for m in self.messages if m.topic.endswith("/status")]
+
+    async def wait_for(self, pred: Any, timeout: float = 10.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
+            await asyncio.sleep(0.02)
