@@ -1,0 +1,214 @@
+"""End to end: simulator -> gateway (a real `edgegw run` process) -> mosquitto -> subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware_sim.sim import Simulator, write_yaml
+from tests.mqtt_sub import Subscriber
+from tests.servers import Mosquitto
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class GatewayProcess:
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log = config, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.config)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+            )
+
+    def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(15)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def gateway_cfg(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "gateway.yaml"
+
+
+async def start_sim(sim: Simulator, n: int = 3) -> None:
+    profiles = ["acme/cnc-vmc850", "presstec/tyre-curing-tc48", "moldtech/imm-h250"]
+    for i in range(n):
+        sim.add_profile_device(f"dev{i}", profiles[i % 3], port=0, seed=i)
+    await sim.start()
+
+
+def write_config(sim: Simulator, path: Path, broker: Mosquitto, **extra: Any) -> None:
+    cfg = sim.gateway_config("gw-e2e", mqtt_port=broker.port, **extra)
+    for d in cfg["devices"]:  # type: ignore[attr-defined]
+        d["connection"].update({"timeout": "300ms", "retries": 0})
+        d["poll"] = {g: "200ms" for g in ("fast", "slow", "process", "recipe", "cycle", "info")
+                     if g in _groups(d["profile"])}
+    cfg["uplink"]["mqtt"]["reconnect"] = {"initial": "200ms", "max": "1s"}  # type: ignore[index]
+    cfg["uplink"]["mqtt"]["status_interval"] = "1s"  # type: ignore[index]
+    write_yaml(path, cfg)
+
+
+def _groups(profile: str) -> set[str]:
+    from gateway.profiles import default_profile_dirs, load_profile
+
+    return set(load_profile(profile, default_profile_dirs()).poll_groups)
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
+    gp = GatewayProcess(tmp_path / "gateway.yaml", tmp_path / "gateway.log")
+    yield gp
+    gp.stop()
+    print(gp.log.read_text()[-3000:])
+
+
+async def test_values_arrive_and_match_the_simulator(
+    sim: Simulator, broker: Mosquitto, gateway: GatewayProcess
+) -> None:
+    await start_sim(sim)
+    sim.devices["dev0"].set_state("running")  # type: ignore[union-attr]
+    write_config(sim, gateway.config, broker)
+    async with Subscriber(broker.port) as sub:
+        gateway.start()
+        await sub.wait_for(lambda: all(sub.data(f"dev{i}") for i in range(3)), 20,
+                           "data from every device")
+        await asyncio.sleep(1.0)
+    first = sub.data("dev0")[0]
+    assert first["v"] == 1 and first["gw"] == "gw-e2e" and first["prof"] == "acme/cnc-vmc850@1.2"
+    merged: dict[str, Any] = {}
+    for d in sub.data("dev0"):
+        merged.update(d["p"])
+    assert merged["program_number"] == 4711
+    assert merged["program_name"] == "O4711-FLANGE"
+    assert merged["cycle_time"] == pytest.approx(19.87)
+    assert merged["cycle_active"] is True
+    assert sub.data("dev0")[-1]["state"] == "running"
+    press: dict[str, Any] = {}
+    for d in sub.data("dev1"):
+        press.update(d["p"])
+    assert press["green_tyre_code"] == "TYRE-2026-000123"
+    assert press["interlocks.steam_ok"] is True
+    assert abs(first["ts"] / 1000 - time.time()) < 30
+    seqs = [d["seq"] for d in sub.data()]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    online = [s for s in sub.status() if s["status"] == "online"]
+    assert online and set(online[-1]["devices"]) == {"dev0", "dev1", "dev2"}
+    assert gateway.signal(signal.SIGTERM) == 0
+
+
+async def test_dead_and_silent_devices_do_not_slow_the_others(
+    sim: Simulator, broker: Mosquitto, gateway: GatewayProcess
+) -> None:
+    await start_sim(sim, 4)
+    write_config(sim, gateway.config, broker, pipeline={"report": "always"})
+    async with Subscriber(broker.port) as sub:
+        gateway.start()
+        await sub.wait_for(lambda: all(sub.data(f"dev{i}") for i in range(4)), 20, "all devices")
+        await asyncio.sleep(1.0)
+
+        def rate(dev: str, since: float) -> float:
+            n = sum(1 for m in sub.messages if m.at >= since and m.topic.endswith("/data")
+                    and m.doc["dev"] == dev and m.doc.get("grp") in ("fast", "process"))
+            return n / (time.monotonic() - since)
+
+        t0 = time.monotonic()
+        await asyncio.sleep(3.0)
+        before = {d: rate(d, t0) for d in ("dev2", "dev3")}
+        sim.set_fault("dev0", "drop")  # killed: connection closed, no reconnect
+        await sim.tcp["dev0"].stop()
+        sim.set_fault("dev1", "silence")  # alive, but never answers
+        t1 = time.monotonic()
+        await sub.wait_for(
+            lambda: any(d.get("state") == "offline" for d in sub.data("dev0")), 10, "dev0 offline")
+        await sub.wait_for(
+            lambda: any(d.get("state") == "offline" for d in sub.data("dev1")), 10, "dev1 offline")
+        await asyncio.sleep(3.0)
+        after = {d: rate(d, t1) for d in ("dev2", "dev3")}
+    for d in ("dev2", "dev3"):
+        assert before[d] == pytest.approx(5.0, rel=0.25), before  # 200 ms polls
+        assert after[d] == pytest.approx(before[d], rel=0.2), (before, after)
+    offline = next(d for d in sub.data("dev0") if d.get("state") == "offline")
+    assert offline["err"] and offline["p"] == {}
+    status = sub.status()[-1]
+    assert status["devices"]["dev0"]["state"] == "offline"
+    assert status["devices"]["dev2"]["state"] == "online"
+
+
+async def test_device_recovers_after_outage(
+    sim: Simulator, broker: Mosquitto, gateway: GatewayProcess
+) -> None:
+    await start_sim(sim, 1)
+    write_config(sim, gateway.config, broker)
+    async with Subscriber(broker.port) as sub:
+        gateway.start()
+        await sub.wait_for(lambda: sub.data("dev0"), 20, "first data")
+        sim.set_fault("dev0", "silence")
+        await sub.wait_for(lambda: sub.data("dev0")[-1].get("state") == "offline", 10, "offline")
+        n = len(sub.data("dev0"))
+        sim.set_fault("dev0", "none")
+
+        def reported_again() -> set[str]:
+            return {k for d in sub.data("dev0")[n:] for k in d["p"]}
+
+        # every point is reported again after an outage (both poll groups), unchanged or not
+        await sub.wait_for(lambda: {"program_number", "program_name"} <= reported_again(), 15,
+                           "every point again")
+    assert sub.data("dev0")[-1]["state"] != "offline"
+
+
+async def test_exception_codes_mark_quality_bad_and_gateway_keeps_running(
+    sim: Simulator, broker: Mosquitto, gateway: GatewayProcess
+) -> None:
+    await start_sim(sim, 2)
+    write_config(sim, gateway.config, broker)
+    async with Subscriber(broker.port) as sub:
+        gateway.start()
+        await sub.wait_for(lambda: sub.data("dev0") and sub.data("dev1"), 20, "first data")
+        sim.set_fault("dev0", "exception:4")
+        await sub.wait_for(lambda: any("program_number" in d.get("q", {})
+                                       for d in sub.data("dev0")), 10, "bad quality")
+        n1 = len(sub.data("dev1"))
+        await asyncio.sleep(1.5)
+        assert len(sub.data("dev1")) > n1
+    bad = next(d for d in sub.data("dev0") if "program_number" in d.get("q", {}))
+    assert bad["q"]["program_number"] == ["bad", "modbus exception 4 (server device failure)"]
+    assert bad["p"]["program_number"] is None
+    assert gateway.proc is not None and gateway.proc.poll() is None
+
+
+async def test_sigkill_leaves_the_last_will(
+    sim: Simulator, broker: Mosquitto, gateway: GatewayProcess
+) -> None:
+    await start_sim(sim, 1)
+    write_config(sim, gateway.config, broker)
+    async with Subscriber(broker.port, "edgegw/gw-e2e/status") as sub:
+        gateway.start()
+        await sub.wait_for(lambda: any(s["status"] == "online" for s in sub.status()), 20)
+        gateway.signal(signal.SIGKILL)
+        await sub.wait_for(lambda: sub.status()[-1]["status"] == "offline", 60, "last will")
