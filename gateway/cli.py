@@ -48,8 +48,34 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("point")
     w.add_argument("value", help="number, true/false, or text for string points")
 
+    m = sub.add_parser("monitor", help="print live decoded telemetry from the broker")
+    with_config(m)
+    m.add_argument("--host", help="broker host (default: from the config, else 127.0.0.1)")
+    m.add_argument("--port", type=int, help="broker port (default: from the config, else 1883)")
+    m.add_argument("--topic", default=None, help="topic filter (default: <prefix>/#)")
+    m.add_argument("--count", type=int, default=0, help="stop after N messages")
+
     sub.add_parser("profiles", help="list the shipped device profiles")
     return ap
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from gateway.monitor import monitor
+
+    host, port, prefix = "127.0.0.1", 1883, "edgegw"
+    if args.config.is_file():
+        mq = load_config(args.config).config.uplink.mqtt
+        host, port, prefix = mq.host, mq.port, mq.topic_prefix
+    topic = args.topic or f"{prefix}/#"
+    import aiomqtt
+
+    try:
+        asyncio.run(monitor(args.host or host, args.port or port, topic, sys.stdout, args.count))
+    except aiomqtt.MqttError as exc:
+        print(f"edgegw monitor: broker {args.host or host}:{args.port or port}: {exc}",
+              file=sys.stderr)
+        return 2
+    return 0
 
 
 def _load(path: Path) -> LoadedConfig:
@@ -150,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in list_profiles(default_profile_dirs()):
                 print(name)
             return 0
+        if args.cmd == "monitor":
+            return _monitor(args)
         if args.cmd == "check-config":
             loaded = _load(args.file or args.config)
             n = sum(len(d.profile.expanded_points()) for d in loaded.devices)
