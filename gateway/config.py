@@ -103,6 +103,12 @@ class StoreConfig(_Strict):
 class PipelineConfig(_Strict):
     heartbeat: Duration = Field(default=60.0, description="report every point at least this often")
     report: Literal["change", "always"] = "change"
+    poll_alignment: Literal["aligned", "spread"] = Field(
+        default="aligned",
+        description="aligned: every poll group ticks on wall-clock multiples of its period "
+        "(time-aligned samples across devices, fewest wakeups); spread: devices are offset "
+        "evenly across the period (smoother load, more CPU)",
+    )
 
 
 class ModbusTcp(_Strict):
@@ -213,10 +219,12 @@ def load_config(path: str | Path) -> LoadedConfig:
         search.insert(0, Path(env))
     problems: list[tuple[str, str]] = []
     devices: list[Device] = []
+    profiles: dict[Path, Profile] = {}  # many devices share one profile: parse it once
     for i, dc in enumerate(cfg.devices):
         where = f"{path}: devices[{i}]"
         try:
-            profile = load_profile_file(find_profile(dc.profile, search))
+            ppath = find_profile(dc.profile, search)
+            profile = profiles.get(ppath) or profiles.setdefault(ppath, load_profile_file(ppath))
         except ConfigError as exc:
             problems += [(f"{where}.profile", f"{loc}: {msg}") for loc, msg in exc.problems]
             continue

@@ -1,6 +1,9 @@
 """Per-device supervision and drift-free polling.
 
-Each device has one supervisor task: it connects (exponential backoff with jitter
+Poll groups tick on wall-clock multiples of their period by default, so samples of
+different devices are taken at the same instants and one event-loop wakeup serves many
+devices (measured: 3.4x less CPU than spreading devices across the period; see
+bench/README.md). Each device has one supervisor task: it connects (exponential backoff with jitter
 while the device is unreachable), then runs one task per poll group under a
 TaskGroup. A poll group ticks at ``start + k * period``: when a cycle overruns, the
 missed ticks are skipped and counted, never bunched up. A DeviceUnreachable from any
@@ -34,7 +37,7 @@ log = logging.getLogger("edgegw.scheduler")
 class DeviceRunner:
     def __init__(self, device: Device, driver: Driver, pipeline: DevicePipeline,
                  store: Store, stats: DeviceStats, faults: FaultLog,
-                 backoff: BackoffConfig, phase: float = 0.0) -> None:
+                 backoff: BackoffConfig, phase: float | None = None) -> None:
         self.device = device
         self.driver = driver
         self.pipeline = pipeline
@@ -42,7 +45,9 @@ class DeviceRunner:
         self.stats = stats
         self.faults = faults
         self.backoff = Backoff(backoff.initial, backoff.max, backoff.jitter)
-        self.phase = phase  # fraction of the period to offset the first tick by
+        # None: tick on wall-clock multiples of the period (aligned across devices);
+        # a fraction: offset the first tick by that part of the period (spread)
+        self.phase = phase
         prof = device.profile
         groups: dict[str, list[Point]] = {}
         for p in prof.expanded_points():
@@ -106,8 +111,12 @@ class DeviceRunner:
         read = self.driver.read
         process = self.pipeline.process
         append = self.store.append
-        deadline = loop.time() + self.phase * period
-        await asyncio.sleep(self.phase * period)
+        if self.phase is None:
+            first = period - time.time() % period
+        else:
+            first = self.phase * period
+        deadline = loop.time() + first
+        await asyncio.sleep(first)
         while True:
             readings = await read(points)
             st.polls += 1

@@ -10,6 +10,9 @@ from pydantic import ValidationError
 
 from gateway.errors import ConfigError
 
+# libyaml's C loader when PyYAML was built with it (about 10x faster on big profiles)
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def load_yaml(path: Path) -> Any:
     """Parse a YAML file; errors name the file, line and column."""
@@ -18,7 +21,7 @@ def load_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError([(str(path), f"cannot read: {exc.strerror or exc}")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
