@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -25,7 +26,6 @@ from pathlib import Path
 import aiomqtt
 import orjson
 import psutil
-
 from firmware_sim.servers import mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,9 +132,10 @@ async def run(devices: int, registers: int, period_ms: int, duration: float,
         ready = asyncio.Event()
         sub = asyncio.create_task(counter.run(broker.port, ready))
         await ready.wait()
-        gw = subprocess.Popen(
-            [str(BIN / "edgegw"), "run", "-c", str(cfg), "--log-level", "WARNING"],
-            stdout=open(work / "gateway.log", "wb"), stderr=subprocess.STDOUT)
+        with (work / "gateway.log").open("wb") as gw_log:
+            gw = subprocess.Popen(
+                [str(BIN / "edgegw"), "run", "-c", str(cfg), "--log-level", "WARNING"],
+                stdout=gw_log, stderr=subprocess.STDOUT)
         proc = psutil.Process(gw.pid)
         try:
             await asyncio.sleep(warmup)
@@ -159,7 +160,7 @@ async def run(devices: int, registers: int, period_ms: int, duration: float,
         # a poll that never arrived shows as a gap of two or more periods between reads
         missing = sum(
             max(0, round((b - a) / period_ms) - 1)
-            for ts in counter.ts.values() for a, b in zip(ts, ts[1:], strict=False)
+            for ts in counter.ts.values() for a, b in itertools.pairwise(ts)
         )
         polls = counter.messages + missing
         expected_points = polls * (registers - 1)

@@ -13,6 +13,7 @@ from pathlib import Path
 from firmware_sim.faults import parse_fault
 from firmware_sim.scenario import load_scenario
 from firmware_sim.sim import Simulator, bench_profile, bench_profile_name, write_yaml
+
 from gateway.durations import parse_duration
 from gateway.errors import ConfigError
 from gateway.profiles import default_profile_dirs, list_profiles

@@ -9,6 +9,7 @@ import time
 
 from firmware_sim.faults import Fault
 from firmware_sim.registers import LIMITS, RegisterMap
+
 from gateway.profiles import Point, PointSim, Profile
 
 DEFAULT_STATES = {

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from firmware_sim.faults import parse_fault
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from firmware_sim.faults import parse_fault
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.yamlfile import load_yaml, validation_problems

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-
 from firmware_sim.faults import Fault, parse_fault
 from firmware_sim.machine import BenchDevice, SimDevice
 from firmware_sim.scenario import FaultEvent, Scenario, SimDeviceSpec
 from firmware_sim.transport import RtuBusServer, TcpDeviceServer
+
 from gateway.profiles import default_profile_dirs, load_profile
 
 log = logging.getLogger("edgegw.sim")

@@ -35,10 +35,7 @@ async def respond(dev: Served, pdu: bytes, send: Callable[[bytes], None],
     fault = dev.fault
     if fault.kind in ("silence", "drop"):
         return
-    if fault.kind == "exception":
-        response = bytes([pdu[0] | 0x80, fault.code])
-    else:
-        response = dev.answer(pdu)
+    response = bytes([pdu[0] | 128, fault.code]) if fault.kind == "exception" else dev.answer(pdu)
     if fault.kind == "slow" and fault.delay:
         await asyncio.sleep(fault.delay)
         if dev.fault.kind in ("silence", "drop"):
@@ -85,7 +82,7 @@ class TcpDeviceServer:
         try:
             while True:
                 head = await reader.readexactly(7)
-                tid, proto, length, unit = MBAP.unpack(head)
+                tid, _proto, length, unit = MBAP.unpack(head)
                 if length < 2 or length > 254:
                     break  # not Modbus: a real device drops such a peer
                 pdu = await reader.readexactly(length - 1)

@@ -89,10 +89,10 @@ class DevicePipeline:
                     if st.track:
                         current.pop(st.name, None)
                 continue
-            for st, v in zip(rts, r.values, strict=True):
-                if st.scaled:  # rounded so that 214 * 0.1 reads 21.4, not 21.400000000000002
-                    v = round(v * st.scale + st.offset, st.digits)  # type: ignore[operator]
-                if v.__class__ is float and not math.isfinite(v):  # type: ignore[arg-type]
+            for st, raw in zip(rts, r.values, strict=True):
+                # scaled values are rounded so that 214 * 0.1 reads 21.4, not 21.400000000000002
+                v = round(raw * st.scale + st.offset, st.digits) if st.scaled else raw  # type: ignore[operator]
+                if v.__class__ is float and not math.isfinite(v):
                     if st.last_quality is not Quality.BAD or ts - st.last_ts >= heartbeat:
                         out[st.name] = None
                         bad[st.name] = (Quality.BAD, "not a finite number")
@@ -107,7 +107,7 @@ class DevicePipeline:
                     and (
                         v == last
                         or (st.db_abs and abs(v - last) <= st.db_abs)  # type: ignore[operator]
-                        or (st.db_pct and abs(v - last) <= abs(last) * st.db_pct / 100)  # type: ignore[operator]
+                        or (st.db_pct and abs(v - last) <= abs(last) * st.db_pct / 100)  # type: ignore[operator, arg-type]
                     )
                 ):
                     continue

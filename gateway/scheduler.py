@@ -65,7 +65,7 @@ class DeviceRunner:
                 await self._connected_cycle()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a bug must not silently end a device
+            except Exception:
                 log.exception("device %s: unexpected error; restarting its tasks", dev)
                 self.stats.last_error = "internal error (see log)"
                 await self.driver.close()
@@ -111,10 +111,7 @@ class DeviceRunner:
         read = self.driver.read
         process = self.pipeline.process
         append = self.store.append
-        if self.phase is None:
-            first = period - time.time() % period
-        else:
-            first = self.phase * period
+        first = period - time.time() % period if self.phase is None else self.phase * period
         deadline = loop.time() + first
         await asyncio.sleep(first)
         while True:

@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-
 from firmware_sim.sim import Simulator
+
 from tests.servers import Mosquitto, mosquitto
 
 

@@ -22,6 +22,7 @@ results (property-tested).
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -88,12 +89,12 @@ class RegisterSpec:
         unpack = struct.Struct(">" + STRUCT_CODE[self.type]).unpack
         if swap and rev:
             little = struct.Struct("<" + STRUCT_CODE[self.type]).unpack
-            return lambda raw: little(raw)[0]  # type: ignore[no-any-return]
+            return lambda raw: little(raw)[0]
         if swap:
-            return lambda raw: unpack(_swap_bytes(raw))[0]  # type: ignore[no-any-return]
+            return lambda raw: unpack(_swap_bytes(raw))[0]
         if rev:
-            return lambda raw: unpack(_reverse_words(raw))[0]  # type: ignore[no-any-return]
-        return lambda raw: unpack(raw)[0]  # type: ignore[no-any-return]
+            return lambda raw: unpack(_reverse_words(raw))[0]
+        return lambda raw: unpack(raw)[0]
 
 
 class RegisterBlockDecoder:
@@ -108,7 +109,7 @@ class RegisterBlockDecoder:
         self._strings: list[int] = []
         self._slow: list[tuple[int, int, Decoder]] = []
         ordered = all(
-            a.offset + a.size <= b.offset for a, b in zip(specs, specs[1:], strict=False)
+            a.offset + a.size <= b.offset for a, b in itertools.pairwise(specs)
         )
         if ordered and all(s.plain for s in specs):
             fmt, pos = ">", 0

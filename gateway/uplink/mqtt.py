@@ -40,7 +40,7 @@ class MqttUplink:
         self.gateway_id = gateway_id
         self.store = store
         self.stats = stats
-        self.status_extra = status_extra or (lambda: {})
+        self.status_extra = status_extra or (dict)
         self.topic_status = status_topic(cfg.topic_prefix, gateway_id)
         self.connected = asyncio.Event()
         self._backoff = Backoff(cfg.reconnect.initial, cfg.reconnect.max, cfg.reconnect.jitter)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from firmware_sim.sim import Simulator, write_yaml
+
 from tests.mqtt_sub import Subscriber
 from tests.servers import Mosquitto
 
@@ -53,7 +53,7 @@ class GatewayProcess:
 
 @pytest.fixture
 def gateway_cfg(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "gateway.yaml"
+    return tmp_path / "gateway.yaml"
 
 
 async def start_sim(sim: Simulator, n: int = 3) -> None:

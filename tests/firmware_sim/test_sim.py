@@ -6,17 +6,18 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from firmware_sim.faults import Fault, parse_fault
 from firmware_sim.machine import BenchDevice, SimDevice
 from firmware_sim.registers import RegisterMap
 from firmware_sim.scenario import load_scenario
 from firmware_sim.transport import crc16, rtu_frame, rtu_request_length
+
 from gateway.errors import ConfigError
 from gateway.profiles import Profile, default_profile_dirs, load_profile
 
 PROFILE = Profile.model_validate({"vendor": "t", "model": "m", "points": [
-    {"name": "a", "table": "holding", "address": 0, "type": "uint16", "sim": {"kind": "constant", "value": 7}},
+    {"name": "a", "table": "holding", "address": 0, "type": "uint16",
+     "sim": {"kind": "constant", "value": 7}},
     {"name": "b", "table": "holding", "address": 5, "type": "uint16"},
     {"name": "c", "table": "coil", "address": 3, "type": "bool", "access": "rw"},
 ]})

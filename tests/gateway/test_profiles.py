@@ -59,7 +59,8 @@ def test_state_rules_must_name_known_points(tmp_path: Path) -> None:
 
 def test_unknown_schema_version(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
-    f.write_text("schema: 7\nvendor: v\nmodel: m\npoints: [{name: a, table: holding, address: 0}]\n")
+    f.write_text("schema: 7\nvendor: v\nmodel: m\n"
+                 "points: [{name: a, table: holding, address: 0}]\n")
     with pytest.raises(ConfigError, match="schema 1, not 7"):
         load_profile_file(f)
 

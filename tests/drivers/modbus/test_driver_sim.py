@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from firmware_sim.sim import Simulator
 
 from drivers.base import DriverContext
 from drivers.modbus.driver import ModbusDriver
-from firmware_sim.sim import Simulator
 from gateway.errors import DeviceUnreachable, ProtocolError, WriteRejected
 from gateway.model import Reading
 from tests.helpers import device, tcp

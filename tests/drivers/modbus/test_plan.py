@@ -17,7 +17,7 @@ def pts(*spec: tuple[str, int, str]) -> list[Point]:
     return out
 
 
-H, I, C, D = "holding", "input", "coil", "discrete"
+H, IN, C, D = "holding", "input", "coil", "discrete"
 
 CASES = [
     # (name, points, workarounds, expected [(table, start, count, n_points)])
@@ -33,8 +33,8 @@ CASES = [
      {"max_gap": 124}, [(H, 0, 125, 2), (H, 125, 1, 1)]),
     ("max registers per read", pts((H, 0, "uint32"), (H, 2, "uint32"), (H, 4, "uint32")),
      {"max_registers_per_read": 4}, [(H, 0, 4, 2), (H, 4, 2, 1)]),
-    ("tables never mix", pts((H, 0, "uint16"), (I, 1, "uint16"), (C, 0, "bool"), (D, 0, "bool")),
-     {}, [(H, 0, 1, 1), (I, 1, 1, 1), (C, 0, 1, 1), (D, 0, 1, 1)]),
+    ("tables never mix", pts((H, 0, "uint16"), (IN, 1, "uint16"), (C, 0, "bool"), (D, 0, "bool")),
+     {}, [(H, 0, 1, 1), (IN, 1, 1, 1), (C, 0, 1, 1), (D, 0, 1, 1)]),
     ("bits bridge 16x max_gap", pts((C, 0, "bool"), (C, 100, "bool"), (C, 300, "bool")),
      {"max_gap": 7}, [(C, 0, 101, 2), (C, 300, 1, 1)]),
     ("unsorted input", pts((H, 5, "uint16"), (H, 0, "uint16")), {}, [(H, 0, 6, 2)]),
