@@ -121,3 +121,8 @@ def test_bench_device_clock_and_changing_registers() -> None:
     import time
 
     assert abs(((int(time.time() * 1000) & 0xFFFFFFFF) - t) % 2**32) < 1000
+
+
+def test_example_scenario_loads() -> None:
+    sc = load_scenario(Path(__file__).parents[2] / "examples" / "scenario.yaml")
+    assert len(sc.devices) == 5 and len(sc.faults) == 5

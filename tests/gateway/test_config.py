@@ -107,7 +107,7 @@ def test_bad_durations(text: object) -> None:
 
 
 def test_example_configs_are_valid() -> None:
-    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("gateway*.yaml"))
     assert examples
     for path in examples:
         load_config(path)
