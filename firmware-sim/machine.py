@@ -41,6 +41,9 @@ class SimDevice:
         self._points = [p for p in profile.expanded_points() if p.sim is not None]
         self._last = time.monotonic()
         self.step(0.0)
+        # a writable constant (a setpoint) is an initial value: what a client writes stays
+        self._points = [p for p in self._points
+                        if not (p.access == "rw" and p.sim and p.sim.kind == "constant")]
 
     def answer(self, pdu: bytes) -> bytes:
         return self.map.handle(pdu)

@@ -212,3 +212,47 @@ async def test_sigkill_leaves_the_last_will(
         await sub.wait_for(lambda: any(s["status"] == "online" for s in sub.status()), 20)
         gateway.signal(signal.SIGKILL)
         await sub.wait_for(lambda: sub.status()[-1]["status"] == "offline", 60, "last will")
+
+
+async def test_overrunning_polls_are_skipped_and_counted(
+    sim: Simulator, broker: Mosquitto, gateway: GatewayProcess
+) -> None:
+    await start_sim(sim, 1)
+    write_config(sim, gateway.config, broker)  # 200 ms polls, 300 ms timeout
+    sim.set_fault("dev0", "slow:250ms")  # answers in time, but every cycle overruns
+    async with Subscriber(broker.port) as sub:
+        gateway.start()
+        await sub.wait_for(
+            lambda: any(s.get("devices", {}).get("dev0", {}).get("missed_ticks", 0) > 3
+                        for s in sub.status()), 20, "missed ticks in the status topic")
+    assert sub.data("dev0"), "slow device still delivers"
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_read_and_write(sim: Simulator, broker: Mosquitto, tmp_path: Path) -> None:
+    await start_sim(sim, 2)
+    cfg = tmp_path / "gateway.yaml"
+    write_config(sim, cfg, broker)
+    code, out, _ = await run_cli("read", "-c", str(cfg), "dev0")
+    assert code == 0
+    assert "program_name                   O4711-FLANGE" in out
+    assert "cycle_time                     19.87 s" in out
+    code, out, _ = await run_cli("write", "-c", str(cfg), "dev1", "platen_temp_setpoint", "171.5")
+    assert code == 0 and "ok" in out
+    code, out, _ = await run_cli("read", "-c", str(cfg), "dev1", "platen_temp_setpoint")
+    assert "171.5 degC" in out
+    code, _, err = await run_cli("write", "-c", str(cfg), "dev1", "press_step", "3")
+    assert code == 2 and "read-only" in err
+    code, _, err = await run_cli("read", "-c", str(cfg), "nope")
+    assert code == 1 and "no device 'nope'" in err
+    sim.set_fault("dev0", "silence")
+    code, _, err = await run_cli("read", "-c", str(cfg), "dev0")
+    assert code == 2 and "no response" in err
