@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(args))
     except ConfigError as exc:
-        for loc, msg in exc.problems:
-            print(f"{loc}: {msg}", file=sys.stderr)
+        print("\n".join(exc.lines()), file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"edgegw-sim: {exc}", file=sys.stderr)

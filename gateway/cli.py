@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.config import Device, LoadedConfig, load_config
 from gateway.errors import ConfigError, DeviceError
 from gateway.model import Value
-from gateway.profiles import default_profile_dirs, list_profiles
+from gateway.profiles import Point, default_profile_dirs, list_profiles
+
+if TYPE_CHECKING:
+    from drivers.base import Driver
 
 DEFAULT_CONFIG = os.environ.get("EDGEGW_CONFIG", "/etc/edgegw/gateway.yaml")
 
@@ -96,24 +102,37 @@ def _fmt(v: Value) -> str:
     return str(v)
 
 
-async def _read(loaded: LoadedConfig, dev_id: str, point: str | None) -> int:
-    from drivers.base import DriverContext, driver_for
-    from gateway.pipeline import DevicePipeline
-
-    dev = _device(loaded, dev_id)
+def _points(dev: Device, name: str | None) -> list[Point]:
     points = dev.profile.expanded_points()
-    if point is not None:
-        points = [p for p in points if p.name == point]
-        if not points:
-            raise ConfigError([(dev.profile_name, f"no point '{point}' in the profile")])
+    if name is None:
+        return points
+    found = [p for p in points if p.name == name]
+    if not found:
+        raise ConfigError([(dev.profile_name, f"no point '{name}' in the profile")])
+    return found
+
+
+@contextlib.asynccontextmanager
+async def _connected(dev: Device) -> AsyncIterator[Driver]:
+    from drivers.base import DriverContext, driver_for
+
     ctx = DriverContext()
     drv = driver_for(dev, ctx)
     try:
         await drv.connect()
-        readings = await drv.read(tuple(points))
+        yield drv
     finally:
         await drv.close()
         ctx.close()
+
+
+async def _read(loaded: LoadedConfig, dev_id: str, point: str | None) -> int:
+    from gateway.pipeline import DevicePipeline
+
+    dev = _device(loaded, dev_id)
+    points = _points(dev, point)
+    async with _connected(dev) as drv:
+        readings = await drv.read(tuple(points))
     pipe = DevicePipeline(loaded.config.gateway.id, dev, 0.0, always=True)
     batch = pipe.process("read", readings)
     units = {p.name: p.unit or "" for p in points}
@@ -148,20 +167,10 @@ def _parse_value(text: str) -> Value:
 
 
 async def _write(loaded: LoadedConfig, dev_id: str, point: str, value: str) -> int:
-    from drivers.base import DriverContext, driver_for
-
     dev = _device(loaded, dev_id)
-    pts = [p for p in dev.profile.points if p.name == point]
-    if not pts:
-        raise ConfigError([(dev.profile_name, f"no point '{point}' in the profile")])
-    ctx = DriverContext()
-    drv = driver_for(dev, ctx)
-    try:
-        await drv.connect()
-        await drv.write(pts[0], _parse_value(value))
-    finally:
-        await drv.close()
-        ctx.close()
+    (target,) = _points(dev, point)
+    async with _connected(dev) as drv:
+        await drv.write(target, _parse_value(value))
     logging.getLogger("edgegw.write").info("wrote %s.%s = %s", dev_id, point, value)
     print(f"{dev_id}.{point} <- {value}: ok")
     return 0
@@ -196,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "write":
             return asyncio.run(_write(loaded, args.device, args.point, args.value))
     except ConfigError as exc:
-        for loc, msg in exc.problems:
-            print(f"{loc}: {msg}", file=sys.stderr)
+        print("\n".join(exc.lines()), file=sys.stderr)
         return 1
     except DeviceError as exc:
         print(f"edgegw: {exc}", file=sys.stderr)

@@ -20,7 +20,11 @@ class ConfigError(EdgegwError):
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"{loc}: {msg}" for loc, msg in problems))
+        super().__init__("; ".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One ``location: message`` line per problem, for a CLI to print."""
+        return [f"{loc}: {msg}" for loc, msg in self.problems]
 
 
 class DeviceError(EdgegwError):
