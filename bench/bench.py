@@ -109,7 +109,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 async def run(devices: int, registers: int, period_ms: int, duration: float,
-              warmup: float, spread: bool = False) -> Result:
+              warmup: float, slots: int | None = None) -> Result:
     with tempfile.TemporaryDirectory(prefix="edgegw-bench-") as tmp, \
             mosquitto(Path(tmp)) as broker:
         work = Path(tmp)
@@ -125,8 +125,8 @@ async def run(devices: int, registers: int, period_ms: int, duration: float,
                 break
         else:
             raise RuntimeError("simulator did not start:\n" + line)
-        if spread:
-            text = cfg.read_text().replace("pipeline:\n", "pipeline:\n  poll_alignment: spread\n")
+        if slots is not None:
+            text = cfg.read_text().replace("pipeline:\n", f"pipeline:\n  poll_slots: {slots}\n")
             cfg.write_text(text)
         counter = Counter()
         ready = asyncio.Event()
@@ -185,13 +185,13 @@ def main() -> int:
     ap.add_argument("-P", "--period-ms", type=int, default=1000)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--warmup", type=float, default=5.0)
-    ap.add_argument("--spread", action="store_true",
-                    help="poll_alignment: spread instead of aligned (for comparison)")
+    ap.add_argument("--slots", type=int, default=None,
+                    help="pipeline.poll_slots for the gateway (default: the gateway's default)")
     ap.add_argument("--json", type=Path, help="also append the result to this JSON-lines file")
     a = ap.parse_args()
-    r = asyncio.run(run(a.devices, a.registers, a.period_ms, a.duration, a.warmup, a.spread))
+    r = asyncio.run(run(a.devices, a.registers, a.period_ms, a.duration, a.warmup, a.slots))
     print(f"\nworkload D={r.devices} R={r.registers} P={r.period_ms} ms"
-          f"{' (spread)' if a.spread else ''}, "
+          f"{f' slots={a.slots}' if a.slots else ''}, "
           f"{r.duration_s} s measured (cpu count {os.cpu_count()})")
     for k, v in asdict(r).items():
         print(f"  {k:34} {v}")

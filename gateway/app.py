@@ -46,13 +46,13 @@ class Gateway:
         self.ctx = DriverContext()
         self.runners: list[DeviceRunner] = []
         enabled = [d for d in loaded.devices if d.config.enabled]
-        spread = cfg.pipeline.poll_alignment == "spread"
+        slots = cfg.pipeline.poll_slots
         for i, dev in enumerate(enabled):
             pipe = DevicePipeline(gw, dev, cfg.pipeline.heartbeat, cfg.pipeline.report == "always")
             self.runners.append(DeviceRunner(
                 dev, driver_for(dev, self.ctx), pipe, self.store, self.stats.device(dev.id),
                 self.faults, cfg.uplink.mqtt.reconnect,
-                phase=i / len(enabled) if spread else None,
+                phase=(i % slots) / slots,
             ))
         self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status)
         self._stop = asyncio.Event()

@@ -103,11 +103,11 @@ class StoreConfig(_Strict):
 class PipelineConfig(_Strict):
     heartbeat: Duration = Field(default=60.0, description="report every point at least this often")
     report: Literal["change", "always"] = "change"
-    poll_alignment: Literal["aligned", "spread"] = Field(
-        default="aligned",
-        description="aligned: every poll group ticks on wall-clock multiples of its period "
-        "(time-aligned samples across devices, fewest wakeups); spread: devices are offset "
-        "evenly across the period (smoother load, more CPU)",
+    poll_slots: int = Field(
+        default=8, ge=1, le=1000,
+        description="devices are assigned round-robin to this many evenly spaced instants "
+        "per period, aligned to wall-clock multiples of the period: 1 polls every device at "
+        "once (least CPU, burstier), more slots spread the load (less added latency)",
     )
 
 
