@@ -45,10 +45,6 @@ class FaultLog:
             self.log.info("%s (after %d fault(s) in %.0f s)", message, f.count,
                           time.monotonic() - f.first)
 
-    def clear_prefix(self, device: str, message: str) -> None:
-        for key in [k for k in self._faults if isinstance(k, tuple) and k and k[0] == device]:
-            self.clear(key, message)
-
     def summary(self) -> None:
         self._last_summary = time.monotonic()
         for f in self._faults.values():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
@@ -22,13 +22,9 @@ class GatewayStats:
     published: int = 0
     publish_errors: int = 0
     mqtt_connects: int = 0
-    batches: int = 0
 
     def device(self, dev: str) -> DeviceStats:
         st = self.devices.get(dev)
         if st is None:
             st = self.devices[dev] = DeviceStats()
         return st
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)

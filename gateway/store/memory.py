@@ -90,6 +90,3 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
-
-    def __len__(self) -> int:
-        return len(self._entries)
