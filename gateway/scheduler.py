@@ -123,10 +123,13 @@ class DeviceRunner:
                 if r.error is not None:
                     st.read_errors += 1
                     st.last_error = r.error
-                    self.faults.fault((dev, group, r.points[0], r.error),
+                    self.faults.fault((dev, group, r.points[0]),
                                       f"device {dev}: {r.error} reading {', '.join(r.points)}")
                 else:
                     st.points += len(r.values)
+                    if self.faults.active:
+                        self.faults.clear((dev, group, r.points[0]),
+                                          f"device {dev}: {', '.join(r.points)} read again")
             batch = process(group, readings)
             if batch is not None:
                 await append(batch)

@@ -31,3 +31,10 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
         assert base * 0.8 <= d <= base * 1.2
     b.reset()
     assert b.next() <= 0.6
+
+
+def test_clear_of_unknown_key_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    log = FaultLog(logging.getLogger("t2"))
+    with caplog.at_level(logging.INFO, "t2"):
+        log.clear(("d", "g", "p"), "recovered")
+    assert not caplog.records
