@@ -15,8 +15,7 @@ from gateway.model import Batch
 from gateway.pipeline import DevicePipeline
 from gateway.scheduler import DeviceRunner
 from gateway.stats import GatewayStats
-from gateway.store import Store
-from gateway.store.memory import MemoryStore
+from gateway.store import Limits, Store, open_store
 from gateway.uplink.mqtt import MqttUplink
 
 log = logging.getLogger("edgegw")
@@ -41,8 +40,10 @@ class Gateway:
                 topic = topics[b.device] = data_topic(prefix, gw, b.device)
             return topic, encode_batch(b)
 
-        self.store: Store = MemoryStore(encode, cfg.store.max_batches, cfg.store.max_bytes,
-                                        cfg.store.policy)
+        sc = cfg.store
+        self.store: Store = open_store(
+            sc.kind, encode, Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy),
+            str(loaded.store_path), sc.sync_interval)
         self.ctx = DriverContext()
         self.runners: list[DeviceRunner] = []
         enabled = [d for d in loaded.devices if d.config.enabled]
@@ -58,12 +59,11 @@ class Gateway:
         self._stop = asyncio.Event()
 
     def _status(self) -> dict[str, object]:
-        st = self.store.stats
         return {
             "devices": {k: {"state": v.state, "missed_ticks": v.missed_ticks,
                             "read_errors": v.read_errors, "reconnects": v.reconnects}
                         for k, v in self.stats.devices.items()},
-            "store": {"entries": st.entries, "bytes": st.bytes, "dropped": st.dropped},
+            "store": self.store.stats.as_status(),
             "published": self.stats.published,
         }
 

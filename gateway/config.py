@@ -94,10 +94,18 @@ class UplinkConfig(_Strict):
 
 
 class StoreConfig(_Strict):
-    kind: Literal["memory"] = "memory"
-    max_batches: int = Field(default=100_000, ge=10)
-    max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
-    policy: Literal["drop-oldest", "drop-newest"] = "drop-oldest"
+    kind: Literal["sqlite", "memory"] = Field(
+        default="sqlite", description="sqlite: durable spool on disk; memory: lost on restart")
+    path: Path | None = Field(
+        default=None, description="spool file; default $STATE_DIRECTORY/spool.db (systemd) "
+        "or spool.db beside the config file; relative paths are beside the config file")
+    max_batches: int = Field(default=1_000_000, ge=10)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=16 * 1024)
+    max_age: Duration = Field(default=7 * 86400.0, description="0 = no age cap")
+    policy: Literal["drop-oldest", "drop-newest", "block-readers"] = "drop-oldest"
+    sync_interval: Duration = Field(
+        default=1.0, description="fsync the spool this often (bounds what a power cut can "
+        "lose); 0 = fsync every commit")
 
 
 class PipelineConfig(_Strict):
@@ -203,6 +211,16 @@ class LoadedConfig:
     path: Path
     config: GatewayConfig
     devices: list[Device]
+
+    @property
+    def store_path(self) -> Path:
+        """Where the durable spool lives (see StoreConfig.path)."""
+        p = self.config.store.path
+        if p is None:
+            state = os.environ.get("STATE_DIRECTORY")
+            return Path(state.split(":")[0]) / "spool.db" if state else \
+                self.path.parent / "spool.db"
+        return p if p.is_absolute() else self.path.parent / p
 
 
 def load_config(path: str | Path) -> LoadedConfig:

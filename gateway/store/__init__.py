@@ -1,19 +1,33 @@
 """The store contract: where batches wait until the broker acknowledged them.
 
 ``append(batch) -> seq`` encodes the batch, gives it the next sequence number and keeps
-it; ``peek(n, after)`` returns the oldest entries not yet acknowledged (with a sequence
-number greater than ``after``), waiting until there is at least one; ``ack(seq)``
-removes one entry for good (unknown or already dropped sequence numbers are ignored).
-Every backend is bounded and drops by an explicit, counted policy when full.
+it (for a durable backend: on disk, committed, before it returns);
+``peek(n, after, before)`` returns up to ``n`` of the oldest entries with
+``after < seq < before`` without waiting; ``wait(after)`` returns once an entry newer
+than ``after`` exists; ``ack(seq)`` removes one entry for good (unknown or already
+dropped sequence numbers are ignored).
+
+Every backend is bounded (entries, bytes, age). When an append does not fit, the
+policy decides: ``drop-oldest`` (default) deletes the oldest entries, ``drop-newest``
+discards the new one, ``block-readers`` makes the append wait until acks free room (the
+device pollers then miss ticks, which are counted). Every dropped batch and sample is
+counted by reason and reported in the status topic. The policy lives here, once; the
+backends only store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.model import Batch
+
+log = logging.getLogger("edgegw.store")
 
 
 @dataclass(slots=True, frozen=True)
@@ -28,21 +42,215 @@ class Entry:
 class StoreStats:
     appended: int = 0
     acked: int = 0
-    dropped: int = 0  # batches discarded by the full-store policy
     entries: int = 0
     bytes: int = 0
+    dropped: int = 0  # batches discarded, all reasons
+    dropped_points: int = 0  # samples in those batches
+    dropped_by: dict[str, int] = field(default_factory=dict)  # reason -> batches
+    degraded: str | None = None  # e.g. "disk full" while appends fail
+    durable: bool = False
+
+    def as_status(self) -> dict[str, object]:
+        return {"entries": self.entries, "bytes": self.bytes, "dropped": self.dropped,
+                "dropped_points": self.dropped_points, "dropped_by": self.dropped_by,
+                "degraded": self.degraded, "durable": self.durable}
 
 
 Encoder = Callable[[Batch], tuple[str, bytes]]
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_batches: int
+    max_bytes: int
+    max_age: float = 0.0  # seconds; 0 = no age cap
+    policy: str = "drop-oldest"
+
+
 class Store(Protocol):
     stats: StoreStats
 
+    @property
+    def last_seq(self) -> int: ...
+
     async def append(self, batch: Batch) -> int: ...
 
-    async def peek(self, n: int, after: int = 0) -> list[Entry]: ...
+    async def peek(self, n: int, after: int = 0, before: int | None = None) -> list[Entry]: ...
+
+    async def wait(self, after: int) -> None: ...
 
     async def ack(self, seq: int) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class StoreFull(Exception):
+    """The backend cannot take more data right now (disk full)."""
+
+
+def initial_seq(persisted: int = 0) -> int:
+    """Sequence numbers start at the boot time in microseconds (or after the last
+    persisted one, if the clock went back), so that they keep rising across restarts
+    and the backend can drop duplicates by (gateway, seq). A gateway publishes far
+    fewer than 10^6 batches per second."""
+    return max(persisted, time.time_ns() // 1000)
+
+
+class BoundedStore(ABC):
+    """Sequence numbers, caps, drop policies and counts; backends implement storage."""
+
+    AGE_CHECK_INTERVAL = 1.0
+
+    def __init__(self, encode: Encoder, limits: Limits) -> None:
+        self._encode = encode
+        self.limits = limits
+        self.stats = StoreStats()
+        self._seq = 0
+        self._new = asyncio.Event()
+        self._room = asyncio.Event()
+        self._warned: set[str] = set()
+        self._next_age_check = 0.0
+
+    # -- primitives of a backend ---------------------------------------------------------
+    @abstractmethod
+    def _insert(self, seq: int, topic: str, payload: bytes, ts_ms: int, points: int) -> None:
+        """Keep one entry (raise StoreFull when out of space)."""
+
+    @abstractmethod
+    def _oldest(self, n: int) -> list[tuple[int, int, int]]:
+        """``(seq, bytes, points)`` of the n oldest entries."""
+
+    @abstractmethod
+    def _delete(self, seq: int) -> tuple[int, int] | None:
+        """Remove one entry; ``(bytes, points)`` or None if it was not there."""
+
+    @abstractmethod
+    def _select(self, n: int, after: int, before: int | None) -> list[Entry]: ...
+
+    @abstractmethod
+    def _expire(self, cutoff_ms: int) -> tuple[int, int, int]:
+        """Remove entries older than cutoff: ``(batches, bytes, points)``."""
+
+    # -- the contract --------------------------------------------------------------------
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    async def append(self, batch: Batch) -> int:
+        self._seq += 1
+        batch.seq = seq = self._seq
+        topic, payload = self._encode(batch)
+        size, points = len(payload), batch.point_count
+        self._check_age()
+        if not await self._make_room(size, points):
+            return seq
+        try:
+            self._insert(seq, topic, payload, batch.ts_ms, points)
+        except StoreFull as exc:
+            self._count_drop("disk_full", 1, points)
+            if self.stats.degraded is None:
+                self.stats.degraded = f"disk full: {exc}"
+                log.error("store: cannot write (%s): new batches are dropped and counted "
+                          "until space is free again", exc)
+            return seq
+        if self.stats.degraded is not None:
+            log.warning("store: writing again after: %s", self.stats.degraded)
+            self.stats.degraded = None
+        st = self.stats
+        st.entries += 1
+        st.bytes += size
+        st.appended += 1
+        self._new.set()
+        return seq
+
+    async def _make_room(self, size: int, points: int) -> bool:
+        lim = self.limits
+        st = self.stats
+
+        def full() -> bool:
+            return st.entries >= lim.max_batches or st.bytes + size > lim.max_bytes
+
+        if not full():
+            return True
+        if lim.policy == "drop-newest":
+            self._count_drop("full", 1, points)
+            return False
+        if lim.policy == "block-readers":
+            self._warn_once("block", "store full: device polling waits for the broker "
+                            "to take data (missed polls are counted per device)")
+            while full() and st.entries:
+                self._room.clear()
+                await self._room.wait()
+            return True
+        while full() and st.entries:  # drop-oldest
+            for seq, nbytes, npoints in self._oldest(64):
+                if not full():
+                    break
+                if self._delete(seq) is not None:
+                    st.entries -= 1
+                    st.bytes -= nbytes
+                    self._count_drop("full", 1, npoints)
+        return True
+
+    def _count_drop(self, reason: str, batches: int, points: int) -> None:
+        st = self.stats
+        st.dropped += batches
+        st.dropped_points += points
+        st.dropped_by[reason] = st.dropped_by.get(reason, 0) + batches
+        self._warn_once(reason, f"store: dropping batches ({reason}, policy "
+                        f"{self.limits.policy}); counts are in the status topic")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
+    def _check_age(self) -> None:
+        if not self.limits.max_age:
+            return
+        now = time.monotonic()
+        if now < self._next_age_check:
+            return
+        self._next_age_check = now + self.AGE_CHECK_INTERVAL
+        cutoff = int((time.time() - self.limits.max_age) * 1000)
+        n, nbytes, points = self._expire(cutoff)
+        if n:
+            self.stats.entries -= n
+            self.stats.bytes -= nbytes
+            self._count_drop("age", n, points)
+            self._room.set()
+
+    async def peek(self, n: int, after: int = 0, before: int | None = None) -> list[Entry]:
+        return self._select(n, after, before)
+
+    async def wait(self, after: int) -> None:
+        while not self._select(1, after, None):
+            self._new.clear()
+            await self._new.wait()
+
+    async def ack(self, seq: int) -> None:
+        found = self._delete(seq)
+        if found is not None:
+            self.stats.entries -= 1
+            self.stats.bytes -= found[0]
+            self.stats.acked += 1
+            self._room.set()
+            if not self.stats.entries:
+                self._warned.discard("full")
+                self._warned.discard("block")
+
+    async def close(self) -> None:
+        return None
+
+
+def open_store(kind: str, encode: Encoder, limits: Limits, path: str | None = None,
+               sync_interval: float = 1.0) -> BoundedStore:
+    """Build the configured backend (explicit registry)."""
+    if kind == "memory":
+        from gateway.store.memory import MemoryStore
+
+        return MemoryStore(encode, limits)
+    from gateway.store.sqlite import SqliteStore
+
+    assert path is not None
+    return SqliteStore(path, encode, limits, sync_interval)

@@ -1,92 +1,61 @@
-"""Bounded in-memory store. Fast, but loses its content on restart: use for tests, or
-where losing a backlog on power loss is acceptable. The durable spool replaces it."""
+"""Bounded in-memory store: fast, but its content is lost on restart or power loss.
+For tests, and for users who choose speed over durability (``store.kind: memory``)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from collections import OrderedDict
 
-from gateway.model import Batch
-from gateway.store import Encoder, Entry, StoreStats
-
-log = logging.getLogger("edgegw.store")
+from gateway.store import BoundedStore, Encoder, Entry, Limits, initial_seq
 
 
-def initial_seq() -> int:
-    """Sequence numbers start at the boot time in microseconds, so that they keep
-    increasing across restarts (a gateway publishes far fewer than 10^6 batches per
-    second) and the backend can drop duplicates by (gateway, seq)."""
-    return time.time_ns() // 1000
-
-
-class MemoryStore:
-    def __init__(self, encode: Encoder, max_batches: int, max_bytes: int,
-                 policy: str = "drop-oldest", first_seq: int | None = None) -> None:
-        self._encode = encode
-        self._max_batches = max_batches
-        self._max_bytes = max_bytes
-        self._policy = policy
-        self._entries: OrderedDict[int, Entry] = OrderedDict()
+class MemoryStore(BoundedStore):
+    def __init__(self, encode: Encoder, limits: Limits, first_seq: int | None = None) -> None:
+        super().__init__(encode, limits)
+        self._entries: OrderedDict[int, tuple[Entry, int]] = OrderedDict()
         self._seq = initial_seq() if first_seq is None else first_seq
-        self._event = asyncio.Event()
-        self.stats = StoreStats()
-        self._warned = False
 
-    async def append(self, batch: Batch) -> int:
-        self._seq += 1
-        batch.seq = seq = self._seq
-        topic, payload = self._encode(batch)
-        size = len(payload)
-        st = self.stats
-        if st.entries >= self._max_batches or st.bytes + size > self._max_bytes:
-            if self._policy == "drop-newest":
-                self._drop(1)
-                return seq
-            while self._entries and (
-                st.entries >= self._max_batches or st.bytes + size > self._max_bytes
-            ):
-                _, old = self._entries.popitem(last=False)
-                st.entries -= 1
-                st.bytes -= len(old.payload)
-                self._drop(1)
-        self._entries[seq] = Entry(seq, topic, payload, batch.ts_ms)
-        st.entries += 1
-        st.bytes += size
-        st.appended += 1
-        self._event.set()
-        return seq
+    def _insert(self, seq: int, topic: str, payload: bytes, ts_ms: int, points: int) -> None:
+        self._entries[seq] = (Entry(seq, topic, payload, ts_ms), points)
 
-    def _drop(self, n: int) -> None:
-        self.stats.dropped += n
-        if not self._warned:
-            self._warned = True
-            log.warning("store full (%d batches, %d bytes): policy %s drops batches; "
-                        "the count is in the status topic", self.stats.entries,
-                        self.stats.bytes, self._policy)
+    def _oldest(self, n: int) -> list[tuple[int, int, int]]:
+        out = []
+        for seq, (e, points) in self._entries.items():
+            out.append((seq, len(e.payload), points))
+            if len(out) >= n:
+                break
+        return out
 
-    async def peek(self, n: int, after: int = 0) -> list[Entry]:
-        while True:
-            out: list[Entry] = []
-            for seq, e in self._entries.items():  # oldest first
-                if seq > after:
-                    out.append(e)
-                    if len(out) >= n:
-                        break
-            if out:
-                return out
-            self._event.clear()
-            await self._event.wait()
+    def _delete(self, seq: int) -> tuple[int, int] | None:
+        item = self._entries.pop(seq, None)
+        return None if item is None else (len(item[0].payload), item[1])
 
-    async def ack(self, seq: int) -> None:
-        e = self._entries.pop(seq, None)
-        if e is not None:
-            self.stats.entries -= 1
-            self.stats.bytes -= len(e.payload)
-            self.stats.acked += 1
-            if self._warned and self.stats.entries < self._max_batches // 2:
-                self._warned = False
+    def _select(self, n: int, after: int, before: int | None) -> list[Entry]:
+        entries = self._entries
+        if not entries or after >= next(reversed(entries)):
+            return []
+        out: list[Entry] = []
+        if after < next(iter(entries)):  # from the oldest: the backlog case
+            for seq, (e, _) in entries.items():
+                if before is not None and seq >= before:
+                    break
+                out.append(e)
+                if len(out) >= n:
+                    break
+            return out
+        for seq, (e, _) in reversed(entries.items()):  # from the newest: the live case
+            if seq <= after:
+                break
+            if before is None or seq < before:
+                out.append(e)
+        out.reverse()
+        return out[:n]
 
-    async def close(self) -> None:
-        return None
+    def _expire(self, cutoff_ms: int) -> tuple[int, int, int]:
+        n = nbytes = points = 0
+        while self._entries:
+            seq, (e, p) = next(iter(self._entries.items()))
+            if e.ts_ms >= cutoff_ms:
+                break
+            del self._entries[seq]
+            n, nbytes, points = n + 1, nbytes + len(e.payload), points + p
+        return n, nbytes, points

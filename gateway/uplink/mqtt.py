@@ -130,23 +130,44 @@ class MqttUplink:
             stats.published += 1
             await store.ack(e.seq)
 
-        cursor = 0
+        # Live first: entries newer than the session's start go out before the backlog,
+        # which fills the remaining in-flight capacity in sequence order.
+        n = self.cfg.max_inflight
+        live_from = store.last_seq
+        live_cur, back_cur = live_from, 0
+        backlog = store.stats.entries
+        t0 = time.monotonic()
+        if backlog:
+            log.info("mqtt: replaying %d stored batch(es), live data first", backlog)
         async with asyncio.TaskGroup() as tg:
             status = tg.create_task(self._status_loop(client), name="mqtt-status")
             while not (self._stopping and store.stats.entries == 0):
-                try:
-                    entries = await asyncio.wait_for(
-                        store.peek(self.cfg.max_inflight, after=cursor),
-                        timeout=0.2 if self._stopping else 1.0,  # re-check stopping
-                    )
-                except TimeoutError:
+                live = await store.peek(n, after=live_cur)
+                back: list[Entry] = []
+                if len(live) < n and back_cur < live_from:
+                    back = await store.peek(n - len(live), after=back_cur, before=live_from + 1)
+                    if not back:
+                        back_cur = live_from
+                        if backlog:
+                            log.info("mqtt: backlog of %d batch(es) sent in %.1f s", backlog,
+                                     time.monotonic() - t0)
+                if not live and not back:
+                    with contextlib.suppress(TimeoutError):  # re-check stopping now and then
+                        await asyncio.wait_for(store.wait(live_cur),
+                                               0.2 if self._stopping else 1.0)
                     continue
-                for e in entries:
+                for e in live:
                     await sem.acquire()
                     if failed:  # the TaskGroup is shutting down with the MqttError
                         return
                     tg.create_task(send(e), name="mqtt-publish")
-                    cursor = e.seq
+                    live_cur = e.seq
+                for e in back:
+                    await sem.acquire()
+                    if failed:
+                        return
+                    tg.create_task(send(e), name="mqtt-publish")
+                    back_cur = e.seq
             status.cancel()
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:

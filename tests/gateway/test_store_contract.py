@@ -1,113 +1,293 @@
-"""The store contract, run against every store backend."""
+"""The store contract, run against every store backend (memory and the durable spool)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from gateway.model import Batch
-from gateway.store import Store
+from gateway.store import BoundedStore, Limits
 from gateway.store.memory import MemoryStore
+from gateway.store.sqlite import SqliteStore
+
+Make = Callable[..., BoundedStore]
 
 
 def encode(b: Batch) -> tuple[str, bytes]:
-    return f"t/{b.device}", f"{b.device}:{b.seq}".encode() + b"x" * 90
+    return f"t/{b.device}", f"{b.device}:{b.seq}".encode() + b"x" * 90  # ~95 bytes
 
 
-def memory(max_batches: int = 1000, max_bytes: int = 10**9,
-           policy: str = "drop-oldest") -> Store:
-    return MemoryStore(encode, max_batches, max_bytes, policy, first_seq=0)
+def batch(dev: str = "d", ts_ms: int = 0, points: int = 1) -> Batch:
+    return Batch("gw", dev, "p@1", ts_ms or 10**13, {f"p{i}": i for i in range(points)})
 
 
-BACKENDS: list[Callable[..., Store]] = [memory]
+@pytest.fixture(params=["memory", "sqlite"])
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Make:
+    def build(max_batches: int = 1000, max_bytes: int = 10**9, policy: str = "drop-oldest",
+              max_age: float = 0.0) -> BoundedStore:
+        limits = Limits(max_batches, max_bytes, max_age, policy)
+        if request.param == "memory":
+            return MemoryStore(encode, limits)
+        return SqliteStore(tmp_path / "spool.db", encode, limits, sync_interval=0.2)
+
+    return build
 
 
-def batch(dev: str = "d") -> Batch:
-    return Batch("gw", dev, "p@1", 0, {"a": 1})
-
-
-@pytest.fixture(params=BACKENDS, ids=lambda f: f.__name__)
-def make(request: pytest.FixtureRequest) -> Callable[..., Store]:
-    return request.param  # type: ignore[no-any-return]
-
-
-async def test_append_peek_ack_in_order(make: Callable[..., Store]) -> None:
+async def test_append_peek_ack_in_order(make: Make) -> None:
     s = make()
     seqs = [await s.append(batch()) for _ in range(5)]
-    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5 and s.last_seq == seqs[-1]
     assert [e.seq for e in await s.peek(10)] == seqs
     assert [e.seq for e in await s.peek(2, after=seqs[1])] == seqs[2:4]
+    assert [e.seq for e in await s.peek(10, after=seqs[0], before=seqs[3])] == seqs[1:3]
     await s.ack(seqs[0])
     await s.ack(seqs[2])  # out of order ack
     assert [e.seq for e in await s.peek(10)] == [seqs[1], seqs[3], seqs[4]]
     assert s.stats.entries == 3
+    e = (await s.peek(1))[0]
+    assert e.topic == "t/d" and e.payload.startswith(f"d:{seqs[1]}".encode())
+    await s.close()
 
 
-async def test_ack_of_unknown_seq_is_ignored(make: Callable[..., Store]) -> None:
+async def test_ack_of_unknown_seq_is_ignored(make: Make) -> None:
     s = make()
     seq = await s.append(batch())
     await s.ack(seq + 100)
     await s.ack(seq)
     await s.ack(seq)
-    assert s.stats.entries == 0 and s.stats.acked == 1
+    assert s.stats.entries == 0 and s.stats.acked == 1 and s.stats.bytes == 0
+    await s.close()
 
 
-async def test_peek_waits_for_data(make: Callable[..., Store]) -> None:
+async def test_wait_returns_when_newer_data_exists(make: Make) -> None:
     s = make()
-    waiter = asyncio.create_task(s.peek(5))
-    await asyncio.sleep(0.01)
+    old = await s.append(batch())
+    waiter = asyncio.create_task(s.wait(old))
+    await asyncio.sleep(0.02)
     assert not waiter.done()
-    seq = await s.append(batch())
-    assert [e.seq for e in await asyncio.wait_for(waiter, 1)] == [seq]
+    await s.append(batch())
+    await asyncio.wait_for(waiter, 1)
+    await s.close()
 
 
-async def test_drop_oldest_counts(make: Callable[..., Store]) -> None:
+async def test_drop_oldest_counts_batches_and_samples(make: Make) -> None:
     s = make(max_batches=10)
-    seqs = [await s.append(batch()) for _ in range(15)]
-    assert s.stats.dropped == 5
+    seqs = [await s.append(batch(points=3)) for _ in range(15)]
+    assert s.stats.dropped == 5 and s.stats.dropped_points == 15
+    assert s.stats.dropped_by == {"full": 5}
     assert [e.seq for e in await s.peek(100)] == seqs[5:]
+    await s.close()
 
 
-async def test_drop_newest_counts(make: Callable[..., Store]) -> None:
+async def test_drop_newest_counts(make: Make) -> None:
     s = make(max_batches=10, policy="drop-newest")
     seqs = [await s.append(batch()) for _ in range(15)]
     assert s.stats.dropped == 5
     assert [e.seq for e in await s.peek(100)] == seqs[:10]
+    await s.close()
 
 
-async def test_byte_cap(make: Callable[..., Store]) -> None:
-    s = make(max_bytes=1000)  # each entry is ~95 bytes
+async def test_block_readers_waits_for_acks(make: Make) -> None:
+    s = make(max_batches=3, policy="block-readers")
+    seqs = [await s.append(batch()) for _ in range(3)]
+    blocked = asyncio.create_task(s.append(batch()))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
+    await s.ack(seqs[0])
+    new = await asyncio.wait_for(blocked, 1)
+    assert [e.seq for e in await s.peek(10)] == [*seqs[1:], new]
+    assert s.stats.dropped == 0
+    await s.close()
+
+
+async def test_byte_cap(make: Make) -> None:
+    s = make(max_bytes=1000)  # each entry is ~110 bytes
     for _ in range(20):
         await s.append(batch())
     assert s.stats.bytes <= 1000
-    assert s.stats.dropped == 20 - s.stats.entries
+    assert s.stats.dropped == 20 - s.stats.entries > 0
+    await s.close()
 
 
-async def test_concurrent_producer_consumer(make: Callable[..., Store]) -> None:
+async def test_age_cap(make: Make) -> None:
+    s = make(max_age=60.0)
+    now_ms = int(__import__("time").time() * 1000)
+    for _ in range(4):
+        await s.append(batch(ts_ms=now_ms - 3_600_000))  # an hour old
+    s._next_age_check = 0.0
+    fresh = await s.append(batch(ts_ms=now_ms))
+    assert [e.seq for e in await s.peek(10)] == [fresh]
+    assert s.stats.dropped_by == {"age": 4}
+    await s.close()
+
+
+async def test_concurrent_producer_consumer(make: Make) -> None:
     s = make()
     got: list[int] = []
 
     async def consume() -> None:
-        while len(got) < 200:
-            entries = await s.peek(7, after=got[-1] if got else 0)
-            for e in entries:
+        while len(got) < 300:
+            after = got[-1] if got else 0
+            await s.wait(after)
+            for e in await s.peek(7, after=after):
                 got.append(e.seq)
                 await s.ack(e.seq)
 
     consumer = asyncio.create_task(consume())
     sent = []
-    for i in range(200):
+    for i in range(300):
         sent.append(await s.append(batch()))
         if i % 13 == 0:
             await asyncio.sleep(0)
-    await asyncio.wait_for(consumer, 5)
+    await asyncio.wait_for(consumer, 10)
     assert got == sent and s.stats.entries == 0
+    await s.close()
 
 
-async def test_sequence_numbers_keep_rising_across_restarts() -> None:
-    a = MemoryStore(encode, 10, 10**6)
+async def test_sequence_numbers_keep_rising_across_restarts(make: Make) -> None:
+    a = make()
     last = await a.append(batch())
-    b = MemoryStore(encode, 10, 10**6)
+    await a.close()
+    b = make()
     assert await b.append(batch()) > last
+    await b.close()
+
+
+# -- durable backend only -----------------------------------------------------------------
+def sqlite_store(path: Path, **kw: object) -> SqliteStore:
+    limits = Limits(kw.pop("max_batches", 1000), kw.pop("max_bytes", 10**9),  # type: ignore[arg-type]
+                    0.0, kw.pop("policy", "drop-oldest"))  # type: ignore[arg-type]
+    return SqliteStore(path, encode, limits, **kw)  # type: ignore[arg-type]
+
+
+async def test_restart_replays_unacked_in_order(tmp_path: Path) -> None:
+    s = sqlite_store(tmp_path / "spool.db")
+    seqs = [await s.append(batch()) for _ in range(10)]
+    for q in seqs[:4]:
+        await s.ack(q)
+    await s.close()
+    s2 = sqlite_store(tmp_path / "spool.db")
+    assert s2.stats.entries == 6
+    assert [e.seq for e in await s2.peek(100)] == seqs[4:]
+    assert await s2.append(batch()) > seqs[-1]
+    await s2.close()
+
+
+CHILD = textwrap.dedent("""
+    import asyncio, sys
+    sys.path.insert(0, {root!r})
+    from tests.gateway.test_store_contract import batch, sqlite_store
+    async def main():
+        s = sqlite_store(__import__("pathlib").Path({path!r}), sync_interval=3600,
+                         max_batches=10**7)
+        for i in range(1000000):
+            seq = await s.append(batch())
+            if i % 3 == 0:
+                await s.ack(seq)
+            print(seq, flush=True)   # acknowledged to the reader as stored
+    asyncio.run(main())
+""")
+
+
+def test_sigkill_between_append_and_ack_loses_nothing_stored(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    root = str(Path(__file__).resolve().parents[2])
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=root, path=str(path))],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    stored = []
+    for line in child.stdout:
+        stored.append(int(line))
+        if len(stored) >= 3000:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    child.wait()
+    s = sqlite_store(path)
+    kept = {e.seq for e in asyncio.run(s.peek(10**6))}
+    unacked = {q for i, q in enumerate(stored) if i % 3 != 0}
+    assert unacked <= kept, f"lost {len(unacked - kept)} stored batches"
+    asyncio.run(s.close())
+
+
+async def test_torn_wal_tail_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    s = sqlite_store(path, sync_interval=3600)  # nothing checkpointed: all in the WAL
+    seqs = [await s.append(batch()) for _ in range(50)]
+    wal = Path(str(path) + "-wal")
+    size = wal.stat().st_size
+    data = wal.read_bytes()  # the state a crash leaves: WAL not checkpointed
+    s._db.close()
+    s._stop.set()
+    wal.write_bytes(data[: size - 700])  # tear the last frame
+    s2 = sqlite_store(path)
+    kept = [e.seq for e in await s2.peek(1000)]
+    assert kept == seqs[: len(kept)] and len(kept) >= 45  # only the torn tail is gone
+    assert await s2.append(batch()) > seqs[-1]
+    await s2.close()
+
+
+async def test_corrupt_spool_is_moved_aside_and_salvaged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "spool.db"
+    s = sqlite_store(path)
+    for _ in range(400):
+        await s.append(batch())
+    await s.close()
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 4096] = os.urandom(4096)  # damage a page
+    path.write_bytes(bytes(raw))
+    with caplog.at_level(logging.ERROR, "edgegw.store"):
+        s2 = sqlite_store(path)
+    assert "was damaged" in caplog.text
+    assert list(tmp_path.glob("spool.db.corrupt-*"))
+    assert 0 < s2.stats.entries < 400  # what could be read was kept
+    await s2.append(batch())
+    await s2.close()
+
+
+async def test_not_a_database_never_crash_loops(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    s = sqlite_store(path)
+    assert s.stats.entries == 0
+    await s.append(batch())
+    await s.close()
+
+
+async def test_disk_full_degrades_counts_and_recovers(tmp_path: Path) -> None:
+    s = sqlite_store(tmp_path / "spool.db")
+    s._db.execute("PRAGMA max_page_count = 12")  # a 'disk' of 12 pages of 4 KiB
+    stored, dropped = [], 0
+    for _ in range(400):
+        seq = await s.append(batch())
+        if s.stats.degraded:
+            dropped += 1
+        else:
+            stored.append(seq)
+    assert s.stats.degraded and s.stats.degraded.startswith("disk full")
+    assert s.stats.dropped_by["disk_full"] == s.stats.dropped == dropped > 0
+    for e in await s.peek(10**6):
+        await s.ack(e.seq)  # the broker takes the backlog: space is free again
+    await s.append(batch())
+    assert s.stats.degraded is None and s.stats.entries == 1
+    await s.close()
+
+
+def test_spool_file_is_a_plain_sqlite_database(tmp_path: Path) -> None:
+    s = sqlite_store(tmp_path / "spool.db")
+    asyncio.run(s.append(batch()))
+    asyncio.run(s.close())
+    db = sqlite3.connect(tmp_path / "spool.db")
+    assert db.execute("SELECT count(*) FROM spool").fetchone() == (1,)
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -11,6 +11,7 @@ from gateway.config import MqttConfig
 from gateway.encode import data_topic, encode_batch
 from gateway.model import Batch
 from gateway.stats import GatewayStats
+from gateway.store import Limits
 from gateway.store.memory import MemoryStore
 from gateway.uplink.mqtt import MqttUplink
 from tests.mqtt_sub import Subscriber
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.component
 
 def make_store() -> MemoryStore:
     return MemoryStore(lambda b: (data_topic("edgegw", "gw", b.device), encode_batch(b)),
-                       10_000, 10**8)
+                       Limits(10_000, 10**8))
 
 
 def cfg(port: int) -> MqttConfig:

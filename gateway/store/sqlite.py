@@ -1,0 +1,218 @@
+"""Durable spool: SQLite in WAL mode.
+
+Why SQLite and not an append-only segment log (measured; see docs/architecture.md):
+one committed insert plus one delete costs about 14 us of CPU on the reference machine,
+a few percent of the gateway's budget, and SQLite brings what a segment log would have
+to build: atomic commits, a write-ahead log whose torn tail is discarded by checksum on
+recovery, out-of-order acknowledgement as a plain delete, and reuse of freed space.
+
+Durability: every append is its own committed transaction before ``append`` returns,
+so a crash of the process (SIGKILL, OOM kill) loses nothing that was stored. Commits do
+not fsync (``synchronous=NORMAL``); a background thread checkpoints the WAL every
+``sync_interval`` seconds, which fsyncs it, so a power cut loses at most that window.
+``sync_interval: 0`` fsyncs every commit instead (``synchronous=FULL``; slow on SD cards).
+
+Recovery: on open the file is checked (``PRAGMA quick_check``). A file that is not a
+database or is damaged is renamed to ``<name>.corrupt-<time>``, every row that can still
+be read is copied into a new spool, and the gateway starts: it never crash-loops on a bad
+spool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from gateway.errors import StoreError
+from gateway.store import BoundedStore, Encoder, Entry, Limits, StoreFull, initial_seq
+
+log = logging.getLogger("edgegw.store")
+
+SCHEMA = 1
+_CREATE = """
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    ts INTEGER NOT NULL,
+    points INTEGER NOT NULL
+);
+"""
+_OUT_OF_SPACE = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)
+
+
+def _connect(path: Path, sync_interval: float) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if sync_interval == 0 else 'NORMAL'}")
+    db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
+    db.execute("PRAGMA busy_timeout=2000")
+    return db
+
+
+def _is_ok(path: Path) -> str | None:
+    """None if the file is a healthy spool, else what is wrong with it."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+            if rows != [("ok",)]:
+                return "; ".join(str(r[0]) for r in rows[:3])
+            db.execute(_CREATE)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None
+
+
+def _salvage(src: Path, dst: sqlite3.Connection) -> int:
+    """Copy every readable row of a damaged spool; stop at the first unreadable one."""
+    copied = 0
+    try:
+        old = sqlite3.connect(f"file:{src}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.DatabaseError:
+        return 0
+    try:
+        cur = old.execute("SELECT seq, topic, payload, ts, points FROM spool ORDER BY seq")
+        while True:
+            try:
+                row = cur.fetchone()
+            except sqlite3.DatabaseError:
+                break
+            if row is None:
+                break
+            dst.execute("INSERT OR IGNORE INTO spool VALUES (?,?,?,?,?)", row)
+            copied += 1
+    except sqlite3.DatabaseError:
+        pass
+    finally:
+        old.close()
+    return copied
+
+
+class SqliteStore(BoundedStore):
+    def __init__(self, path: str | Path, encode: Encoder, limits: Limits,
+                 sync_interval: float = 1.0) -> None:
+        super().__init__(encode, limits)
+        self.path = Path(path)
+        self.stats.durable = True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._open(sync_interval)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the spool {self.path}: {exc}") from exc
+        count, nbytes, last = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(payload)), 0), coalesce(max(seq), 0) "
+            "FROM spool").fetchone()
+        seq_row = self._db.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+        self._seq = initial_seq(max(last, seq_row[0] if seq_row else 0))
+        self.stats.entries, self.stats.bytes = count, nbytes
+        if count:
+            log.info("store: %s holds %d batch(es), %d bytes, from before the restart: "
+                     "they are sent first", self.path, count, nbytes)
+        self._stop = threading.Event()
+        self._sync_interval = sync_interval
+        self._checkpointer: threading.Thread | None = None
+        if sync_interval > 0:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="spool-checkpoint", daemon=True)
+            self._checkpointer.start()
+        self._space_warned = False
+
+    def _open(self, sync_interval: float) -> sqlite3.Connection:
+        if self.path.exists() and (problem := _is_ok(self.path)) is not None:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            bad = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(self.path) + suffix)
+                if src.exists():
+                    src.replace(Path(str(bad) + suffix))
+            db = _connect(self.path, sync_interval)
+            db.execute(_CREATE)
+            db.execute(f"PRAGMA user_version={SCHEMA}")
+            saved = _salvage(bad, db)
+            log.error("store: spool %s was damaged (%s); moved to %s, %d readable batch(es) "
+                      "copied into a new spool", self.path, problem, bad.name, saved)
+            return db
+        db = _connect(self.path, sync_interval)
+        db.execute(_CREATE)
+        db.execute(f"PRAGMA user_version={SCHEMA}")
+        return db
+
+    def _checkpoint_loop(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=1000")
+        try:
+            while not self._stop.wait(self._sync_interval):
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    # -- backend primitives --------------------------------------------------------------
+    def _insert(self, seq: int, topic: str, payload: bytes, ts_ms: int, points: int) -> None:
+        try:
+            self._db.execute("INSERT INTO spool VALUES (?,?,?,?,?)",
+                             (seq, topic, payload, ts_ms, points))
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _OUT_OF_SPACE or "full" in str(exc):
+                raise StoreFull(str(exc)) from exc
+            raise
+
+    def _oldest(self, n: int) -> list[tuple[int, int, int]]:
+        rows = self._db.execute(
+            "SELECT seq, length(payload), points FROM spool ORDER BY seq LIMIT ?", (n,))
+        return [(int(a), int(b), int(c)) for a, b, c in rows]
+
+    def _delete(self, seq: int) -> tuple[int, int] | None:
+        try:
+            row = self._db.execute(
+                "DELETE FROM spool WHERE seq = ? RETURNING length(payload), points", (seq,)
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            # out of space even for the delete: the entry stays and is sent again later
+            if not self._space_warned:
+                self._space_warned = True
+                log.error("store: cannot delete acknowledged batches (%s)", exc)
+            return None
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def _select(self, n: int, after: int, before: int | None) -> list[Entry]:
+        if before is None:
+            rows = self._db.execute(
+                "SELECT seq, topic, payload, ts FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, n))
+        else:
+            rows = self._db.execute(
+                "SELECT seq, topic, payload, ts FROM spool WHERE seq > ? AND seq < ? "
+                "ORDER BY seq LIMIT ?", (after, before, n))
+        return [Entry(seq, topic, payload, ts) for seq, topic, payload, ts in rows]
+
+    def _expire(self, cutoff_ms: int) -> tuple[int, int, int]:
+        n = nbytes = points = 0
+        while True:
+            rows = self._db.execute(
+                "SELECT seq, length(payload), points FROM spool WHERE ts < ? "
+                "AND seq <= (SELECT min(seq) + 255 FROM spool) ORDER BY seq", (cutoff_ms,)
+            ).fetchall()
+            if not rows:
+                return n, nbytes, points
+            self._db.execute("DELETE FROM spool WHERE seq <= ? AND ts < ?",
+                             (rows[-1][0], cutoff_ms))
+            n += len(rows)
+            nbytes += sum(r[1] for r in rows)
+            points += sum(r[2] for r in rows)
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(5)
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
