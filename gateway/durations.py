@@ -1,4 +1,4 @@
-"""Durations in config files: ``250ms``, ``1s``, ``1.5s``, ``5m``, ``2h``, ``7d`` or plain seconds."""
+"""Durations in config files: ``250ms``, ``1s``, ``5m``, ``2h``, ``7d`` or plain seconds."""
 
 from __future__ import annotations
 
