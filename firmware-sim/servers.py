@@ -31,15 +31,21 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 @dataclass
 class Mosquitto:
+    """A mosquitto broker; ``persistent`` keeps sessions and queued messages across its
+    own restarts (saved on SIGTERM), as a production broker would."""
+
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    persistent: bool = False
 
     def start(self) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         conf = self.workdir / "mosquitto.conf"
+        persistence = (f"persistence true\npersistence_location {self.workdir}/\n"
+                       if self.persistent else "persistence false\n")
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
             "max_queued_messages 0\nmax_inflight_messages 0\n"
         )
         log = (self.workdir / "mosquitto.log").open("ab")
@@ -58,8 +64,8 @@ class Mosquitto:
 
 
 @contextlib.contextmanager
-def mosquitto(workdir: Path) -> Iterator[Mosquitto]:
-    m = Mosquitto(free_port(), workdir)
+def mosquitto(workdir: Path, persistent: bool = False) -> Iterator[Mosquitto]:
+    m = Mosquitto(free_port(), workdir, persistent=persistent)
     m.start()
     try:
         yield m

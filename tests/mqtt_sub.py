@@ -18,12 +18,14 @@ class Received:
     doc: dict[str, Any]
     at: float
     retain: bool
+    raw: bytes = b""
 
 
 @dataclass
 class Subscriber:
     port: int
     topic: str = "edgegw/#"
+    session: str | None = None  # a persistent session (survives broker restarts)
     messages: list[Received] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -40,13 +42,24 @@ class Subscriber:
             await self._task
 
     async def _run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port) as client:
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError:
+                if self.session is None:
+                    raise
+                await asyncio.sleep(0.1)  # the broker restarts: come back to the session
+
+    async def _session(self) -> None:
+        async with aiomqtt.Client("127.0.0.1", self.port, identifier=self.session,
+                                  clean_session=self.session is None) as client:
             await client.subscribe(self.topic, qos=1)
             self._ready.set()
             async for m in client.messages:
                 payload = m.payload if isinstance(m.payload, bytes) else b"{}"
                 self.messages.append(
-                    Received(str(m.topic), orjson.loads(payload), time.monotonic(), m.retain)
+                    Received(str(m.topic), orjson.loads(payload), time.monotonic(), m.retain,
+                             payload)
                 )
 
     def data(self, device: str | None = None) -> list[dict[str, Any]]:

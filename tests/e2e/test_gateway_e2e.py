@@ -3,89 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from firmware_sim.sim import Simulator, write_yaml
+from firmware_sim.sim import Simulator
 
+from tests.e2e.harness import ROOT, GatewayProcess, start_sim, write_config
 from tests.mqtt_sub import Subscriber
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class GatewayProcess:
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-            )
-
-    def signal(self, sig: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(15)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@pytest.fixture
-def gateway_cfg(tmp_path: Path) -> Iterator[Path]:
-    return tmp_path / "gateway.yaml"
-
-
-async def start_sim(sim: Simulator, n: int = 3) -> None:
-    profiles = ["acme/cnc-vmc850", "presstec/tyre-curing-tc48", "moldtech/imm-h250"]
-    for i in range(n):
-        sim.add_profile_device(f"dev{i}", profiles[i % 3], port=0, seed=i)
-    await sim.start()
-
-
-def write_config(sim: Simulator, path: Path, broker: Mosquitto, **extra: Any) -> None:
-    cfg = sim.gateway_config("gw-e2e", mqtt_port=broker.port, **extra)
-    for d in cfg["devices"]:  # type: ignore[attr-defined]
-        d["connection"].update({"timeout": "300ms", "retries": 0})
-        d["poll"] = {g: "200ms" for g in ("fast", "slow", "process", "recipe", "cycle", "info")
-                     if g in _groups(d["profile"])}
-    cfg["uplink"]["mqtt"]["reconnect"] = {"initial": "200ms", "max": "1s"}  # type: ignore[index]
-    cfg["uplink"]["mqtt"]["status_interval"] = "1s"  # type: ignore[index]
-    write_yaml(path, cfg)
-
-
-def _groups(profile: str) -> set[str]:
-    from gateway.profiles import default_profile_dirs, load_profile
-
-    return set(load_profile(profile, default_profile_dirs()).poll_groups)
-
-
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
-    gp = GatewayProcess(tmp_path / "gateway.yaml", tmp_path / "gateway.log")
-    yield gp
-    gp.stop()
-    print(gp.log.read_text()[-3000:])
 
 
 async def test_values_arrive_and_match_the_simulator(
