@@ -16,17 +16,19 @@ import contextlib
 import itertools
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiomqtt
 import orjson
 import psutil
-from firmware_sim.servers import mosquitto
+from firmware_sim.servers import Mosquitto, mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -65,9 +67,21 @@ class Counter:
         self.incomplete = 0  # messages that lacked some of the device's points
         self.counting = False
         self.missed_ticks = 0
+        self.seqs: set[int] = set()  # every data batch seen, counting or not
 
-    async def run(self, port: int, ready: asyncio.Event) -> None:
-        async with aiomqtt.Client("127.0.0.1", port, max_queued_incoming_messages=0) as c:
+    async def run(self, port: int, ready: asyncio.Event, session: str | None = None) -> None:
+        while True:
+            try:
+                await self._session(port, ready, session)
+            except aiomqtt.MqttError:
+                if session is None:
+                    raise
+                await asyncio.sleep(0.1)  # broker restart: back to the persistent session
+
+    async def _session(self, port: int, ready: asyncio.Event, session: str | None) -> None:
+        async with aiomqtt.Client("127.0.0.1", port, identifier=session,
+                                  clean_session=session is None,
+                                  max_queued_incoming_messages=0) as c:
             await c.subscribe("edgegw/#", qos=1)
             ready.set()
             async for m in c.messages:
@@ -78,6 +92,7 @@ class Counter:
                     devs = doc.get("devices", {})
                     self.missed_ticks = sum(d.get("missed_ticks", 0) for d in devs.values())
                     continue
+                self.seqs.add(doc["seq"])
                 if not self.counting:
                     continue
                 now_full = int(time.time() * 1000)
@@ -108,10 +123,24 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def run(devices: int, registers: int, period_ms: int, duration: float,
-              warmup: float, slots: int | None = None) -> Result:
+@dataclass
+class Stack:
+    broker: Mosquitto
+    work: Path
+    counter: Counter
+    gw: subprocess.Popen[bytes]
+
+    @property
+    def spool(self) -> Path:
+        return self.work / "spool.db"
+
+
+@contextlib.asynccontextmanager
+async def stack(devices: int, registers: int, period_ms: int, slots: int | None = None,
+                store: str | None = None, persistent: bool = False) -> AsyncIterator[Stack]:
+    """Broker, simulator (bench mode), subscriber and gateway, all on loopback."""
     with tempfile.TemporaryDirectory(prefix="edgegw-bench-") as tmp, \
-            mosquitto(Path(tmp)) as broker:
+            mosquitto(Path(tmp), persistent=persistent) as broker:
         work = Path(tmp)
         cfg = work / "gateway.yaml"
         sim = subprocess.Popen(
@@ -125,28 +154,23 @@ async def run(devices: int, registers: int, period_ms: int, duration: float,
                 break
         else:
             raise RuntimeError("simulator did not start:\n" + line)
+        text = cfg.read_text()
         if slots is not None:
-            text = cfg.read_text().replace("pipeline:\n", f"pipeline:\n  poll_slots: {slots}\n")
-            cfg.write_text(text)
+            text = text.replace("pipeline:\n", f"pipeline:\n  poll_slots: {slots}\n")
+        if store is not None:
+            text += f"store:\n  kind: {store}\n"
+        cfg.write_text(text)
         counter = Counter()
         ready = asyncio.Event()
-        sub = asyncio.create_task(counter.run(broker.port, ready))
+        sub = asyncio.create_task(
+            counter.run(broker.port, ready, "bench-sub" if persistent else None))
         await ready.wait()
         with (work / "gateway.log").open("wb") as gw_log:
             gw = subprocess.Popen(
                 [str(BIN / "edgegw"), "run", "-c", str(cfg), "--log-level", "WARNING"],
                 stdout=gw_log, stderr=subprocess.STDOUT)
-        proc = psutil.Process(gw.pid)
         try:
-            await asyncio.sleep(warmup)
-            counter.counting = True
-            cpu0 = sum(proc.cpu_times()[:2])
-            t0 = time.monotonic()
-            await asyncio.sleep(duration)
-            counter.counting = False
-            elapsed = time.monotonic() - t0
-            cpu = sum(proc.cpu_times()[:2]) - cpu0
-            rss = peak_rss_mb(gw.pid)
+            yield Stack(broker, work, counter, gw)
         finally:
             gw.terminate()
             gw.wait(15)
@@ -155,8 +179,24 @@ async def run(devices: int, registers: int, period_ms: int, duration: float,
             sub.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await sub
-        if gw.returncode not in (0, -15):
-            print((work / "gateway.log").read_text()[-3000:], file=sys.stderr)
+            if gw.returncode not in (0, -15):
+                print((work / "gateway.log").read_text()[-3000:], file=sys.stderr)
+
+
+async def run(devices: int, registers: int, period_ms: int, duration: float,
+              warmup: float, slots: int | None = None, store: str | None = None) -> Result:
+    async with stack(devices, registers, period_ms, slots, store) as st:
+        counter, gw = st.counter, st.gw
+        proc = psutil.Process(gw.pid)
+        await asyncio.sleep(warmup)
+        counter.counting = True
+        cpu0 = sum(proc.cpu_times()[:2])
+        t0 = time.monotonic()
+        await asyncio.sleep(duration)
+        counter.counting = False
+        elapsed = time.monotonic() - t0
+        cpu = sum(proc.cpu_times()[:2]) - cpu0
+        rss = peak_rss_mb(gw.pid)
         # a poll that never arrived shows as a gap of two or more periods between reads
         missing = sum(
             max(0, round((b - a) / period_ms) - 1)
@@ -178,6 +218,66 @@ async def run(devices: int, registers: int, period_ms: int, duration: float,
         )
 
 
+@dataclass
+class OutageResult:
+    devices: int
+    registers: int
+    period_ms: int
+    outage_s: float
+    backlog_batches: int
+    reconnect_delay_s: float  # broker back -> first message through (gateway backoff)
+    drain_s: float  # first message -> backlog complete at the subscriber
+    drain_speed_x_realtime: float  # outage / drain: how much faster than it was produced
+    delivered_pct: float
+    gateway_peak_rss_mb: float
+    rss_before_outage_mb: float
+    spool_file_mb: float
+
+
+def _last_stored(spool: Path) -> int:
+    db = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        db.close()
+
+
+async def run_outage(devices: int, registers: int, period_ms: int, outage: float,
+                     warmup: float, store: str | None = None) -> OutageResult:
+    """Stop the broker for ``outage`` seconds, then time how long the backlog takes to
+    arrive at the subscriber (persistent session, so nothing is lost on its side)."""
+    async with stack(devices, registers, period_ms, store=store, persistent=True) as st:
+        c = st.counter
+        await asyncio.sleep(warmup)
+        proc = psutil.Process(st.gw.pid)
+        rss_before = proc.memory_info().rss / 2**20
+        first = min(c.seqs)
+        before_down = _last_stored(st.spool)
+        st.broker.stop()
+        await asyncio.sleep(outage)
+        last = _last_stored(st.spool)
+        spool_mb = sum(p.stat().st_size for p in st.work.glob("spool.db*")) / 2**20
+        seen = len(c.seqs)
+        st.broker.start()
+        t_up = time.monotonic()
+        while len(c.seqs) == seen and time.monotonic() - t_up < 120:
+            await asyncio.sleep(0.005)
+        t_first = time.monotonic()
+        expected = set(range(first, last + 1))
+        while not expected <= c.seqs:
+            if time.monotonic() - t_up > 10 * outage + 60:
+                break
+            await asyncio.sleep(0.005)
+        drain = time.monotonic() - t_first
+        got = len(expected & c.seqs)
+        return OutageResult(
+            devices, registers, period_ms, outage, last - before_down,
+            round(t_first - t_up, 2), round(drain, 2),
+            round(outage / max(drain, 1e-3), 1), round(100 * got / len(expected), 3),
+            round(peak_rss_mb(st.gw.pid), 1), round(rss_before, 1), round(spool_mb, 1))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-D", "--devices", type=int, default=100)
@@ -187,11 +287,27 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--slots", type=int, default=None,
                     help="pipeline.poll_slots for the gateway (default: the gateway's default)")
+    ap.add_argument("--store", choices=["sqlite", "memory"], default=None,
+                    help="store.kind for the gateway (default: the gateway's default, sqlite)")
+    ap.add_argument("--outage", type=float, default=0.0, metavar="S",
+                    help="instead: stop the broker for S seconds, then time the replay")
     ap.add_argument("--json", type=Path, help="also append the result to this JSON-lines file")
     a = ap.parse_args()
-    r = asyncio.run(run(a.devices, a.registers, a.period_ms, a.duration, a.warmup, a.slots))
+    if a.outage:
+        o = asyncio.run(run_outage(a.devices, a.registers, a.period_ms, a.outage, a.warmup,
+                                   a.store))
+        print(f"\noutage replay D={o.devices} R={o.registers} P={o.period_ms} ms, "
+              f"broker down {o.outage_s:g} s")
+        for k, v in asdict(o).items():
+            print(f"  {k:34} {v}")
+        if a.json:
+            with a.json.open("a") as f:
+                f.write(json.dumps(asdict(o)) + "\n")
+        return 0
+    r = asyncio.run(run(a.devices, a.registers, a.period_ms, a.duration, a.warmup, a.slots,
+                        a.store))
     print(f"\nworkload D={r.devices} R={r.registers} P={r.period_ms} ms"
-          f"{f' slots={a.slots}' if a.slots else ''}, "
+          f"{f' slots={a.slots}' if a.slots else ''}{f' store={a.store}' if a.store else ''}, "
           f"{r.duration_s} s measured (cpu count {os.cpu_count()})")
     for k, v in asdict(r).items():
         print(f"  {k:34} {v}")

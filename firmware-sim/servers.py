@@ -4,6 +4,7 @@ temp dirs, stopped by PID (never by name)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -44,8 +45,11 @@ class Mosquitto:
         conf = self.workdir / "mosquitto.conf"
         persistence = (f"persistence true\npersistence_location {self.workdir}/\n"
                        if self.persistent else "persistence false\n")
+        # started as root, mosquitto switches to user 'mosquitto', which cannot write
+        # its persistence file into our temp dir: stay the user that started it
+        user = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}{persistence}"
             "max_queued_messages 0\nmax_inflight_messages 0\n"
         )
         log = (self.workdir / "mosquitto.log").open("ab")

@@ -106,6 +106,7 @@ class BoundedStore(ABC):
         self.limits = limits
         self.stats = StoreStats()
         self._seq = 0
+        self._last_inserted = 0  # newest seq actually stored (drops excluded)
         self._new = asyncio.Event()
         self._room = asyncio.Event()
         self._warned: set[str] = set()
@@ -160,6 +161,7 @@ class BoundedStore(ABC):
         st.entries += 1
         st.bytes += size
         st.appended += 1
+        self._last_inserted = seq
         self._new.set()
         return seq
 
@@ -224,7 +226,8 @@ class BoundedStore(ABC):
         return self._select(n, after, before)
 
     async def wait(self, after: int) -> None:
-        while not self._select(1, after, None):
+        # nothing newer than `after` was ever stored: no need to ask the backend
+        while self._last_inserted <= after or not self._select(1, after, None):
             self._new.clear()
             await self._new.wait()
 

@@ -112,6 +112,7 @@ class SqliteStore(BoundedStore):
         seq_row = self._db.execute(
             "SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
         self._seq = initial_seq(max(last, seq_row[0] if seq_row else 0))
+        self._last_inserted = last
         self.stats.entries, self.stats.bytes = count, nbytes
         if count:
             log.info("store: %s holds %d batch(es), %d bytes, from before the restart: "

@@ -291,3 +291,12 @@ def test_spool_file_is_a_plain_sqlite_database(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "spool.db")
     assert db.execute("SELECT count(*) FROM spool").fetchone() == (1,)
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_wait_sees_entries_stored_before_a_restart(tmp_path: Path) -> None:
+    s = sqlite_store(tmp_path / "spool.db")
+    await s.append(batch())
+    await s.close()
+    s2 = sqlite_store(tmp_path / "spool.db")
+    await asyncio.wait_for(s2.wait(0), 1)
+    await s2.close()
