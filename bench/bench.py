@@ -293,27 +293,23 @@ def main() -> int:
                     help="instead: stop the broker for S seconds, then time the replay")
     ap.add_argument("--json", type=Path, help="also append the result to this JSON-lines file")
     a = ap.parse_args()
+    result: Result | OutageResult
     if a.outage:
-        o = asyncio.run(run_outage(a.devices, a.registers, a.period_ms, a.outage, a.warmup,
-                                   a.store))
-        print(f"\noutage replay D={o.devices} R={o.registers} P={o.period_ms} ms, "
-              f"broker down {o.outage_s:g} s")
-        for k, v in asdict(o).items():
-            print(f"  {k:34} {v}")
-        if a.json:
-            with a.json.open("a") as f:
-                f.write(json.dumps(asdict(o)) + "\n")
-        return 0
-    r = asyncio.run(run(a.devices, a.registers, a.period_ms, a.duration, a.warmup, a.slots,
-                        a.store))
-    print(f"\nworkload D={r.devices} R={r.registers} P={r.period_ms} ms"
-          f"{f' slots={a.slots}' if a.slots else ''}{f' store={a.store}' if a.store else ''}, "
-          f"{r.duration_s} s measured (cpu count {os.cpu_count()})")
-    for k, v in asdict(r).items():
+        result = asyncio.run(run_outage(a.devices, a.registers, a.period_ms, a.outage,
+                                        a.warmup, a.store))
+        title = f"outage replay, broker down {a.outage:g} s"
+    else:
+        result = asyncio.run(run(a.devices, a.registers, a.period_ms, a.duration, a.warmup,
+                                 a.slots, a.store))
+        title = (f"{f'slots={a.slots} ' if a.slots else ''}"
+                 f"{f'store={a.store} ' if a.store else ''}{a.duration:g} s measured")
+    print(f"\nworkload D={a.devices} R={a.registers} P={a.period_ms} ms, {title} "
+          f"(cpu count {os.cpu_count()})")
+    for k, v in asdict(result).items():
         print(f"  {k:34} {v}")
     if a.json:
         with a.json.open("a") as f:
-            f.write(json.dumps(asdict(r)) + "\n")
+            f.write(json.dumps(asdict(result)) + "\n")
     return 0
 
 
