@@ -75,3 +75,142 @@ def mosquitto(workdir: Path, persistent: bool = False) -> Iterator[Mosquitto]:
         yield m
     finally:
         m.stop()
+
+
+def _wait_http(url: str, timeout: float = 20.0, ok: tuple[int, ...] = (200, 204)) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status in ok:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@dataclass
+class Influxd:
+    """InfluxDB 1.x (Debian ``influxdb``) with its own config and data dir."""
+
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        d = self.workdir
+        conf = d / "influxdb.conf"
+        conf.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{free_port()}"\n'
+            f'[meta]\n  dir = "{d}/meta"\n'
+            f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
+            f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{self.port}"\n'
+            "  log-enabled = false\n  max-body-size = 0\n"
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+            "[subscriber]\n  enabled = false\n"
+        )
+        log = (d / "influxd.log").open("ab")
+        self.proc = subprocess.Popen(["influxd", "run", "-config", str(conf)],
+                                     stdout=log, stderr=log)
+        _wait_http(f"{self.url}/ping")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+    def query(self, q: str, db: str) -> list[dict[str, object]]:
+        """Run InfluxQL; return the series of the first statement."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        url = f"{self.url}/query?" + urllib.parse.urlencode({"db": db, "q": q, "epoch": "ms"})
+        with urllib.request.urlopen(url, timeout=10) as r:
+            res = json.loads(r.read())["results"][0]
+        if "error" in res:
+            raise RuntimeError(res["error"])
+        return list(res.get("series", []))
+
+    def create_db(self, db: str) -> None:
+        import urllib.parse
+        import urllib.request
+
+        body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
+        urllib.request.urlopen(f"{self.url}/query", data=body, timeout=10).close()
+
+
+@dataclass
+class VictoriaMetrics:
+    """Debian ``victoria-metrics``: accepts the InfluxDB v2 write API."""
+
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = (self.workdir / "victoria-metrics.log").open("ab")
+        self.proc = subprocess.Popen(
+            ["victoria-metrics", f"-httpListenAddr=127.0.0.1:{self.port}",
+             f"-storageDataPath={self.workdir}/vm-data", "-retentionPeriod=100y",
+             "-search.latencyOffset=0s", "-loggerLevel=ERROR"],
+            stdout=log, stderr=log)
+        _wait_http(f"{self.url}/health")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+    def export(self, match: str) -> list[dict[str, object]]:
+        """Every stored series matching ``match`` (flushed first), as JSON lines."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).close()
+        url = f"{self.url}/api/v1/export?" + urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return [json.loads(line) for line in r.read().splitlines() if line.strip()]
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None:
+        proc.terminate()  # by PID, never by name
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def influxd(workdir: Path) -> Iterator[Influxd]:
+    s = Influxd(free_port(), workdir)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@contextlib.contextmanager
+def victoria_metrics(workdir: Path) -> Iterator[VictoriaMetrics]:
+    s = VictoriaMetrics(free_port(), workdir)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()

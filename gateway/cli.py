@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--topic", default=None, help="topic filter (default: <prefix>/#)")
     m.add_argument("--count", type=int, default=0, help="stop after N messages")
 
+    ing = sub.add_parser("ingest", help="backend: MQTT -> InfluxDB, exactly once")
+    ing.add_argument("-c", "--config", type=Path, required=True, help="ingest.yaml")
+    ing.add_argument("--check", action="store_true", help="validate the config and exit")
+    ing.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
     sub.add_parser("profiles", help="list the shipped device profiles")
     return ap
 
@@ -187,6 +192,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "monitor":
             return _monitor(args)
+        if args.cmd == "ingest":
+            from gateway.ingest.config import load_ingest_config
+            from gateway.ingest.service import run_ingest
+
+            ingest_cfg = load_ingest_config(args.config)
+            if args.check:
+                print(f"{args.config}: ok")
+                return 0
+            asyncio.run(run_ingest(ingest_cfg))
+            return 0
         if args.cmd == "check-config":
             loaded = _load(args.file or args.config)
             n = sum(len(d.profile.expanded_points()) for d in loaded.devices)

@@ -1,0 +1,1 @@
+"""Backend ingest: MQTT (edgegw payloads) -> InfluxDB, exactly once in the database."""

@@ -1,0 +1,88 @@
+"""``ingest.yaml``: the backend ingest service's config (pydantic, ``extra="forbid"``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.config import Backoff, MqttConfig
+from gateway.durations import Duration
+from gateway.errors import ConfigError
+from gateway.yamlfile import load_yaml, validation_problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestMqtt(MqttConfig):
+    share_group: str = Field(default="edgegw-ingest",
+                             description="MQTT v5 shared subscription group")
+    receive_maximum: int = Field(default=2000, ge=10, le=65535,
+                                 description="unacknowledged messages the broker may send")
+    session_expiry: Duration = Field(default=86400.0, description="broker keeps our queue")
+
+
+class InfluxV1(_Strict):
+    kind: Literal["influxdb-v1"]
+    url: str = "http://127.0.0.1:8086"
+    database: str
+    retention_policy: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    create_database: bool = True
+    timeout: Duration = 10.0
+
+
+class InfluxV2(_Strict):
+    kind: Literal["influxdb-v2"]
+    url: str = "http://127.0.0.1:8086"
+    org: str
+    bucket: str
+    token_file: Path | None = None
+    token_env: str | None = None
+    timeout: Duration = 10.0
+
+
+Sink = Annotated[InfluxV1 | InfluxV2, Field(discriminator="kind")]
+
+
+class BatchConfig(_Strict):
+    max_lines: int = Field(default=5000, ge=1, le=1_000_000)
+    max_interval: Duration = 1.0
+    retry: Backoff = Backoff(initial=0.5, max=30.0)
+
+
+class IngestConfig(_Strict):
+    version: Literal[1] = 1
+    mqtt: IngestMqtt = IngestMqtt()
+    sink: Sink
+    batch: BatchConfig = BatchConfig()
+    dead_letter: Path = Path("dead-letter.jsonl")
+    max_payload: int = Field(default=1_048_576, ge=1024, description="bytes; larger -> dead letter")
+    dedupe_window: int = Field(default=100_000, ge=0,
+                               description="recent (gateway, seq) remembered per process")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedIngest:
+    path: Path
+    config: IngestConfig
+
+    @property
+    def dead_letter(self) -> Path:
+        p = self.config.dead_letter
+        return p if p.is_absolute() else self.path.parent / p
+
+
+def load_ingest_config(path: str | Path) -> LoadedIngest:
+    path = Path(path)
+    try:
+        return LoadedIngest(path, IngestConfig.model_validate(load_yaml(path)))
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(validation_problems(str(path), exc)) from None

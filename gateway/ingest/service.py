@@ -1,0 +1,261 @@
+"""``edgegw ingest``: MQTT -> InfluxDB, exactly once in the database.
+
+- Subscribes with an MQTT v5 shared subscription (``$share/<group>/<prefix>/+/+/data``),
+  so several ingest processes split the load, on a persistent session: while ingest is
+  down the broker keeps the messages.
+- Acknowledges a message (PUBACK, manual) only after InfluxDB accepted the write that
+  contains it, or after it went to the dead-letter file. A crash or a lost connection
+  before that makes the broker deliver it again.
+- Exactly once in the database: duplicates (a gateway's replay, a redelivery) are
+  dropped by (gateway, seq) within a window of recent batches; any duplicate that gets
+  past the window rewrites the same points with the same timestamps, which InfluxDB
+  stores once (a point is identified by measurement, tags and time).
+- Batches of up to ``batch.max_lines`` lines or ``batch.max_interval`` seconds. On 5xx,
+  429 (Retry-After honoured), timeouts or a dead server it retries the same batch with
+  backoff and reads nothing new meanwhile: the broker holds the rest (backpressure, with
+  memory bounded by ``receive_maximum``). 413 splits the batch; 400 bisects it to find
+  the bad message(s), which go to the dead-letter file with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.backoff import Backoff
+from gateway.encode import decode_batch
+from gateway.ingest.config import LoadedIngest
+from gateway.ingest.deadletter import DeadLetters
+from gateway.ingest.lineproto import batch_lines
+from gateway.ingest.sinks import Rejected, Retry, Sink, TooLarge, describe, make_sink
+
+log = logging.getLogger("edgegw.ingest")
+
+
+@dataclass(slots=True)
+class IngestStats:
+    received: int = 0
+    written_batches: int = 0  # edgegw batches (MQTT messages) now in the database
+    written_lines: int = 0
+    writes: int = 0  # HTTP writes
+    duplicates: int = 0
+    dead_letters: int = 0
+    retries: int = 0
+
+
+@dataclass(slots=True)
+class _Msg:
+    mid: int
+    topic: str
+    payload: bytes
+    key: tuple[str, int]
+    lines: list[str]
+
+
+@dataclass
+class _Pending:
+    msgs: list[_Msg] = field(default_factory=list)
+    lines: int = 0
+    since: float = 0.0
+
+
+class IngestService:
+    def __init__(self, loaded: LoadedIngest, sink: Sink | None = None) -> None:
+        self.cfg = loaded.config
+        self.sink = sink or make_sink(self.cfg.sink)
+        self.dead = DeadLetters(loaded.dead_letter)
+        self.stats = IngestStats()
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._pending = _Pending()
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self._paho: object | None = None
+        m = self.cfg.mqtt
+        self.topic = f"$share/{m.share_group}/{m.topic_prefix}/+/+/data"
+        self.connected = asyncio.Event()
+
+    # -- MQTT --------------------------------------------------------------------------
+    def _client(self) -> aiomqtt.Client:
+        m = self.cfg.mqtt
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = int(m.session_expiry)
+        props.ReceiveMaximum = m.receive_maximum
+        client = aiomqtt.Client(
+            m.host, m.port, identifier=m.client_id or "edgegw-ingest",
+            username=m.username, password=m.password(), keepalive=m.keepalive,
+            protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
+            timeout=10,
+        )
+        paho = getattr(client, "_client", None)
+        if paho is None or not hasattr(paho, "manual_ack_set"):
+            raise RuntimeError("this aiomqtt/paho does not offer manual acknowledgements")
+        paho.manual_ack_set(True)  # PUBACK only after the database has the data
+        self._paho = paho
+        return client
+
+    def _ack(self, mid: int) -> None:
+        assert self._paho is not None
+        self._paho.ack(mid, 1)  # type: ignore[attr-defined]
+
+    async def run(self) -> None:
+        log.info("ingest: %s -> %s", self.topic, describe(self.cfg.sink))
+        backoff = Backoff(self.cfg.mqtt.reconnect.initial, self.cfg.mqtt.reconnect.max)
+        while not self._stopping:
+            try:
+                async with self._client() as client:
+                    await client.subscribe(self.topic, qos=1)
+                    backoff.reset()
+                    self.connected.set()
+                    log.info("ingest: subscribed on %s:%d", self.cfg.mqtt.host,
+                             self.cfg.mqtt.port)
+                    async with asyncio.TaskGroup() as tg:
+                        timer = tg.create_task(self._timer(), name="ingest-timer")
+                        await self._consume(client)
+                        timer.cancel()
+            except* aiomqtt.MqttError as eg:
+                self.connected.clear()
+                # unacknowledged messages come again on the next session
+                self._pending = _Pending()
+                delay = backoff.next()
+                log.warning("ingest: mqtt: %s; reconnecting in %.1f s", eg.exceptions[0], delay)
+                await asyncio.sleep(delay)
+        await self.sink.close()
+        self.dead.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        async for m in client.messages:
+            self._take(m)
+            if self._pending.lines >= self.cfg.batch.max_lines:
+                await self.flush()  # backpressure: nothing new is read until written
+            if self._stopping:
+                await self.flush()
+                return
+
+    async def _timer(self) -> None:
+        interval = self.cfg.batch.max_interval
+        while True:
+            await asyncio.sleep(interval / 4)
+            p = self._pending
+            if p.msgs and time.monotonic() - p.since >= interval:
+                await self.flush()
+
+    # -- messages ------------------------------------------------------------------------
+    def _take(self, m: aiomqtt.Message) -> None:
+        self.stats.received += 1
+        topic = str(m.topic)
+        payload = m.payload if isinstance(m.payload, bytes | bytearray) else b""
+        payload = bytes(payload)
+        if len(payload) > self.cfg.max_payload:
+            self._dead(m.mid, topic, payload, f"payload of {len(payload)} bytes is too large")
+            return
+        try:
+            doc = decode_batch(payload)
+            key = (str(doc["gw"]), int(doc["seq"]))
+            lines = batch_lines(doc)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._dead(m.mid, topic, payload, f"cannot decode: {exc}")
+            return
+        if key in self._seen or any(k.key == key for k in self._pending.msgs[-64:]):
+            self.stats.duplicates += 1
+            self._ack(m.mid)
+            return
+        p = self._pending
+        if not p.msgs:
+            p.since = time.monotonic()
+        p.msgs.append(_Msg(m.mid, topic, payload, key, lines))
+        p.lines += len(lines)
+
+    def _dead(self, mid: int, topic: str, payload: bytes, reason: str) -> None:
+        self.dead.add(topic, payload, reason)
+        self.stats.dead_letters += 1
+        self._ack(mid)
+
+    # -- writing -------------------------------------------------------------------------
+    async def flush(self) -> None:
+        async with self._lock:
+            p, self._pending = self._pending, _Pending()
+            if p.msgs:
+                await self._write_all(p.msgs)
+
+    async def _write_all(self, msgs: list[_Msg]) -> None:
+        """Write msgs; dead-letter the ones InfluxDB rejects; ack every one at the end."""
+        backoff = Backoff(self.cfg.batch.retry.initial, self.cfg.batch.retry.max)
+        while True:
+            try:
+                await self._write_split(msgs)
+                return
+            except Retry as exc:
+                self.stats.retries += 1
+                delay = exc.after if exc.after is not None else backoff.next()
+                if self.stats.retries == 1 or self.stats.retries % 20 == 0:
+                    log.warning("ingest: write failed (%s); retry #%d in %.1f s, holding %d "
+                                "message(s) unacknowledged", exc.reason, self.stats.retries,
+                                delay, len(msgs))
+                await asyncio.sleep(delay)
+
+    async def _write_split(self, msgs: list[_Msg]) -> None:
+        body = "\n".join(line for m in msgs for line in m.lines).encode()
+        try:
+            if body:
+                await self.sink.write(body)
+            self.stats.writes += 1
+        except TooLarge:
+            if len(msgs) == 1:
+                self._reject(msgs[0], "too large for the database even alone (HTTP 413)")
+                return
+            half = len(msgs) // 2
+            await self._write_split(msgs[:half])
+            await self._write_split(msgs[half:])
+            return
+        except Rejected as exc:
+            if len(msgs) == 1:
+                self._reject(msgs[0], exc.reason)
+                return
+            half = len(msgs) // 2  # find the bad one(s): the rest still goes in
+            await self._write_split(msgs[:half])
+            await self._write_split(msgs[half:])
+            return
+        for m in msgs:
+            self._ack(m.mid)
+            self._remember(m.key)
+        self.stats.written_batches += len(msgs)
+        self.stats.written_lines += sum(len(m.lines) for m in msgs)
+
+    def _reject(self, m: _Msg, reason: str) -> None:
+        self._dead(m.mid, m.topic, m.payload, f"rejected by the database: {reason}")
+
+    def _remember(self, key: tuple[str, int]) -> None:
+        if self.cfg.dedupe_window:
+            self._seen[key] = None
+            if len(self._seen) > self.cfg.dedupe_window:
+                self._seen.popitem(last=False)
+
+
+async def run_ingest(loaded: LoadedIngest) -> None:
+    import signal
+
+    svc = IngestService(loaded)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal() -> None:
+        svc.stop()
+        if task is not None:
+            task.cancel()  # unacknowledged messages are delivered again next time
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, on_signal)
+    with contextlib.suppress(asyncio.CancelledError):
+        await svc.run()

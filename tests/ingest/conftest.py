@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from firmware_sim.servers import Influxd, VictoriaMetrics, influxd, victoria_metrics
+
+
+@pytest.fixture
+def influx(tmp_path: Path) -> Iterator[Influxd]:
+    if not shutil.which("influxd"):
+        pytest.fail("influxd is not installed: run scripts/test, which installs it")
+    (tmp_path / "influx").mkdir()
+    with influxd(tmp_path / "influx") as s:
+        yield s
+
+
+@pytest.fixture
+def vm(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    if not shutil.which("victoria-metrics"):
+        pytest.fail("victoria-metrics is not installed: run scripts/test, which installs it")
+    (tmp_path / "vm").mkdir()
+    with victoria_metrics(tmp_path / "vm") as s:
+        yield s
