@@ -19,8 +19,17 @@ class _Strict(BaseModel):
 
 
 class IngestMqtt(MqttConfig):
-    share_group: str = Field(default="edgegw-ingest",
-                             description="MQTT v5 shared subscription group")
+    share_group: str | None = Field(
+        default=None,
+        description="MQTT v5 shared subscription group, to split the load over several "
+        "ingest processes. Caveat (measured with mosquitto 2.0.11): the broker does not "
+        "restore shared subscriptions after its own restart, so messages published before "
+        "the ingest resubscribes are lost. Unset (default): a plain subscription on a "
+        "persistent session, which the broker keeps across restarts")
+    gateways: list[str] = Field(
+        default_factory=lambda: ["+"],
+        description="gateway ids to take (default all); give each ingest process its own "
+        "list to split the load without shared subscriptions")
     receive_maximum: int = Field(default=2000, ge=10, le=65535,
                                  description="unacknowledged messages the broker may send")
     session_expiry: Duration = Field(default=86400.0, description="broker keeps our queue")

@@ -1,8 +1,9 @@
 """``edgegw ingest``: MQTT -> InfluxDB, exactly once in the database.
 
-- Subscribes with an MQTT v5 shared subscription (``$share/<group>/<prefix>/+/+/data``),
-  so several ingest processes split the load, on a persistent session: while ingest is
-  down the broker keeps the messages.
+- Subscribes to ``<prefix>/<gateway>/+/data`` on a persistent MQTT v5 session: while
+  ingest is down, the broker keeps the messages. Several ingest processes split the load
+  by gateway lists, or with a shared subscription (``mqtt.share_group``; see its caveat
+  in the config reference: mosquitto forgets shared subscriptions when it restarts).
 - Acknowledges a message (PUBACK, manual) only after InfluxDB accepted the write that
   contains it, or after it went to the dead-letter file. A crash or a lost connection
   before that makes the broker deliver it again.
@@ -79,7 +80,8 @@ class IngestService:
         self._stopping = False
         self._paho: object | None = None
         m = self.cfg.mqtt
-        self.topic = f"$share/{m.share_group}/{m.topic_prefix}/+/+/data"
+        share = f"$share/{m.share_group}/" if m.share_group else ""
+        self.topics = [f"{share}{m.topic_prefix}/{gw}/+/data" for gw in m.gateways]
         self.connected = asyncio.Event()
 
     # -- MQTT --------------------------------------------------------------------------
@@ -106,12 +108,13 @@ class IngestService:
         self._paho.ack(mid, 1)  # type: ignore[attr-defined]
 
     async def run(self) -> None:
-        log.info("ingest: %s -> %s", self.topic, describe(self.cfg.sink))
+        log.info("ingest: %s -> %s", ", ".join(self.topics), describe(self.cfg.sink))
         backoff = Backoff(self.cfg.mqtt.reconnect.initial, self.cfg.mqtt.reconnect.max)
         while not self._stopping:
             try:
                 async with self._client() as client:
-                    await client.subscribe(self.topic, qos=1)
+                    for topic in self.topics:
+                        await client.subscribe(topic, qos=1)
                     backoff.reset()
                     self.connected.set()
                     log.info("ingest: subscribed on %s:%d", self.cfg.mqtt.host,

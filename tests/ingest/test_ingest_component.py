@@ -26,10 +26,11 @@ pytestmark = pytest.mark.component
 TS = 1795450000000
 
 
-def loaded(tmp_path: Path, port: int, sink: dict[str, Any], **kw: Any) -> LoadedIngest:
+def loaded(tmp_path: Path, port: int, sink: dict[str, Any], share_group: str | None = None,
+           **kw: Any) -> LoadedIngest:
     cfg = IngestConfig.model_validate({
         "mqtt": {"port": port, "client_id": f"ingest-{tmp_path.name}",
-                 "reconnect": {"initial": "100ms", "max": "500ms"}},
+                 "reconnect": {"initial": "100ms", "max": "500ms"}, "share_group": share_group},
         "sink": sink, "batch": {"max_lines": 50, "max_interval": "200ms",
                                 "retry": {"initial": "100ms", "max": "500ms"}},
         **kw,
@@ -249,3 +250,23 @@ async def test_400_isolates_the_bad_message(broker: Mosquitto, tmp_path: Path,
     (rec,) = [orjson.loads(x) for x in (tmp_path / "dead-letter.jsonl").read_bytes().splitlines()]
     assert rec["reason"].startswith("rejected by the database: HTTP 400")
     assert orjson.loads(rec["payload"])["seq"] == 4
+
+
+async def test_shared_subscription_splits_the_load(
+    broker: Mosquitto, influx: Influxd, tmp_path: Path
+) -> None:
+    sink = {"kind": "influxdb-v1", "url": influx.url, "database": "edgegw"}
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    a = IngestService(loaded(a_dir, broker.port, sink))
+    b = IngestService(loaded(b_dir, broker.port, sink))
+    for svc in (a, b):
+        object.__setattr__(svc.cfg.mqtt, "share_group", "g")
+        svc.topics = ["$share/g/edgegw/+/+/data"]
+    async with ingest(a), ingest(b):
+        await publish(broker.port, [(T, payload(i)) for i in range(1, 41)])
+        await until(lambda: a.stats.written_batches + b.stats.written_batches == 40)
+    assert a.stats.written_batches > 0 and b.stats.written_batches > 0
+    (s,) = influx.query('SELECT count(speed) FROM "acme/cnc-vmc850"', "edgegw")
+    assert s["values"][0][1] == 40  # type: ignore[index]
