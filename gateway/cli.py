@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--check", action="store_true", help="validate the config and exit")
     ing.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
+    lv = sub.add_parser("live", help="live table of machine states read back from InfluxDB 1.x")
+    lv.add_argument("--url", default="http://127.0.0.1:8086")
+    lv.add_argument("--db", default="edgegw")
+    lv.add_argument("--count", type=int, default=0, help="stop after N refreshes")
+
     sub.add_parser("profiles", help="list the shipped device profiles")
     return ap
 
@@ -192,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "monitor":
             return _monitor(args)
+        if args.cmd == "live":
+            from gateway.ingest.live import live
+
+            live(args.url, args.db, sys.stdout, args.count)
+            return 0
         if args.cmd == "ingest":
             from gateway.ingest.config import load_ingest_config
             from gateway.ingest.service import run_ingest

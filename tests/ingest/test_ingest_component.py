@@ -270,3 +270,22 @@ async def test_shared_subscription_splits_the_load(
     assert a.stats.written_batches > 0 and b.stats.written_batches > 0
     (s,) = influx.query('SELECT count(speed) FROM "acme/cnc-vmc850"', "edgegw")
     assert s["values"][0][1] == 40  # type: ignore[index]
+
+
+async def test_live_table_reads_states_and_key_values_back(
+    broker: Mosquitto, influx: Influxd, tmp_path: Path
+) -> None:
+    from gateway.ingest.live import snapshot
+
+    svc = IngestService(loaded(tmp_path, broker.port, {"kind": "influxdb-v1", "url": influx.url,
+                                                       "database": "edgegw"}))
+    now = int(__import__("time").time() * 1000)
+    doc = encode_batch(Batch("gw1", "cnc-01", "acme/cnc-vmc850@1.2", now,
+                             {"spindle_speed": 8000, "spindle_load": 41.5}, state="running",
+                             seq=1))
+    async with ingest(svc):
+        await publish(broker.port, [(T, doc)])
+        await until(lambda: svc.stats.written_batches == 1)
+    ((dev, state, age, shown),) = snapshot(influx.url, "edgegw")
+    assert (dev, state) == ("cnc-01", "running") and 0 <= age < 10_000
+    assert shown[:2] == ["spindle_speed=8000", "spindle_load=41.5"]
