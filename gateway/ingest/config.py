@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.config import Backoff, MqttConfig
 from gateway.durations import Duration
@@ -30,8 +30,10 @@ class IngestMqtt(MqttConfig):
         default_factory=lambda: ["+"],
         description="gateway ids to take (default all); give each ingest process its own "
         "list to split the load without shared subscriptions")
-    receive_maximum: int = Field(default=2000, ge=10, le=65535,
-                                 description="unacknowledged messages the broker may send")
+    receive_maximum: int = Field(
+        default=10000, ge=10, le=65535,
+        description="unacknowledged messages the broker may send: bounds memory, and must "
+        "hold a full batch (batch.max_lines) or batches only ever fill by time")
     session_expiry: Duration = Field(default=86400.0, description="broker keeps our queue")
 
 
@@ -74,6 +76,15 @@ class IngestConfig(_Strict):
     max_payload: int = Field(default=1_048_576, ge=1024, description="bytes; larger -> dead letter")
     dedupe_window: int = Field(default=100_000, ge=0,
                                description="recent (gateway, seq) remembered per process")
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> IngestConfig:
+        if self.mqtt.receive_maximum < self.batch.max_lines:
+            raise ValueError(
+                f"mqtt.receive_maximum ({self.mqtt.receive_maximum}) must be at least "
+                f"batch.max_lines ({self.batch.max_lines}): the broker sends no more "
+                "unacknowledged messages than that, so a batch could never fill")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
