@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.config import Backoff, MqttConfig
 from gateway.durations import Duration
 from gateway.errors import ConfigError
+from gateway.ingest.sinkconfig import SinkConfig
 from gateway.yamlfile import load_yaml, validation_problems
 
 
@@ -37,30 +38,6 @@ class IngestMqtt(MqttConfig):
     session_expiry: Duration = Field(default=86400.0, description="broker keeps our queue")
 
 
-class InfluxV1(_Strict):
-    kind: Literal["influxdb-v1"]
-    url: str = "http://127.0.0.1:8086"
-    database: str
-    retention_policy: str | None = None
-    username: str | None = None
-    password_file: Path | None = None
-    create_database: bool = True
-    timeout: Duration = 10.0
-
-
-class InfluxV2(_Strict):
-    kind: Literal["influxdb-v2"]
-    url: str = "http://127.0.0.1:8086"
-    org: str
-    bucket: str
-    token_file: Path | None = None
-    token_env: str | None = None
-    timeout: Duration = 10.0
-
-
-Sink = Annotated[InfluxV1 | InfluxV2, Field(discriminator="kind")]
-
-
 class BatchConfig(_Strict):
     max_lines: int = Field(default=5000, ge=1, le=1_000_000)
     max_interval: Duration = 1.0
@@ -70,7 +47,7 @@ class BatchConfig(_Strict):
 class IngestConfig(_Strict):
     version: Literal[1] = 1
     mqtt: IngestMqtt = IngestMqtt()
-    sink: Sink
+    sink: SinkConfig
     batch: BatchConfig = BatchConfig()
     dead_letter: Path = Path("dead-letter.jsonl")
     max_payload: int = Field(default=1_048_576, ge=1024, description="bytes; larger -> dead letter")

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -36,7 +37,8 @@ from gateway.encode import decode_batch
 from gateway.ingest.config import LoadedIngest
 from gateway.ingest.deadletter import DeadLetters
 from gateway.ingest.lineproto import batch_lines
-from gateway.ingest.sinks import Rejected, Retry, Sink, TooLarge, describe, make_sink
+from gateway.ingest.sinks import Sink, describe, make_sink
+from gateway.ingest.writer import BatchWriter
 
 log = logging.getLogger("edgegw.ingest")
 
@@ -83,6 +85,9 @@ class IngestService:
         share = f"$share/{m.share_group}/" if m.share_group else ""
         self.topics = [f"{share}{m.topic_prefix}/{gw}/+/data" for gw in m.gateways]
         self.connected = asyncio.Event()
+        self._writer: BatchWriter[_Msg] = BatchWriter(
+            self.sink, self.cfg.batch.retry, lambda m: m.lines, self._on_written, self._reject,
+            self._count_retry)
 
     # -- MQTT --------------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
@@ -192,43 +197,14 @@ class IngestService:
                 await self._write_all(p.msgs)
 
     async def _write_all(self, msgs: list[_Msg]) -> None:
-        """Write msgs; dead-letter the ones InfluxDB rejects; ack every one at the end."""
-        backoff = Backoff(self.cfg.batch.retry.initial, self.cfg.batch.retry.max)
-        while True:
-            try:
-                await self._write_split(msgs)
-                return
-            except Retry as exc:
-                self.stats.retries += 1
-                delay = exc.after if exc.after is not None else backoff.next()
-                if self.stats.retries == 1 or self.stats.retries % 20 == 0:
-                    log.warning("ingest: write failed (%s); retry #%d in %.1f s, holding %d "
-                                "message(s) unacknowledged", exc.reason, self.stats.retries,
-                                delay, len(msgs))
-                await asyncio.sleep(delay)
+        """Write msgs; dead-letter the ones InfluxDB rejects; ack every one."""
+        await self._writer.write(msgs)
+        self.stats.writes = self._writer.writes
 
-    async def _write_split(self, msgs: list[_Msg]) -> None:
-        body = "\n".join(line for m in msgs for line in m.lines).encode()
-        try:
-            if body:
-                await self.sink.write(body)
-            self.stats.writes += 1
-        except TooLarge:
-            if len(msgs) == 1:
-                self._reject(msgs[0], "too large for the database even alone (HTTP 413)")
-                return
-            half = len(msgs) // 2
-            await self._write_split(msgs[:half])
-            await self._write_split(msgs[half:])
-            return
-        except Rejected as exc:
-            if len(msgs) == 1:
-                self._reject(msgs[0], exc.reason)
-                return
-            half = len(msgs) // 2  # find the bad one(s): the rest still goes in
-            await self._write_split(msgs[:half])
-            await self._write_split(msgs[half:])
-            return
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
+
+    def _on_written(self, msgs: Sequence[_Msg]) -> None:
         for m in msgs:
             self._ack(m.mid)
             self._remember(m.key)

@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from typing import Protocol
 
-from gateway.ingest.config import InfluxV1, InfluxV2
+from gateway.ingest.sinkconfig import InfluxV1, InfluxV2
 
 
 class Rejected(Exception):

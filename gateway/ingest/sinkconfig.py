@@ -1,0 +1,39 @@
+"""Where line protocol goes: InfluxDB 1.x or 2.x/3.x. Shared by the ingest service and
+the gateway's direct route (``uplink.influx``); no dependency on either's config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.durations import Duration
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InfluxV1(_Strict):
+    kind: Literal["influxdb-v1"]
+    url: str = "http://127.0.0.1:8086"
+    database: str
+    retention_policy: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    create_database: bool = True
+    timeout: Duration = 10.0
+
+
+class InfluxV2(_Strict):
+    kind: Literal["influxdb-v2"]
+    url: str = "http://127.0.0.1:8086"
+    org: str
+    bucket: str
+    token_file: Path | None = None
+    token_env: str | None = None
+    timeout: Duration = 10.0
+
+
+SinkConfig = Annotated[InfluxV1 | InfluxV2, Field(discriminator="kind")]
