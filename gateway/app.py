@@ -16,6 +16,7 @@ from gateway.pipeline import DevicePipeline
 from gateway.scheduler import DeviceRunner
 from gateway.stats import GatewayStats
 from gateway.store import Limits, Store, open_store
+from gateway.uplink.influx import InfluxUplink
 from gateway.uplink.mqtt import MqttUplink
 
 log = logging.getLogger("edgegw")
@@ -55,7 +56,13 @@ class Gateway:
                 self.faults, cfg.uplink.mqtt.reconnect,
                 phase=(i % slots) / slots,
             ))
-        self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status)
+        self.uplink: MqttUplink | InfluxUplink
+        if cfg.uplink.influx is not None:
+            self.uplink = InfluxUplink(cfg.uplink.influx, self.store, self.stats,
+                                       loaded.store_path.with_name("dead-letter.jsonl"),
+                                       cfg.uplink.mqtt.reconnect)
+        else:
+            self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status)
         self._stop = asyncio.Event()
 
     def _status(self) -> dict[str, object]:
@@ -72,9 +79,11 @@ class Gateway:
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when installed by the CLI)."""
-        log.info("edgegw %s starting: %d device(s), broker %s:%d", self.gateway_id,
-                 len(self.runners), self.loaded.config.uplink.mqtt.host,
-                 self.loaded.config.uplink.mqtt.port)
+        up = self.loaded.config.uplink
+        route = (f"InfluxDB {up.influx.url}" if up.influx is not None
+                 else f"broker {up.mqtt.host}:{up.mqtt.port}")
+        log.info("edgegw %s starting: %d device(s), %s", self.gateway_id, len(self.runners),
+                 route)
         try:
             async with asyncio.TaskGroup() as tg:
                 uplink = tg.create_task(self.uplink.run(), name="uplink")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.durations import Duration
 from gateway.errors import ConfigError
+from gateway.ingest.sinkconfig import SinkConfig
 from gateway.profiles import (
     Profile,
     Workarounds,
@@ -91,6 +92,14 @@ class MqttConfig(_Strict):
 
 class UplinkConfig(_Strict):
     mqtt: MqttConfig = MqttConfig()
+    influx: SinkConfig | None = Field(
+        default=None, description="write directly to InfluxDB instead of MQTT (no broker)")
+
+    @model_validator(mode="after")
+    def _one_route(self) -> UplinkConfig:
+        if self.influx is not None and "mqtt" in self.model_fields_set:
+            raise ValueError("give either uplink.mqtt or uplink.influx, not both")
+        return self
 
 
 class StoreConfig(_Strict):
