@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 
 def free_port() -> int:
@@ -94,8 +95,8 @@ def _wait_http(url: str, timeout: float = 20.0, ok: tuple[int, ...] = (200, 204)
 
 
 @dataclass
-class Influxd:
-    """InfluxDB 1.x (Debian ``influxdb``) with its own config and data dir."""
+class HttpServer:
+    """A server process with an HTTP API on a loopback port, stopped by PID."""
 
     port: int
     workdir: Path
@@ -104,6 +105,23 @@ class Influxd:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # by PID, never by name
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Influxd(HttpServer):
+    """InfluxDB 1.x (Debian ``influxdb``) with its own config and data dir."""
 
     def start(self) -> None:
         d = self.workdir
@@ -123,10 +141,6 @@ class Influxd:
         self.proc = subprocess.Popen(["influxd", "run", "-config", str(conf)],
                                      stdout=log, stderr=log)
         _wait_http(f"{self.url}/ping")
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.proc = None
 
     def query(self, q: str, db: str) -> list[dict[str, object]]:
         """Run InfluxQL; return the series of the first statement."""
@@ -149,17 +163,8 @@ class Influxd:
         urllib.request.urlopen(f"{self.url}/query", data=body, timeout=10).close()
 
 
-@dataclass
-class VictoriaMetrics:
+class VictoriaMetrics(HttpServer):
     """Debian ``victoria-metrics``: accepts the InfluxDB v2 write API."""
-
-    port: int
-    workdir: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         log = (self.workdir / "victoria-metrics.log").open("ab")
@@ -169,10 +174,6 @@ class VictoriaMetrics:
              "-search.latencyOffset=0s", "-loggerLevel=ERROR"],
             stdout=log, stderr=log)
         _wait_http(f"{self.url}/health")
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.proc = None
 
     def export(self, match: str) -> list[dict[str, object]]:
         """Every stored series matching ``match`` (flushed first), as JSON lines."""
@@ -186,19 +187,12 @@ class VictoriaMetrics:
             return [json.loads(line) for line in r.read().splitlines() if line.strip()]
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is not None:
-        proc.terminate()  # by PID, never by name
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+S = TypeVar("S", bound=HttpServer)
 
 
 @contextlib.contextmanager
-def influxd(workdir: Path) -> Iterator[Influxd]:
-    s = Influxd(free_port(), workdir)
+def _serve(kind: type[S], workdir: Path) -> Iterator[S]:
+    s = kind(free_port(), workdir)
     s.start()
     try:
         yield s
@@ -206,11 +200,9 @@ def influxd(workdir: Path) -> Iterator[Influxd]:
         s.stop()
 
 
-@contextlib.contextmanager
-def victoria_metrics(workdir: Path) -> Iterator[VictoriaMetrics]:
-    s = VictoriaMetrics(free_port(), workdir)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
+def influxd(workdir: Path) -> contextlib.AbstractContextManager[Influxd]:
+    return _serve(Influxd, workdir)
+
+
+def victoria_metrics(workdir: Path) -> contextlib.AbstractContextManager[VictoriaMetrics]:
+    return _serve(VictoriaMetrics, workdir)
