@@ -66,6 +66,7 @@ class _Msg:
 @dataclass
 class _Pending:
     msgs: list[_Msg] = field(default_factory=list)
+    keys: set[tuple[str, int]] = field(default_factory=set)
     lines: int = 0
     since: float = 0.0
 
@@ -174,7 +175,7 @@ class IngestService:
         except (ValueError, KeyError, TypeError) as exc:
             self._dead(m.mid, topic, payload, f"cannot decode: {exc}")
             return
-        if key in self._seen or any(k.key == key for k in self._pending.msgs[-64:]):
+        if key in self._seen or key in self._pending.keys:
             self.stats.duplicates += 1
             self._ack(m.mid)
             return
@@ -182,6 +183,7 @@ class IngestService:
         if not p.msgs:
             p.since = time.monotonic()
         p.msgs.append(_Msg(m.mid, topic, payload, key, lines))
+        p.keys.add(key)
         p.lines += len(lines)
 
     def _dead(self, mid: int, topic: str, payload: bytes, reason: str) -> None:
