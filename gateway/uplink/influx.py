@@ -46,7 +46,6 @@ class InfluxUplink:
         self.stats = stats
         self.dead = DeadLetters(dead_letter)
         self.retry = retry
-        self.connected = asyncio.Event()
         self._stopping = False
         self._pending: list[asyncio.Future[None]] = []  # acks of the last write
 
@@ -74,7 +73,6 @@ class InfluxUplink:
                     except ValueError as exc:  # cannot happen for our own encoder
                         self._rejected(_Item(e, []), f"cannot encode: {exc}")
                 await writer.write(items)
-                self.connected.set()
                 cursor = entries[-1].seq
                 for t in self._pending:
                     await t

@@ -42,7 +42,6 @@ class MqttUplink:
         self.stats = stats
         self.status_extra = status_extra or (dict)
         self.topic_status = status_topic(cfg.topic_prefix, gateway_id)
-        self.connected = asyncio.Event()
         self._backoff = Backoff(cfg.reconnect.initial, cfg.reconnect.max, cfg.reconnect.jitter)
         self._stopping = False
         self._drained = asyncio.Event()
@@ -90,7 +89,6 @@ class MqttUplink:
             try:
                 await self._session()
             except* aiomqtt.MqttError as eg:
-                self.connected.clear()
                 delay = self._backoff.next()
                 log.warning("mqtt: %s; reconnecting in %.1f s (%d batches waiting)",
                             eg.exceptions[0], delay, self.store.stats.entries)
@@ -102,9 +100,7 @@ class MqttUplink:
             self._backoff.reset()
             log.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
             await client.publish(self.topic_status, self._status(True), qos=1, retain=True)
-            self.connected.set()
             await self._pump(client)
-            self.connected.clear()
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(self.topic_status, self._status(False), qos=1,
                                      retain=True, timeout=2)
