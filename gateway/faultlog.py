@@ -24,7 +24,6 @@ class FaultLog:
         self.log = logger
         self.interval = interval
         self._faults: dict[object, _Fault] = {}
-        self._last_summary = time.monotonic()
         self.total = 0
 
     def fault(self, key: object, message: str) -> None:
@@ -36,8 +35,6 @@ class FaultLog:
         else:
             f.count += 1
             f.message = message
-        if time.monotonic() - self._last_summary >= self.interval:
-            self.summary()
 
     def clear(self, key: object, message: str) -> None:
         f = self._faults.pop(key, None)
@@ -46,7 +43,7 @@ class FaultLog:
                           time.monotonic() - f.first)
 
     def summary(self) -> None:
-        self._last_summary = time.monotonic()
+        """Called every ``interval`` seconds by the gateway's fault-summary task."""
         for f in self._faults.values():
             if f.count > f.reported:
                 self.log.warning("%s (repeated %d times in the last %.0f s, %d in all)",
