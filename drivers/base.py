@@ -12,7 +12,8 @@ beyond the protocol-level retries configured for them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from gateway.config import Device
@@ -21,6 +22,10 @@ from gateway.profiles import Point
 
 
 class Driver(Protocol):
+    #: True when the device pushes data (OPC UA subscriptions): the scheduler then
+    #: consumes :meth:`StreamingDriver.stream` instead of polling :meth:`read`
+    streaming: bool
+
     @property
     def connected(self) -> bool: ...
 
@@ -37,15 +42,34 @@ class Driver(Protocol):
         """Drop the connection (the scheduler calls connect() again later); never raises."""
 
 
+class StreamingDriver(Driver, Protocol):
+    def stream(
+        self, groups: Mapping[str, tuple[float, Sequence[Point]]]
+    ) -> AsyncIterator[tuple[str, list[Reading]]]:
+        """Set up the pushes for each poll group (period, points) and yield
+        ``(group, readings)`` as data arrives; raise DeviceUnreachable when the session
+        is lost (the scheduler reconnects and calls stream() again)."""
+        ...
+
+
 class Closable(Protocol):
     def close(self) -> None: ...
 
 
 class DriverContext:
-    """Resources shared between the drivers of one gateway (e.g. serial buses)."""
+    """What the drivers of one gateway share: resources (e.g. serial buses), the
+    gateway id, where state (e.g. the OPC UA PKI) lives, and the config's directory
+    (relative paths in the config are beside it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gateway_id: str = "edgegw", state_dir: Path | None = None,
+                 config_dir: Path | None = None) -> None:
         self.shared: dict[object, Closable] = {}
+        self.gateway_id = gateway_id
+        self.state_dir = state_dir or Path.cwd()
+        self.config_dir = config_dir or Path.cwd()
+
+    def resolve(self, p: Path) -> Path:
+        return p if p.is_absolute() else self.config_dir / p
 
     def close(self) -> None:
         for res in self.shared.values():
@@ -59,9 +83,11 @@ DriverFactory = Callable[[Device, DriverContext], Driver]
 def driver_for(device: Device, ctx: DriverContext) -> Driver:
     """Build the driver for a device's connection kind (explicit registry, no scanning)."""
     from drivers.modbus.driver import ModbusDriver
+    from drivers.opcua.driver import OpcuaDriver
 
     registry: dict[str, DriverFactory] = {
         "modbus-tcp": ModbusDriver,
         "modbus-rtu": ModbusDriver,
+        "opcua": OpcuaDriver,
     }
     return registry[device.config.connection.kind](device, ctx)

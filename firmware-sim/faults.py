@@ -10,7 +10,12 @@ fault          behaviour
 ``exception``  answers every request with Modbus exception ``code`` (default 4)
 ``garbage``    answers with random bytes
 ``short``      answers with a well-framed response that is missing its last bytes
+``kill``       OPC UA: closes every client connection once (session loss)
+``bad``        OPC UA: ``bad:<point>,<point>`` gives those variables BadSensorFailure
 =============  =====================================================================
+
+On an OPC UA server ``drop`` stops the server until the fault is cleared (a restart),
+and ``exception``, ``garbage`` and ``short`` have no effect.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 
 from gateway.durations import parse_duration
 
-KINDS = ("none", "drop", "silence", "slow", "exception", "garbage", "short")
+KINDS = ("none", "drop", "silence", "slow", "exception", "garbage", "short", "kill", "bad")
 
 
 @dataclass(slots=True)
@@ -29,6 +34,7 @@ class Fault:
     kind: str = "none"
     delay: float = 0.0
     code: int = 4
+    points: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -52,6 +58,10 @@ def parse_fault(text: str) -> Fault:
         return Fault("slow", delay=parse_duration(arg or "1s"))
     if kind == "exception":
         return Fault("exception", code=int(arg or 4))
+    if kind == "bad":
+        if not arg:
+            raise ValueError("fault 'bad' names points: bad:spindle_speed,feed_rate")
+        return Fault("bad", points=tuple(p.strip() for p in arg.split(",") if p.strip()))
     if arg:
         raise ValueError(f"fault {kind!r} takes no argument")
     return Fault(kind)

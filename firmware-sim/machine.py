@@ -34,7 +34,11 @@ class SimDevice:
         self.requests = 0
         self.time_scale = time_scale
         sim = profile.simulation
-        self.map = RegisterMap(profile, strict=bool(sim and sim.strict_map))
+        # Modbus devices keep their values in a register map; OPC UA servers read
+        # ``values`` (raw values by point name) after each step
+        self.map = RegisterMap(profile, strict=bool(sim and sim.strict_map)) \
+            if profile.protocol == "modbus" else None
+        self.values: dict[str, object] = {}
         self.state = sim.initial if sim else "idle"
         self._state_until = 0.0
         self._values: dict[str, float] = {}
@@ -46,6 +50,7 @@ class SimDevice:
                         if not (p.access == "rw" and p.sim and p.sim.kind == "constant")]
 
     def answer(self, pdu: bytes) -> bytes:
+        assert self.map is not None
         return self.map.handle(pdu)
 
     def set_state(self, state: str, hold: float = 3600.0) -> None:
@@ -78,7 +83,9 @@ class SimDevice:
             assert p.sim is not None
             value = self._value(p, p.sim, dt)
             if value is not None:
-                self.map.set_point(p, value)
+                self.values[p.name] = value
+                if self.map is not None:
+                    self.map.set_point(p, value)  # type: ignore[arg-type]
 
     def _value(self, p: Point, s: PointSim, dt: float) -> object:
         active = not s.when or self.state in s.when
@@ -103,8 +110,8 @@ class SimDevice:
             start = float(s.value) if isinstance(s.value, int | float) else 0.0
             cur = (start if prev is None else prev) + rate * dt
             raw = (cur - p.offset) / p.scale  # counters are stored raw, the profile scales
-            is_float = p.type in ("float32", "float64")
-            if not is_float and raw > LIMITS[p.type][1]:
+            is_float = _is_float(p)
+            if not is_float and raw > LIMITS[p.type or "uint32"][1]:
                 cur, raw = p.offset, 0.0  # wrap around like a real counter register
             self._values[p.name] = cur
             return raw if is_float else int(raw)
@@ -125,8 +132,13 @@ class SimDevice:
             v = min(v, s.max)
         if p.scaled:  # value is in engineering units: store the raw register value
             raw = (v - p.offset) / p.scale
-            return raw if p.type in ("float32", "float64") else round(raw)
-        return v if p.type in ("float32", "float64") else round(v)
+            return raw if _is_float(p) else round(raw)
+        return v if _is_float(p) else round(v)
+
+
+def _is_float(p: Point) -> bool:
+    """OPC UA points without a type hold doubles."""
+    return p.type in (None, "float32", "float64")
 
 
 class BenchDevice:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from gateway.profiles import Point, Profile
+from gateway.profiles import ModbusPoint, Profile, modbus_points
 
 CODES = {
     "int16": "h", "uint16": "H", "bitfield": "H", "int32": "i", "uint32": "I",
@@ -23,7 +23,7 @@ LIMITS = {
 ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 1, 2, 3
 
 
-def encode(point: Point, profile: Profile, value: object) -> bytes:
+def encode(point: ModbusPoint, profile: Profile, value: object) -> bytes:
     """Wire bytes (register order) of ``value`` for a register point."""
     byte_order = point.byte_order or profile.byte_order
     word_order = point.word_order or profile.word_order
@@ -50,7 +50,7 @@ class RegisterMap:
     """The four Modbus tables of one device; registers kept as big-endian bytes."""
 
     def __init__(self, profile: Profile | None, size: int = 0, strict: bool = False) -> None:
-        points = profile.expanded_points() if profile else []
+        points = modbus_points(profile.expanded_points()) if profile else []
         self.profile = profile
         # a profile written with one-based addresses puts register N at wire address N-1
         self.shift = 1 if profile and profile.workarounds.one_based_addresses else 0
@@ -68,7 +68,7 @@ class RegisterMap:
                 self.mapped[p.table][at : at + p.size] = b"\1" * p.size
 
     # -- values ----------------------------------------------------------------------
-    def set_point(self, point: Point, value: object) -> None:
+    def set_point(self, point: ModbusPoint, value: object) -> None:
         assert self.profile is not None
         address = point.address - self.shift
         if point.table in ("coil", "discrete"):

@@ -37,11 +37,13 @@ class SimDeviceSpec(_Strict):
     unit_id: int = Field(default=1, ge=0, le=247)
     seed: int = 0
     fault: str = "none"
+    secure: bool = Field(default=False, description="OPC UA: also offer secured endpoints")
+    users: dict[str, str] = Field(default_factory=dict, description="OPC UA: user -> password")
 
     @model_validator(mode="after")
     def _transport(self) -> SimDeviceSpec:
-        if (self.port is None) == (self.rtu is None):
-            raise ValueError("give exactly one of 'port' (Modbus TCP) or 'rtu' (serial)")
+        if self.port is not None and self.rtu is not None:
+            raise ValueError("give one of 'port' (TCP: Modbus or OPC UA) or 'rtu' (serial)")
         parse_fault(self.fault)
         return self
 

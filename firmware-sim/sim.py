@@ -13,7 +13,9 @@ from pathlib import Path
 import yaml
 from firmware_sim.faults import Fault, parse_fault
 from firmware_sim.machine import BenchDevice, SimDevice
+from firmware_sim.opcua_server import OpcuaSimServer
 from firmware_sim.scenario import FaultEvent, Scenario, SimDeviceSpec
+from firmware_sim.servers import free_port
 from firmware_sim.transport import RtuBusServer, TcpDeviceServer
 
 from gateway.profiles import default_profile_dirs, load_profile
@@ -26,8 +28,12 @@ Device = SimDevice | BenchDevice
 class Simulator:
     """Holds devices and their servers. Use ``async with`` or start()/stop()."""
 
-    def __init__(self, update_interval: float = 0.1, profile_dirs: Sequence[Path] = ()) -> None:
+    def __init__(self, update_interval: float = 0.1, profile_dirs: Sequence[Path] = (),
+                 pki: Path | None = None) -> None:
         self.update_interval = update_interval
+        #: where secured OPC UA servers keep certificates (and ``trusted/`` client certs)
+        self.pki = pki
+        self.opcua: dict[str, OpcuaSimServer] = {}
         self.profile_dirs = [*profile_dirs, *default_profile_dirs()]
         self.devices: dict[str, Device] = {}
         self.tcp: dict[str, TcpDeviceServer] = {}
@@ -40,10 +46,22 @@ class Simulator:
     # -- building --------------------------------------------------------------------
     def add_profile_device(self, dev_id: str, profile: str, *, port: int | None = None,
                            host: str = "127.0.0.1", rtu: str | None = None,
-                           unit_id: int = 1, seed: int = 0) -> SimDevice:
+                           unit_id: int = 1, seed: int = 0, secure: bool = False,
+                           users: dict[str, str] | None = None,
+                           extra_namespaces: int = 0) -> SimDevice:
         dev = SimDevice(dev_id, load_profile(profile, self.profile_dirs), unit_id, seed,
                         self.time_scale)
         dev.profile_name = profile
+        if dev.profile.protocol == "opcua":
+            if dev_id in self.devices:
+                raise ValueError(f"duplicate simulated device id {dev_id!r}")
+            if secure and self.pki is None:
+                raise ValueError("a secured OPC UA server needs the simulator's pki directory")
+            self.devices[dev_id] = dev
+            self.opcua[dev_id] = OpcuaSimServer(
+                dev, host, port or free_port(), secure=secure, pki=self.pki, users=users,
+                extra_namespaces=extra_namespaces)
+            return dev
         self._add(dev, host, port, rtu)
         return dev
 
@@ -75,12 +93,15 @@ class Simulator:
 
     def add_spec(self, d: SimDeviceSpec) -> SimDevice:
         return self.add_profile_device(d.id, d.profile, port=d.port, host=d.host,
-                                       rtu=d.rtu, unit_id=d.unit_id, seed=d.seed)
+                                       rtu=d.rtu, unit_id=d.unit_id, seed=d.seed,
+                                       secure=d.secure, users=d.users)
 
     # -- running ---------------------------------------------------------------------
     async def start(self) -> None:
         for server in self.tcp.values():
             await server.start()
+        for ua_server in self.opcua.values():
+            await ua_server.start()
         for path, devs in self._rtu_devices.items():
             bus = RtuBusServer(None if path == "pty" else path, devs)
             await bus.start()
@@ -98,6 +119,8 @@ class Simulator:
         self._tasks.clear()
         for server in self.tcp.values():
             await server.stop()
+        for ua_server in self.opcua.values():
+            await ua_server.stop()
         for bus in self.rtu.values():
             await bus.stop()
 
@@ -109,6 +132,8 @@ class Simulator:
         await self.stop()
 
     def port_of(self, dev_id: str) -> int:
+        if dev_id in self.opcua:
+            return self.opcua[dev_id].port
         return self.tcp[dev_id].port
 
     def set_fault(self, dev_id: str, fault: Fault | str) -> None:
@@ -124,6 +149,11 @@ class Simulator:
         while True:
             for dev in self.devices.values():
                 dev.step()
+            for ua_server in self.opcua.values():
+                try:
+                    await ua_server.publish()
+                except OSError as exc:  # e.g. restarting while the port is still taken
+                    log.warning("device %s: OPC UA server: %s", ua_server.dev.id, exc)
             deadline += interval
             delay = deadline - time.monotonic()
             if delay < 0:  # fell behind: skip ticks rather than drift
@@ -150,7 +180,13 @@ class Simulator:
         """A gateway.yaml (as a dict) that polls every served device."""
         devices: list[dict[str, object]] = []
         for dev_id, dev in self.devices.items():
-            if dev_id in self.tcp:
+            if dev_id in self.opcua:
+                srv = self.opcua[dev_id]
+                conn = {"kind": "opcua", "endpoint": srv.url}
+                if srv.secure:
+                    conn["security"] = {"policy": "Basic256Sha256", "mode": "SignAndEncrypt",
+                                        "trust": [str(srv.cert_path)]}
+            elif dev_id in self.tcp:
                 conn: dict[str, object] = {"kind": "modbus-tcp", "host": self.tcp[dev_id].host,
                                            "port": self.tcp[dev_id].port}
             else:

@@ -45,7 +45,7 @@ class Gateway:
         self.store: Store = open_store(
             sc.kind, encode, Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy),
             str(loaded.store_path), sc.sync_interval)
-        self.ctx = DriverContext()
+        self.ctx = DriverContext(cfg.gateway.id, loaded.state_dir, loaded.path.parent)
         self.runners: list[DeviceRunner] = []
         enabled = [d for d in loaded.devices if d.config.enabled]
         slots = cfg.pipeline.poll_slots

@@ -149,7 +149,83 @@ class ModbusRtu(_Strict):
     retries: int = Field(default=1, ge=0, le=10)
 
 
-Connection = Annotated[ModbusTcp | ModbusRtu, Field(discriminator="kind")]
+
+class OpcuaSecurity(_Strict):
+    """Secure channel: policy + mode, the client's application certificate, the trust list.
+
+    The client certificate and key are created on first run when missing (RSA 2048,
+    self-signed, application URI ``urn:edgegw:<gateway id>``). A server certificate is
+    accepted only when it is in ``trust`` (files or directories of DER/PEM certificates);
+    a rejected one is saved under ``<pki>/rejected/`` so that an integrator can inspect
+    it and move it into the trust list.
+    """
+
+    policy: Literal[
+        "None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"
+    ] = "None"
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    certificate: Path | None = Field(
+        default=None, description="client certificate (DER); default <state dir>/pki/own/cert.der")
+    private_key: Path | None = Field(
+        default=None, description="client key (PEM); default <state dir>/pki/own/key.pem")
+    trust: list[Path] = Field(
+        default_factory=list, description="trusted server certificates or directories; "
+        "default <state dir>/pki/trusted")
+
+    @model_validator(mode="after")
+    def _pair(self) -> OpcuaSecurity:
+        if (self.policy == "None") != (self.mode == "None"):
+            raise ValueError("policy None goes with mode None; Basic256Sha256 and the Aes "
+                             "policies need mode Sign or SignAndEncrypt")
+        return self
+
+
+class Opcua(_Strict):
+    kind: Literal["opcua"]
+    endpoint: str = Field(description="opc.tcp://host:port[/path]")
+    mode: Literal["poll", "subscribe"] = Field(
+        default="poll", description="poll: bulk reads each poll period; subscribe: "
+        "monitored items, one subscription per poll group (publishing interval = period)")
+    security: OpcuaSecurity = OpcuaSecurity()
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    user_certificate: Path | None = Field(
+        default=None, description="certificate identity (DER/PEM)")
+    user_key: Path | None = None
+    timeout: Duration = Field(default=4.0, description="per request")
+    session_timeout: Duration = 60.0
+    max_nodes_per_read: int | None = Field(
+        default=None, ge=1, description="default: the server's MaxNodesPerRead, else 1000")
+    queue_size: int = Field(default=1, ge=1, le=10000, description="per monitored item")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^opc\.tcp://[^/:]+(:\d{1,5})?(/.*)?$", v):
+            raise ValueError("an endpoint looks like opc.tcp://host:4840[/path]")
+        return v
+
+    @model_validator(mode="after")
+    def _identity(self) -> Opcua:
+        if (self.user_certificate is None) != (self.user_key is None):
+            raise ValueError("give both user_certificate and user_key for a certificate identity")
+        if self.user_certificate is not None and self.username is not None:
+            raise ValueError("use either username/password or a user certificate, not both")
+        if (self.password_file or self.password_env) and self.username is None:
+            raise ValueError("a password needs a username")
+        return self
+
+    def password(self) -> str | None:
+        if self.password_env:
+            return os.environ.get(self.password_env)
+        if self.password_file:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return None
+
+
+Connection = Annotated[ModbusTcp | ModbusRtu | Opcua, Field(discriminator="kind")]
+PROTOCOL_OF_KIND = {"modbus-tcp": "modbus", "modbus-rtu": "modbus", "opcua": "opcua"}
 
 
 class DeviceConfig(_Strict):
@@ -222,13 +298,21 @@ class LoadedConfig:
     devices: list[Device]
 
     @property
+    def state_dir(self) -> Path:
+        """$STATE_DIRECTORY (systemd) or the config file's directory."""
+        state = os.environ.get("STATE_DIRECTORY")
+        return Path(state.split(":")[0]) if state else self.path.parent
+
+    @property
     def store_path(self) -> Path:
         """Where the durable spool lives (see StoreConfig.path)."""
         p = self.config.store.path
         if p is None:
-            state = os.environ.get("STATE_DIRECTORY")
-            return Path(state.split(":")[0]) / "spool.db" if state else \
-                self.path.parent / "spool.db"
+            return self.state_dir / "spool.db"
+        return p if p.is_absolute() else self.path.parent / p
+
+    def resolve(self, p: Path) -> Path:
+        """A path from the config: relative paths are beside the config file."""
         return p if p.is_absolute() else self.path.parent / p
 
 
@@ -254,6 +338,11 @@ def load_config(path: str | Path) -> LoadedConfig:
             profile = profiles.get(ppath) or profiles.setdefault(ppath, load_profile_file(ppath))
         except ConfigError as exc:
             problems += [(f"{where}.profile", f"{loc}: {msg}") for loc, msg in exc.problems]
+            continue
+        want = PROTOCOL_OF_KIND[dc.connection.kind]
+        if profile.protocol != want:
+            problems.append((f"{where}.connection.kind", f"'{dc.connection.kind}' cannot "
+                             f"talk to profile {dc.profile} (protocol: {profile.protocol})"))
             continue
         unknown = set(dc.poll) - set(profile.poll_groups)
         if unknown:

@@ -36,6 +36,8 @@ def encode_batch(b: Batch) -> bytes:
         doc["q"] = {k: [_QUALITY[q], reason] for k, (q, reason) in b.quality.items()}
     if b.error is not None:
         doc["err"] = b.error
+    if b.src:
+        doc["st"] = b.src
     return orjson.dumps(doc)
 
 

@@ -33,7 +33,11 @@ class Reading:
     values: list[Value]
     read_ts: float  # wall clock seconds (UTC epoch) when the answer arrived
     error: str | None = None
-    source_ts: float | None = None
+    #: per-value quality that is not good, by index (e.g. OPC UA StatusCodes); a bad
+    #: value is None
+    status: dict[int, tuple[Quality, str]] | None = None
+    #: per-value source timestamps (wall clock seconds), when the device supplies them
+    times: list[float] | None = None
 
 
 @dataclass(slots=True)
@@ -56,6 +60,8 @@ class Batch:
     seq: int = 0
     group: str = ""
     error: str | None = None  # device-level fault: every point is bad for this reason
+    #: source timestamps (ms) of reported points whose own time differs from ``ts_ms``
+    src: dict[str, int] = field(default_factory=dict)
 
     @property
     def point_count(self) -> int:

@@ -44,6 +44,16 @@ def _rt(p: Point, track: bool) -> _PointState:
     )
 
 
+def _within(v: Value, last: Value, st: _PointState) -> bool:
+    """Whether ``v`` is inside the deadband around ``last`` (numbers only)."""
+    if not (st.db_abs or st.db_pct) or not isinstance(v, int | float) \
+            or not isinstance(last, int | float) or isinstance(v, bool):
+        return False
+    if st.db_abs and abs(v - last) <= st.db_abs:
+        return True
+    return bool(st.db_pct) and abs(v - last) <= abs(last) * st.db_pct / 100
+
+
 class DevicePipeline:
     """Turns one poll cycle's readings of one device into one :class:`Batch` (or None)."""
 
@@ -78,8 +88,12 @@ class DevicePipeline:
         heartbeat = self.heartbeat
         current = self.current
         ts = readings[0].read_ts if readings else 0.0
+        src: dict[str, int] = {}
         for r in readings:
             rts = self._states(r.points)
+            if r.status is not None or r.times is not None:
+                self._detailed(r, rts, ts, out, bad, src)
+                continue
             if r.error is not None:
                 for st in rts:
                     if st.last_quality is not Quality.BAD or ts - st.last_ts >= heartbeat:
@@ -119,7 +133,58 @@ class DevicePipeline:
         if not out and not changed_state:
             return None
         return Batch(self.gateway_id, self.device.id, self.profile_tag, int(ts * 1000), out,
-                     bad, state, self.ids, group=group)
+                     bad, state, self.ids, group=group, src=src)
+
+    def _detailed(self, r: Reading, rts: list[_PointState], ts: float,
+                  out: dict[str, Value], bad: dict[str, tuple[Quality, str]],
+                  src: dict[str, int]) -> None:
+        """A reading with per-value quality and/or source timestamps (OPC UA): the same
+        rules as the fast path in :meth:`process`, value by value."""
+        heartbeat = self.heartbeat
+        status = r.status or {}
+        times = r.times
+        ts_ms = int(ts * 1000)
+        for i, (st, raw) in enumerate(zip(rts, r.values, strict=True)):
+            q = status.get(i)
+            if r.error is not None:
+                q = (Quality.BAD, r.error)
+            if raw is None and q is None:
+                q = (Quality.BAD, "no value")
+            if q is not None and q[0] is Quality.BAD:
+                if st.last_quality is not Quality.BAD or ts - st.last_ts >= heartbeat:
+                    out[st.name] = None
+                    bad[st.name] = q
+                    st.last, st.last_ts, st.last_quality = None, ts, Quality.BAD
+                if st.track:
+                    self.current.pop(st.name, None)
+                continue
+            v = raw
+            if st.scaled and isinstance(raw, int | float) and not isinstance(raw, bool):
+                v = round(raw * st.scale + st.offset, st.digits)
+            if isinstance(v, float) and not math.isfinite(v):
+                if st.last_quality is not Quality.BAD or ts - st.last_ts >= heartbeat:
+                    out[st.name] = None
+                    bad[st.name] = (Quality.BAD, "not a finite number")
+                    st.last, st.last_ts, st.last_quality = None, ts, Quality.BAD
+                continue
+            if st.track:
+                self.current[st.name] = v
+            quality = Quality.GOOD if q is None else q[0]
+            last = st.last
+            if (
+                st.last_quality is quality
+                and ts - st.last_ts < heartbeat
+                and (v == last or _within(v, last, st))
+            ):
+                continue
+            out[st.name] = v
+            if q is not None:
+                bad[st.name] = q
+            if times is not None:
+                t_ms = int(times[i] * 1000)
+                if t_ms != ts_ms:
+                    src[st.name] = t_ms
+            st.last, st.last_ts, st.last_quality = v, ts, quality
 
     def offline(self, reason: str, ts: float) -> Batch:
         """State ``offline`` with the reason: every point of the device is bad until the

@@ -10,10 +10,20 @@ simulator.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sized
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from gateway.durations import Duration
 from gateway.errors import ConfigError
@@ -75,15 +85,10 @@ class PointSim(_Strict):
 
 
 class Point(_Strict):
+    """What every point has, whatever the protocol: the pipeline works on these fields."""
+
     name: str
-    table: Table
-    address: int = Field(ge=0, le=65535)
-    type: DataType = "uint16"
-    count: int | None = Field(default=None, ge=1, le=125, description="registers of a string")
-    bit: int | None = Field(default=None, ge=0, le=15)
-    bits: dict[int, str] = Field(default_factory=dict, description="bitfield bit labels")
-    byte_order: Order | None = None
-    word_order: Order | None = None
+    type: DataType | None = None
     scale: float = 1.0
     offset: float = 0.0
     unit: str | None = None
@@ -100,8 +105,29 @@ class Point(_Strict):
             raise ValueError("point names use letters, digits and '_' (dots separate parts)")
         return v
 
+    @property
+    def scaled(self) -> bool:
+        return self.scale != 1.0 or self.offset != 0.0
+
+    @property
+    def numeric(self) -> bool:
+        return self.type is None or self.type in NUMERIC_TYPES
+
+
+class ModbusPoint(Point):
+    """A point in a Modbus register map: table, address, data type and word/byte order."""
+
+    table: Table
+    address: int = Field(ge=0, le=65535)
+    type: DataType = "uint16"
+    count: int | None = Field(default=None, ge=1, le=125, description="registers of a string")
+    bit: int | None = Field(default=None, ge=0, le=15)
+    bits: dict[int, str] = Field(default_factory=dict, description="bitfield bit labels")
+    byte_order: Order | None = None
+    word_order: Order | None = None
+
     @model_validator(mode="after")
-    def _shape(self) -> Point:
+    def _shape(self) -> ModbusPoint:
         bit_table = self.table in ("coil", "discrete")
         if bit_table and self.type != "bool":
             raise ValueError(f"points in table '{self.table}' must have type 'bool'")
@@ -132,9 +158,76 @@ class Point(_Strict):
             return self.count or 1
         return REGISTER_SIZE[self.type]
 
-    @property
-    def scaled(self) -> bool:
-        return self.scale != 1.0 or self.offset != 0.0
+
+OpcuaType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+    "float32", "float64", "string",
+]
+
+
+class OpcuaPoint(Point):
+    """A variable of an OPC UA server, addressed by NodeId or by browse path.
+
+    ``node`` is a NodeId string (``ns=2;s=Spindle.Speed``, or ``nsu=<uri>;s=...`` which
+    survives a change of namespace index). ``path`` is a browse path from the profile's
+    ``opcua.root``: segments separated by ``/``, each ``<alias>:<BrowseName>`` with an
+    alias from ``opcua.namespaces`` (unprefixed segments use the first alias).
+    ``type`` is optional: values keep the server's type, and a write is checked against
+    the node's DataType read from the server.
+    """
+
+    type: OpcuaType | None = None
+    node: str | None = None
+    path: str | None = None
+    sampling: Duration | None = Field(
+        default=None, description="subscription sampling interval (default: the poll period)")
+    queue_size: int | None = Field(default=None, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _shape(self) -> OpcuaPoint:
+        if (self.node is None) == (self.path is None):
+            raise ValueError("give exactly one of 'node' (a NodeId) or 'path' (a browse path)")
+        if self.path is not None and (not self.path.strip("/") or "//" in self.path):
+            raise ValueError("a browse path looks like 'Machine/Spindle/Speed'")
+        if self.deadband is not None and not self.numeric:
+            raise ValueError("a deadband needs a numeric type")
+        return self
+
+
+def modbus_points(points: Iterable[Point]) -> list[ModbusPoint]:
+    """The points as Modbus points (a Modbus driver given an OPC UA point is a bug)."""
+    out = [p for p in points if isinstance(p, ModbusPoint)]
+    if len(out) != len(points if isinstance(points, Sized) else out):
+        raise TypeError("a Modbus driver was given points that are not Modbus points")
+    return out
+
+
+#: protocol of the profile being validated: the kind of a point that has no address yet
+_PROTOCOL: ContextVar[str] = ContextVar("profile_protocol", default="modbus")
+
+
+def _point_kind(v: object) -> str:
+    if isinstance(v, dict):
+        if "node" in v or "path" in v:
+            return "opcua"
+        if "table" in v or "address" in v:
+            return "modbus"
+        return _PROTOCOL.get()
+    return "opcua" if isinstance(v, OpcuaPoint) else "modbus"
+
+
+AnyPoint = Annotated[
+    Annotated[ModbusPoint, Tag("modbus")] | Annotated[OpcuaPoint, Tag("opcua")],
+    Discriminator(_point_kind),
+]
+
+
+class OpcuaSettings(_Strict):
+    """Profile-level OPC UA addressing: namespace aliases and the browse-path root."""
+
+    namespaces: dict[str, str] = Field(
+        default_factory=dict, description="alias -> namespace URI, used by browse paths")
+    root: str = Field(default="i=85", description="NodeId browse paths start from (Objects)")
 
 
 class Workarounds(_Strict):
@@ -219,18 +312,26 @@ class Profile(_Strict):
     vendor: str
     model: str
     version: str = "1"
-    protocol: Literal["modbus"] = "modbus"
+    protocol: Literal["modbus", "opcua"] = "modbus"
     description: str = ""
     byte_order: Order = "big"
     word_order: Order = "big"
     poll_groups: dict[str, Duration] = Field(default_factory=lambda: {"default": 1.0})
     default_poll_group: str | None = None
     workarounds: Workarounds = Workarounds()
+    opcua: OpcuaSettings | None = None
     state: StateSpec | None = None
     simulation: Simulation | None = None
-    points: list[Point] = Field(min_length=1)
+    points: list[AnyPoint] = Field(min_length=1)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol(cls, data: object) -> object:
+        if isinstance(data, dict):
+            _PROTOCOL.set(str(data.get("protocol", "modbus")))
+        return data
 
     @field_validator("schema_")
     @classmethod
@@ -252,7 +353,12 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
         seen: set[str] = set()
+        want = OpcuaPoint if self.protocol == "opcua" else ModbusPoint
         for i, p in enumerate(self.points):
+            if not isinstance(p, want):
+                how = "by 'node' or 'path'" if want is OpcuaPoint else "by 'table' and 'address'"
+                raise ValueError(
+                    f"points[{i}] ({p.name}): a {self.protocol} profile addresses points {how}")
             if p.name in seen:
                 raise ValueError(f"points[{i}]: duplicate point name '{p.name}'")
             seen.add(p.name)
@@ -261,6 +367,8 @@ class Profile(_Strict):
                     f"points[{i}] ({p.name}): poll_group '{p.poll_group}' is not one of "
                     f"{sorted(self.poll_groups)}"
                 )
+        if self.opcua is not None and self.protocol != "opcua":
+            raise ValueError("the 'opcua' section is only for profiles with protocol: opcua")
         if self.default_poll_group is not None and self.default_poll_group not in self.poll_groups:
             raise ValueError(f"default_poll_group '{self.default_poll_group}' is not defined")
         if self.state is not None:
@@ -276,20 +384,22 @@ class Profile(_Strict):
     def group_of(self, point: Point) -> str:
         return point.poll_group or self.default_poll_group or next(iter(self.poll_groups))
 
-    def byte_order_of(self, point: Point) -> str:
+    def byte_order_of(self, point: ModbusPoint) -> str:
         return point.byte_order or self.byte_order
 
-    def word_order_of(self, point: Point) -> str:
+    def word_order_of(self, point: ModbusPoint) -> str:
         return point.word_order or self.word_order
 
     def expanded_points(self) -> list[Point]:
-        """Points plus one bool point per labelled bit of each bitfield."""
+        """Points plus one bool point per labelled bit of each Modbus bitfield."""
         out: list[Point] = []
         for p in self.points:
             out.append(p)
+            if not isinstance(p, ModbusPoint):
+                continue
             for bit, label in sorted(p.bits.items()):
                 out.append(
-                    Point(
+                    ModbusPoint(
                         name=f"{p.name}.{label}", table=p.table, address=p.address,
                         type="bool", bit=bit, byte_order=p.byte_order,
                         word_order=p.word_order, poll_group=p.poll_group,

@@ -22,13 +22,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import cast
 
-from drivers.base import Driver
+from drivers.base import Driver, StreamingDriver
 from gateway.backoff import Backoff
 from gateway.config import Backoff as BackoffConfig
 from gateway.config import Device
 from gateway.errors import DeviceUnreachable
 from gateway.faultlog import FaultLog
+from gateway.model import Reading
 from gateway.pipeline import DevicePipeline
 from gateway.profiles import Point
 from gateway.stats import DeviceStats
@@ -88,14 +90,29 @@ class DeviceRunner:
                 self.faults.clear((dev, "unreachable"), f"device {dev}: back online")
         self.backoff.reset()
         try:
-            async with asyncio.TaskGroup() as tg:
-                for group, (period, points) in self.groups.items():
-                    tg.create_task(self._poll(group, period, points), name=f"poll:{dev}:{group}")
+            if self.driver.streaming:
+                await self._stream(cast(StreamingDriver, self.driver))
+            else:
+                async with asyncio.TaskGroup() as tg:
+                    for group, (period, points) in self.groups.items():
+                        tg.create_task(self._poll(group, period, points),
+                                       name=f"poll:{dev}:{group}")
         except* DeviceUnreachable as eg:
             await self.driver.close()
             self.stats.reconnects += 1
             await self._went_offline(str(eg.exceptions[0]))
             await asyncio.sleep(self.backoff.next())
+
+    async def _stream(self, driver: StreamingDriver) -> None:
+        """Pushed data (subscriptions): every delivery is one pipeline cycle."""
+        process = self.pipeline.process
+        append = self.store.append
+        async for group, readings in driver.stream(self.groups):
+            self.stats.polls += 1
+            self._account(group, readings)
+            batch = process(group, readings)
+            if batch is not None:
+                await append(batch)
 
     async def _went_offline(self, reason: str) -> None:
         dev = self.device.id
@@ -105,6 +122,22 @@ class DeviceRunner:
             self.online = False
             self.stats.state = "offline"
             await self.store.append(self.pipeline.offline(reason, time.time()))
+
+    def _account(self, group: str, readings: list[Reading]) -> None:
+        """Count points and read errors; one fault per failing request, cleared on success."""
+        st = self.stats
+        dev = self.device.id
+        for r in readings:
+            if r.error is not None:
+                st.read_errors += 1
+                st.last_error = r.error
+                self.faults.fault((dev, group, r.points[0]),
+                                  f"device {dev}: {r.error} reading {', '.join(r.points)}")
+            else:
+                st.points += len(r.values)
+                if self.faults.active:
+                    self.faults.clear((dev, group, r.points[0]),
+                                      f"device {dev}: {', '.join(r.points)} read again")
 
     async def _poll(self, group: str, period: float, points: Sequence[Point]) -> None:
         loop = asyncio.get_running_loop()
@@ -119,17 +152,7 @@ class DeviceRunner:
         while True:
             readings = await read(points)
             st.polls += 1
-            for r in readings:
-                if r.error is not None:
-                    st.read_errors += 1
-                    st.last_error = r.error
-                    self.faults.fault((dev, group, r.points[0]),
-                                      f"device {dev}: {r.error} reading {', '.join(r.points)}")
-                else:
-                    st.points += len(r.values)
-                    if self.faults.active:
-                        self.faults.clear((dev, group, r.points[0]),
-                                          f"device {dev}: {', '.join(r.points)} read again")
+            self._account(group, readings)
             batch = process(group, readings)
             if batch is not None:
                 await append(batch)

@@ -34,6 +34,8 @@ def load_yaml(path: Path) -> Any:
 
 #: fields holding a tagged union: pydantic puts the tag (``modbus-tcp``) in the location
 TAGGED_UNION_FIELDS = frozenset({"connection"})
+#: tags of list items that are unions (profile points): ``points[3].modbus.address``
+ITEM_TAGS = frozenset({"modbus", "opcua"})
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -41,7 +43,7 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     prev: int | str | None = None
     for part in loc:
-        skip_tag = prev in TAGGED_UNION_FIELDS
+        skip_tag = prev in TAGGED_UNION_FIELDS or (isinstance(prev, int) and part in ITEM_TAGS)
         prev = part
         if skip_tag:
             continue

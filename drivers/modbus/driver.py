@@ -17,7 +17,7 @@ from drivers.modbus.plan import BIT_TABLES, Block, plan_reads
 from gateway.config import Device, ModbusRtu, ModbusTcp
 from gateway.errors import DeviceUnreachable, ProtocolError, WriteRejected
 from gateway.model import Reading, Value
-from gateway.profiles import Point
+from gateway.profiles import ModbusPoint, Point, modbus_points
 
 # pymodbus logs every timeout at ERROR; the gateway logs device faults itself, once
 # per fault with a rate-limited summary, so silence the library below CRITICAL.
@@ -69,9 +69,13 @@ def exception_reason(code: int) -> str:
 class ModbusDriver:
     """Driver for one Modbus device (TCP connection or unit id on a serial bus)."""
 
+    streaming = False
+
     def __init__(self, device: Device, ctx: DriverContext) -> None:
         self.device = device
         conn = device.config.connection
+        assert isinstance(conn, ModbusTcp | ModbusRtu)
+        self._conn = conn
         self._wa = device.workarounds
         self._unit = self._wa.unit_id if self._wa.unit_id is not None else conn.unit_id
         if isinstance(conn, ModbusRtu):
@@ -104,7 +108,7 @@ class ModbusDriver:
                 raise DeviceUnreachable(f"connect failed: {self._describe()}")
 
     def _describe(self) -> str:
-        conn = self.device.config.connection
+        conn = self._conn
         if isinstance(conn, ModbusTcp):
             return f"{conn.host}:{conn.port} unit {self._unit}"
         return f"{conn.port} unit {self._unit}"
@@ -112,7 +116,7 @@ class ModbusDriver:
     def plan(self, points: Sequence[Point]) -> list[Block]:
         cached = self._plans.get(id(points))
         if cached is None or cached[0] is not points:
-            cached = (points, plan_reads(points, self.device.profile, self._wa))
+            cached = (points, plan_reads(modbus_points(points), self.device.profile, self._wa))
             self._plans[id(points)] = cached
         return cached[1]
 
@@ -164,6 +168,8 @@ class ModbusDriver:
         return Reading(block.names, values, ts)
 
     async def write(self, point: Point, value: Value) -> None:
+        if not isinstance(point, ModbusPoint):
+            raise TypeError(f"{point.name} is not a Modbus point")
         if point.access != "rw":
             raise WriteRejected(f"point '{point.name}' is read-only (access: r)")
         wire = point.address - 1 if self._wa.one_based_addresses else point.address

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from drivers.modbus.codec import RegisterBlockDecoder, RegisterSpec
 from gateway.errors import ConfigError
-from gateway.profiles import Point, Profile, Workarounds
+from gateway.profiles import ModbusPoint, Profile, Workarounds
 
 BIT_TABLES = ("coil", "discrete")
 
@@ -27,7 +27,7 @@ class Block:
     table: str
     start: int  # address as written in the profile
     count: int  # registers or bits
-    points: list[Point]
+    points: list[ModbusPoint]
     wire_start: int  # address on the wire (after one-based shift)
     decoder: RegisterBlockDecoder | None = None  # None for bit tables
     bit_offsets: tuple[int, ...] = ()
@@ -37,9 +37,9 @@ class Block:
         self.names = tuple(p.name for p in self.points)
 
 
-def plan_reads(points: Iterable[Point], profile: Profile, wa: Workarounds) -> list[Block]:
+def plan_reads(points: Iterable[ModbusPoint], profile: Profile, wa: Workarounds) -> list[Block]:
     """Coalesce ``points`` into read blocks, table by table, in address order."""
-    by_table: dict[str, list[Point]] = {}
+    by_table: dict[str, list[ModbusPoint]] = {}
     for p in points:
         by_table.setdefault(p.table, []).append(p)
     blocks: list[Block] = []
@@ -50,7 +50,7 @@ def plan_reads(points: Iterable[Point], profile: Profile, wa: Workarounds) -> li
         bits = table in BIT_TABLES
         limit = wa.max_bits_per_read if bits else wa.max_registers_per_read
         gap = 0 if wa.no_gap_filling else (wa.max_gap * 16 if bits else wa.max_gap)
-        current: list[Point] = []
+        current: list[ModbusPoint] = []
         start = end = 0
         for p in pts:
             if p.size > limit:
@@ -71,7 +71,7 @@ def plan_reads(points: Iterable[Point], profile: Profile, wa: Workarounds) -> li
 
 
 def _block(
-    table: str, start: int, end: int, points: list[Point], profile: Profile, wa: Workarounds
+    table: str, start: int, end: int, points: list[ModbusPoint], profile: Profile, wa: Workarounds
 ) -> Block:
     wire = start - 1 if wa.one_based_addresses else start
     if wire < 0:

@@ -68,11 +68,22 @@ def batch_lines(doc: dict[str, Any]) -> list[str]:
         raise PayloadError("ids must be an object")
     for kind in sorted(ids):
         tags += f",id_{_esc_key(str(kind))}={_esc_key(str(ids[kind]))}"
+    st = doc.get("st") or {}
+    if not isinstance(st, dict):
+        raise PayloadError("st must be an object")
     fields = []
+    own: dict[int, list[str]] = {}  # points with their own source timestamp
     for k, v in points.items():
         f = _field(v)
-        if f is not None:
+        if f is None:
+            continue
+        t = st.get(k)
+        if t is None:
             fields.append(f"{_esc_key(k)}={f}")
+        elif isinstance(t, int) and not isinstance(t, bool) and t > 0:
+            own.setdefault(t, []).append(f"{_esc_key(k)}={f}")
+        else:
+            raise PayloadError(f"st.{k} must be a positive integer (ms)")
     if isinstance(doc.get("state"), str):
         fields.append(f"state={_field(doc['state'])}")
     if isinstance(doc.get("err"), str):
@@ -80,6 +91,8 @@ def batch_lines(doc: dict[str, Any]) -> list[str]:
     lines = []
     if fields:
         lines.append(f"{_esc_meas(name)}{tags} {','.join(fields)} {ts}")
+    for t, tfields in own.items():
+        lines.append(f"{_esc_meas(name)}{tags} {','.join(tfields)} {t}")
     q = doc.get("q") or {}
     if not isinstance(q, dict):
         raise PayloadError("q must be an object")

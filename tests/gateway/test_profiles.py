@@ -7,9 +7,18 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.profiles import default_profile_dirs, list_profiles, load_profile, load_profile_file
+from gateway.profiles import (
+    ModbusPoint,
+    OpcuaPoint,
+    default_profile_dirs,
+    list_profiles,
+    load_profile,
+    load_profile_file,
+)
 
-SHIPPED = [n for n in list_profiles(default_profile_dirs()) if not n.startswith("bench/")]
+ALL = [n for n in list_profiles(default_profile_dirs()) if not n.startswith("bench/")]
+SHIPPED = [n for n in ALL if load_profile(n, default_profile_dirs()).protocol == "modbus"]
+OPCUA = [n for n in ALL if load_profile(n, default_profile_dirs()).protocol == "opcua"]
 
 
 def test_at_least_four_profiles() -> None:
@@ -20,12 +29,47 @@ def test_at_least_four_profiles() -> None:
 def test_profile_is_rich(name: str) -> None:
     prof = load_profile(name, default_profile_dirs())
     assert len(prof.points) >= 15
-    assert {p.table for p in prof.points} == {"holding", "input", "coil", "discrete"}
+    tables = {p.table for p in prof.points if isinstance(p, ModbusPoint)}
+    assert tables == {"holding", "input", "coil", "discrete"}
     assert len({p.type for p in prof.points}) >= 5
-    orders = {prof.word_order_of(p) for p in prof.points if p.size > 1 and p.type != "string"}
+    mb = [p for p in prof.points if isinstance(p, ModbusPoint)]
+    orders = {prof.word_order_of(p) for p in mb if p.size > 1 and p.type != "string"}
     assert orders == {"big", "little"}, "both word orders appear"
     assert prof.state is not None and prof.state.rules
     assert any(p.access == "rw" for p in prof.points)
+
+
+def test_at_least_two_opcua_profiles() -> None:
+    assert len(OPCUA) >= 2
+
+
+@pytest.mark.parametrize("name", OPCUA)
+def test_opcua_profile_is_rich(name: str) -> None:
+    prof = load_profile(name, default_profile_dirs())
+    assert len(prof.points) >= 20
+    assert all(isinstance(p, OpcuaPoint) for p in prof.points)
+    assert prof.opcua is not None and prof.opcua.namespaces
+    assert len({p.type for p in prof.points}) >= 4
+    assert any(p.access == "rw" for p in prof.points)
+    assert prof.state is not None and prof.state.rules
+    assert all(p.unit for p in prof.points if p.type in ("float32", "float64"))
+
+
+@pytest.mark.parametrize(("points", "says"), [
+    ("[{name: a, path: M/A, node: 'ns=2;s=A'}]", "exactly one of 'node'"),
+    ("[{name: a}]", "exactly one of 'node'"),
+    ("[{name: a, path: M//A}]", "browse path"),
+    ("[{name: a, path: M/A, type: string, deadband: {absolute: 1}}]", "numeric"),
+    ("[{name: a, table: holding, address: 0}]", "addresses points by 'node' or 'path'"),
+])
+def test_bad_opcua_points(tmp_path: Path, points: str, says: str) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(f"schema: 1\nvendor: v\nmodel: m\nprotocol: opcua\npoints: {points}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_profile_file(f)
+    text = str(ei.value)
+    assert "points[0]" in text and ".modbus" not in text and ".opcua" not in text
+    assert says in text
 
 
 @pytest.mark.parametrize(("point", "says"), [

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.modbus.codec import RegisterBlockDecoder, RegisterSpec, encode_registers
-from gateway.profiles import Point, Profile
+from gateway.profiles import ModbusPoint, Profile
 
 
 def regs(hexstr: str) -> list[int]:
@@ -108,7 +108,8 @@ def test_roundtrip_against_simulator_encoder(data: st.DataObject, typ: str, bo: 
     """The simulator's independent encoder and the gateway's decoder agree, and so does
     the gateway's own encoder for writes."""
     value = _value_for(typ, data)
-    point = Point(name="x", table="holding", address=0, type=typ, byte_order=bo, word_order=wo)
+    point = ModbusPoint(name="x", table="holding", address=0, type=typ, byte_order=bo,
+                        word_order=wo)
     profile = Profile(vendor="t", model="t", points=[point])
     wire = sim_encode(point, profile, value)
     spec = RegisterSpec(typ, 0, point.size, bo, wo)

@@ -6,14 +6,14 @@ import pytest
 
 from drivers.modbus.plan import plan_reads
 from gateway.errors import ConfigError
-from gateway.profiles import Point, Profile, Workarounds
+from gateway.profiles import ModbusPoint, Profile, Workarounds
 
 
-def pts(*spec: tuple[str, int, str]) -> list[Point]:
+def pts(*spec: tuple[str, int, str]) -> list[ModbusPoint]:
     out = []
     for i, (table, addr, typ) in enumerate(spec):
         kw: dict[str, object] = {"count": 4} if typ == "string" else {}
-        out.append(Point(name=f"p{i}", table=table, address=addr, type=typ, **kw))
+        out.append(ModbusPoint(name=f"p{i}", table=table, address=addr, type=typ, **kw))
     return out
 
 
@@ -39,15 +39,15 @@ CASES = [
      {"max_gap": 7}, [(C, 0, 101, 2), (C, 300, 1, 1)]),
     ("unsorted input", pts((H, 5, "uint16"), (H, 0, "uint16")), {}, [(H, 0, 6, 2)]),
     ("overlap (bits of a register)", [
-        Point(name="w", table=H, address=3, type="bitfield"),
-        Point(name="w.b0", table=H, address=3, type="bool", bit=0),
+        ModbusPoint(name="w", table=H, address=3, type="bitfield"),
+        ModbusPoint(name="w.b0", table=H, address=3, type="bool", bit=0),
     ], {}, [(H, 3, 1, 2)]),
     ("string spans", pts((H, 0, "string"), (H, 4, "uint16")), {}, [(H, 0, 5, 2)]),
 ]
 
 
 @pytest.mark.parametrize(("name", "points", "wa", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_plan(name: str, points: list[Point], wa: dict[str, object],
+def test_plan(name: str, points: list[ModbusPoint], wa: dict[str, object],
               expected: list[tuple[str, int, int, int]]) -> None:
     prof = Profile(vendor="t", model="t", points=points)
     blocks = plan_reads(points, prof, Workarounds.model_validate(wa))
@@ -69,7 +69,7 @@ def test_one_based_rejects_address_zero() -> None:
 
 
 def test_point_larger_than_read_limit() -> None:
-    points = [Point(name="s", table=H, address=0, type="string", count=10)]
+    points = [ModbusPoint(name="s", table=H, address=0, type="string", count=10)]
     prof = Profile(vendor="t", model="t", points=points)
     with pytest.raises(ConfigError, match="max_registers_per_read"):
         plan_reads(points, prof, Workarounds(max_registers_per_read=8))
