@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("point")
     w.add_argument("value", help="number, true/false, or text for string points")
 
+    b = sub.add_parser("browse", help="print an OPC UA device's address space (commissioning)")
+    with_config(b)
+    b.add_argument("device")
+    b.add_argument("node", nargs="?", help="start NodeId (default: the profile's root)")
+    b.add_argument("--depth", type=int, default=4, help="levels to descend (default 4)")
+
     m = sub.add_parser("monitor", help="print live decoded telemetry from the broker")
     with_config(m)
     m.add_argument("--host", help="broker host (default: from the config, else 127.0.0.1)")
@@ -123,10 +129,10 @@ def _points(dev: Device, name: str | None) -> list[Point]:
 
 
 @contextlib.asynccontextmanager
-async def _connected(dev: Device) -> AsyncIterator[Driver]:
+async def _connected(loaded: LoadedConfig, dev: Device) -> AsyncIterator[Driver]:
     from drivers.base import DriverContext, driver_for
 
-    ctx = DriverContext()
+    ctx = DriverContext(loaded.config.gateway.id, loaded.state_dir, loaded.path.parent)
     drv = driver_for(dev, ctx)
     try:
         await drv.connect()
@@ -141,7 +147,7 @@ async def _read(loaded: LoadedConfig, dev_id: str, point: str | None) -> int:
 
     dev = _device(loaded, dev_id)
     points = _points(dev, point)
-    async with _connected(dev) as drv:
+    async with _connected(loaded, dev) as drv:
         readings = await drv.read(tuple(points))
     pipe = DevicePipeline(loaded.config.gateway.id, dev, 0.0, always=True)
     batch = pipe.process("read", readings)
@@ -150,11 +156,16 @@ async def _read(loaded: LoadedConfig, dev_id: str, point: str | None) -> int:
     failed = 0
     if batch is not None:
         for name in (p.name for p in points):
-            if name in batch.quality:
+            if name not in batch.values:
+                continue
+            v, q = batch.values[name], batch.quality.get(name)
+            if v is None:
                 failed += 1
-                print(f"{name:{width}}  BAD  {batch.quality[name][1]}")
-            elif name in batch.values:
-                print(f"{name:{width}}  {_fmt(batch.values[name])} {units[name]}".rstrip())
+                print(f"{name:{width}}  BAD  {q[1] if q else 'no value'}")
+            elif q is not None:
+                print(f"{name:{width}}  {_fmt(v)} {units[name]}  ({q[0].name.lower()}: {q[1]})")
+            else:
+                print(f"{name:{width}}  {_fmt(v)} {units[name]}".rstrip())
         if batch.state:
             print(f"{'(state)':{width}}  {batch.state}")
     return 1 if failed else 0
@@ -179,10 +190,22 @@ def _parse_value(text: str) -> Value:
 async def _write(loaded: LoadedConfig, dev_id: str, point: str, value: str) -> int:
     dev = _device(loaded, dev_id)
     (target,) = _points(dev, point)
-    async with _connected(dev) as drv:
+    async with _connected(loaded, dev) as drv:
         await drv.write(target, _parse_value(value))
     logging.getLogger("edgegw.write").info("wrote %s.%s = %s", dev_id, point, value)
     print(f"{dev_id}.{point} <- {value}: ok")
+    return 0
+
+
+async def _browse(loaded: LoadedConfig, dev_id: str, node: str | None, depth: int) -> int:
+    from drivers.opcua.driver import OpcuaDriver
+
+    dev = _device(loaded, dev_id)
+    async with _connected(loaded, dev) as drv:
+        if not isinstance(drv, OpcuaDriver):
+            raise ConfigError([(str(loaded.path), f"device '{dev_id}' is not an OPC UA device")])
+        for line in await drv.browse(node, depth):
+            print(line)
     return 0
 
 
@@ -229,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_read(loaded, args.device, args.point))
         if args.cmd == "write":
             return asyncio.run(_write(loaded, args.device, args.point, args.value))
+        if args.cmd == "browse":
+            return asyncio.run(_browse(loaded, args.device, args.node, args.depth))
     except ConfigError as exc:
         print("\n".join(exc.lines()), file=sys.stderr)
         return 1

@@ -90,10 +90,12 @@ class DevicePipeline:
         ts = readings[0].read_ts if readings else 0.0
         src: dict[str, int] = {}
         for r in readings:
-            rts = self._states(r.points)
             if r.status is not None or r.times is not None:
-                self._detailed(r, rts, ts, out, bad, src)
+                # pushed readings carry a new tuple of names each time: look the points
+                # up by name rather than caching by tuple identity
+                self._detailed(r, [self.points[n] for n in r.points], ts, out, bad, src)
                 continue
+            rts = self._states(r.points)
             if r.error is not None:
                 for st in rts:
                     if st.last_quality is not Quality.BAD or ts - st.last_ts >= heartbeat:

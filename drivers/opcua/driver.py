@@ -279,6 +279,9 @@ class OpcuaDriver:
         ready = asyncio.Event()
         for group, (period, points) in groups.items():
             await self._subscribe(client, group, period, points, queue, ready)
+            # the first notification comes one publishing interval later (30 s for a
+            # slow group): read the current values now so every point is known at once
+            queue.append((group, await self.read(points)))
         lost = asyncio.ensure_future(self._lost.wait())
         try:
             while True:

@@ -28,3 +28,13 @@ def test_offline_batch_carries_error() -> None:
 def test_decode_rejects_other_versions() -> None:
     with pytest.raises(ValueError, match="v1"):
         decode_batch(b'{"v": 9}')
+
+
+def test_source_timestamps_travel_as_st() -> None:
+    from gateway.encode import decode_batch, encode_batch
+    from gateway.model import Batch
+
+    b = Batch("gw", "d", "p@1", 20_000, {"a": 1.0, "b": 2.0}, src={"b": 17_250})
+    doc = decode_batch(encode_batch(b))
+    assert doc["st"] == {"b": 17_250}
+    assert "st" not in decode_batch(encode_batch(Batch("gw", "d", "p@1", 1, {"a": 1.0})))

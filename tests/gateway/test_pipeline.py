@@ -109,3 +109,38 @@ def test_offline_then_every_point_again() -> None:
     assert off.state == "offline" and off.error == "no response" and not off.values
     b = p.process("g", [rd([1, 2, 3.0, 1], 2.0)])
     assert b is not None and set(b.values) == set(NAMES)
+
+
+# -- readings with per-value quality and source timestamps (OPC UA) --------------------
+def test_per_value_status_marks_only_those_points() -> None:
+    p = pipe()
+    r = Reading(NAMES, [100, None, 1.5, 1], 10.0,
+                status={1: (Quality.BAD, "BadSensorFailure"),
+                        2: (Quality.UNCERTAIN, "UncertainLastUsableValue")},
+                times=[10.0] * 4)
+    b = p.process("g", [r])
+    assert b is not None
+    assert b.values == {"speed": 100, "temp": None, "flow": 1.5, "mode": 1}
+    assert b.quality == {"temp": (Quality.BAD, "BadSensorFailure"),
+                         "flow": (Quality.UNCERTAIN, "UncertainLastUsableValue")}
+    # same values, flow good again: only the quality change of flow is reported
+    r2 = Reading(NAMES, [100, None, 1.5, 1], 11.0,
+                 status={1: (Quality.BAD, "BadSensorFailure")}, times=[11.0] * 4)
+    b2 = p.process("g", [r2])
+    assert b2 is not None and b2.values == {"flow": 1.5} and b2.quality == {}
+
+
+def test_source_timestamps_that_differ_from_the_batch_are_kept() -> None:
+    p = pipe()
+    r = Reading(("speed", "temp"), [100, 214], 20.0, times=[20.0, 17.25])
+    b = p.process("g", [r])
+    assert b is not None
+    assert b.ts_ms == 20_000 and b.values == {"speed": 100, "temp": 21.4}
+    assert b.src == {"temp": 17_250}
+
+
+def test_pushed_readings_with_new_name_tuples_do_not_grow_caches() -> None:
+    p = pipe()
+    for i in range(200):
+        p.process("g", [Reading(tuple(["speed"]), [i * 10], float(i), times=[float(i)])])
+    assert len(p._by_tuple) == 0

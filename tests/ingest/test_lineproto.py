@@ -34,6 +34,8 @@ def test_offline_batch_writes_state_and_reason() -> None:
     ({"p": [1, 2]}, "p must be an object"),
     ({"gw": 5}, "must be strings"),
     ({"p": {"x": [1]}}, "unsupported value type list"),
+    ({"st": [1]}, "st must be an object"),
+    ({"st": {"speed": "noon"}}, "st.speed must be"),
 ])
 def test_malformed_payloads(change: dict[str, object], says: str) -> None:
     with pytest.raises(PayloadError, match=says):
@@ -45,3 +47,10 @@ def test_missing_fields() -> None:
     del doc["dev"]
     with pytest.raises(PayloadError, match="missing field 'dev'"):
         batch_lines(doc)
+
+
+def test_points_with_their_own_source_timestamp_get_their_own_line() -> None:
+    main, own, _ = batch_lines({**DOC, "p": {"speed": 8000, "temp": 41.5, "door": True},
+                                "st": {"temp": 1795449999000, "door": 1795449999000}})
+    assert main.endswith(' speed=8000i,state="running" 1795450000123')
+    assert own.endswith(" temp=41.5,door=true 1795449999000")
