@@ -142,5 +142,5 @@ def test_source_timestamps_that_differ_from_the_batch_are_kept() -> None:
 def test_pushed_readings_with_new_name_tuples_do_not_grow_caches() -> None:
     p = pipe()
     for i in range(200):
-        p.process("g", [Reading(tuple(["speed"]), [i * 10], float(i), times=[float(i)])])
+        p.process("g", [Reading(("speed",), [i * 10], float(i), times=[float(i)])])
     assert len(p._by_tuple) == 0

@@ -171,12 +171,15 @@ async def test_server_restart_mid_subscription_ends_stream_then_resumes(tmp_path
         await drv.connect()
         groups = groups_of(drv.device)
         try:
-            n = 0
-            with pytest.raises(DeviceUnreachable, match="session lost|subscription ended"):
+            async def consume() -> None:
+                n = 0
                 async for _ in drv.stream(groups):
                     n += 1
                     if n == 3:
                         await sim.opcua["cnc"].restart()
+
+            with pytest.raises(DeviceUnreachable, match=r"session lost|subscription ended"):
+                await consume()
             assert not drv.connected
             await drv.close()
             await drv.connect()
