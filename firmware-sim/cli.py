@@ -22,7 +22,8 @@ from gateway.profiles import default_profile_dirs, list_profiles
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="edgegw-sim",
-        description="Firmware simulator: realistic, flawed factory devices over Modbus TCP/RTU.",
+        description="Firmware simulator: realistic, flawed factory devices over Modbus TCP/RTU "
+        "and OPC UA.",
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--time-scale", type=float, default=1.0,
                    help="speed up machine-state changes (default 1.0)")
     s.add_argument("--profiles-dir", type=Path, action="append", default=[])
+    s.add_argument("--opcua-mode", choices=["poll", "subscribe"], default="subscribe",
+                   help="how the written gateway config reads OPC UA machines")
     _config_args(s)
 
     b = sub.add_parser("bench", help="D devices x R registers updated every 100 ms")
@@ -104,7 +107,8 @@ async def _run(args: argparse.Namespace) -> None:
     sim = _build_bench(args) if args.cmd == "bench" else _build_serve(args)
     await sim.start()
     for dev_id, dev in sim.devices.items():
-        where = (f"tcp {sim.tcp[dev_id].host}:{sim.tcp[dev_id].port}" if dev_id in sim.tcp
+        where = (f"opcua {sim.opcua[dev_id].url}" if dev_id in sim.opcua
+                 else f"tcp {sim.tcp[dev_id].host}:{sim.tcp[dev_id].port}" if dev_id in sim.tcp
                  else "rtu " + next(
                      (b.slave_path or p) for p, b in sim.rtu.items() if dev.unit_id in b.devices
                      and b.devices[dev.unit_id] is dev) + f" unit {dev.unit_id}")
@@ -117,8 +121,11 @@ async def _run(args: argparse.Namespace) -> None:
             write_yaml(out.parent / "profiles" / f"{bench_profile_name(args.registers)}.yaml",
                        bench_profile(args.registers, period))
             extra = {"pipeline": {"report": "always"}}
-        write_yaml(out, sim.gateway_config(args.gateway_id, args.mqtt_host, args.mqtt_port,
-                                           **extra))
+        cfg = sim.gateway_config(args.gateway_id, args.mqtt_host, args.mqtt_port, **extra)
+        for d in cfg["devices"]:  # type: ignore[attr-defined]
+            if d["connection"]["kind"] == "opcua":
+                d["connection"]["mode"] = getattr(args, "opcua_mode", "poll")
+        write_yaml(out, cfg)
         print(f"gateway config written to {out}", flush=True)
     print("simulator ready", flush=True)
     stop = asyncio.Event()

@@ -53,7 +53,10 @@ def write_config(sim: Simulator, path: Path, broker: Mosquitto | int, **extra: A
     port = broker if isinstance(broker, int) else broker.port
     cfg = sim.gateway_config("gw-e2e", mqtt_port=port, **extra)
     for d in cfg["devices"]:  # type: ignore[attr-defined]
-        d["connection"].update({"timeout": "300ms", "retries": 0})
+        if d["connection"]["kind"] == "opcua":
+            d["connection"]["timeout"] = "1s"
+        else:
+            d["connection"].update({"timeout": "300ms", "retries": 0})
         d["poll"] = {g: "200ms" for g in ("fast", "slow", "process", "recipe", "cycle", "info")
                      if g in _groups(d["profile"])}
     cfg["uplink"]["mqtt"]["reconnect"] = {"initial": "200ms", "max": "1s"}  # type: ignore[index]
