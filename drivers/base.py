@@ -82,12 +82,17 @@ DriverFactory = Callable[[Device, DriverContext], Driver]
 
 def driver_for(device: Device, ctx: DriverContext) -> Driver:
     """Build the driver for a device's connection kind (explicit registry, no scanning)."""
-    from drivers.modbus.driver import ModbusDriver
-    from drivers.opcua.driver import OpcuaDriver
+    kind = device.config.connection.kind
+    factory: DriverFactory
+    # imported on demand: a Modbus-only gateway does not load asyncua (~25 MB)
+    if kind in ("modbus-tcp", "modbus-rtu"):
+        from drivers.modbus.driver import ModbusDriver
 
-    registry: dict[str, DriverFactory] = {
-        "modbus-tcp": ModbusDriver,
-        "modbus-rtu": ModbusDriver,
-        "opcua": OpcuaDriver,
-    }
-    return registry[device.config.connection.kind](device, ctx)
+        factory = ModbusDriver
+    elif kind == "opcua":
+        from drivers.opcua.driver import OpcuaDriver
+
+        factory = OpcuaDriver
+    else:
+        raise ValueError(f"no driver for connection kind {kind!r}")
+    return factory(device, ctx)

@@ -12,7 +12,13 @@ from pathlib import Path
 
 from firmware_sim.faults import parse_fault
 from firmware_sim.scenario import load_scenario
-from firmware_sim.sim import Simulator, bench_profile, bench_profile_name, write_yaml
+from firmware_sim.sim import (
+    Simulator,
+    bench_profile,
+    bench_profile_name,
+    opcua_bench_profile,
+    write_yaml,
+)
 
 from gateway.durations import parse_duration
 from gateway.errors import ConfigError
@@ -53,6 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--port", type=int, default=16000, help="first TCP port (0 = any free)")
     _config_args(b)
+
+    u = sub.add_parser("opcua-bench", help="D OPC UA servers x N nodes, a fraction changing "
+                       "every update")
+    u.add_argument("--devices", "-D", type=int, default=10)
+    u.add_argument("--nodes", "-N", type=int, default=500)
+    u.add_argument("--interval", default="100ms", help="update interval")
+    u.add_argument("--change", type=float, default=0.1,
+                   help="fraction of the counters that change per update (default 0.1)")
+    u.add_argument("--mode", choices=["poll", "subscribe"], default="subscribe")
+    u.add_argument("--poll", default="100ms", help="poll period / publishing interval")
+    u.add_argument("--host", default="127.0.0.1")
+    _config_args(u)
 
     sub.add_parser("profiles", help="list the profiles the simulator can serve")
     return ap
@@ -95,6 +113,13 @@ def _build_serve(args: argparse.Namespace) -> Simulator:
     return sim
 
 
+def _build_opcua_bench(args: argparse.Namespace) -> Simulator:
+    sim = Simulator(parse_duration(args.interval))
+    for i in range(args.devices):
+        sim.add_opcua_bench_device(f"ua-{i:03d}", args.nodes, args.change, host=args.host)
+    return sim
+
+
 def _build_bench(args: argparse.Namespace) -> Simulator:
     sim = Simulator(parse_duration(args.interval))
     for i in range(args.devices):
@@ -104,7 +129,8 @@ def _build_bench(args: argparse.Namespace) -> Simulator:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    sim = _build_bench(args) if args.cmd == "bench" else _build_serve(args)
+    sim = _build_bench(args) if args.cmd == "bench" else \
+        _build_opcua_bench(args) if args.cmd == "opcua-bench" else _build_serve(args)
     await sim.start()
     for dev_id, dev in sim.devices.items():
         where = (f"opcua {sim.opcua[dev_id].url}" if dev_id in sim.opcua
@@ -121,10 +147,16 @@ async def _run(args: argparse.Namespace) -> None:
             write_yaml(out.parent / "profiles" / f"{bench_profile_name(args.registers)}.yaml",
                        bench_profile(args.registers, period))
             extra = {"pipeline": {"report": "always"}}
+        if args.cmd == "opcua-bench":
+            period = parse_duration(args.poll)
+            write_yaml(out.parent / "profiles" / "bench" / f"ua{args.nodes}.yaml",
+                       opcua_bench_profile(args.nodes, period))
+            extra = {"pipeline": {"report": "always"}}
         cfg = sim.gateway_config(args.gateway_id, args.mqtt_host, args.mqtt_port, **extra)
         for d in cfg["devices"]:  # type: ignore[attr-defined]
             if d["connection"]["kind"] == "opcua":
-                d["connection"]["mode"] = getattr(args, "opcua_mode", "poll")
+                d["connection"]["mode"] = getattr(args, "opcua_mode", None) or \
+                    getattr(args, "mode", "poll")
         write_yaml(out, cfg)
         print(f"gateway config written to {out}", flush=True)
     print("simulator ready", flush=True)

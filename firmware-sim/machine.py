@@ -170,3 +170,36 @@ class BenchDevice:
         self._pack.pack_into(
             self.map.regs["holding"], 0, now_ms, *[(t + i) & 0xFFFF for i in self._base]
         )
+
+
+class OpcuaBenchDevice:
+    """An OPC UA bench machine: ``t`` (uint32, the update time in ms mod 2^32) and
+    ``v001..`` (uint32 counters). Every update ``t`` changes and a rotating ``change``
+    fraction of the counters goes up by exactly one, so a subscriber can prove that no
+    change was lost (a counter that jumps by more than one lost changes)."""
+
+    def __init__(self, dev_id: str, nodes: int, change: float = 0.1) -> None:
+        if nodes < 2:
+            raise ValueError("OPC UA bench devices have at least 2 nodes")
+        from firmware_sim.sim import opcua_bench_profile
+
+        self.id = dev_id
+        self.profile = Profile.model_validate(opcua_bench_profile(nodes, 1.0))
+        self.profile_name = f"bench/ua{nodes}"
+        self.fault = Fault()
+        self.requests = 0
+        self.names = [f"v{i:03d}" for i in range(1, nodes)]
+        self.per_tick = max(1, round(len(self.names) * change))
+        self.values: dict[str, object] = dict.fromkeys(self.names, 0)
+        self.values["t"] = 0
+        self._next = 0
+        self.changes = 0
+
+    def step(self, dt: float | None = None) -> None:
+        self.values["t"] = int(time.time() * 1000) & 0xFFFFFFFF
+        n = len(self.names)
+        for k in range(self._next, self._next + self.per_tick):
+            name = self.names[k % n]
+            self.values[name] = self.values[name] + 1  # type: ignore[operator]
+        self._next = (self._next + self.per_tick) % n
+        self.changes += self.per_tick

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 from firmware_sim.faults import Fault, parse_fault
-from firmware_sim.machine import BenchDevice, SimDevice
+from firmware_sim.machine import BenchDevice, OpcuaBenchDevice, SimDevice
 from firmware_sim.opcua_server import OpcuaSimServer
 from firmware_sim.scenario import FaultEvent, Scenario, SimDeviceSpec
 from firmware_sim.servers import free_port
@@ -22,7 +22,7 @@ from gateway.profiles import default_profile_dirs, load_profile
 
 log = logging.getLogger("edgegw.sim")
 
-Device = SimDevice | BenchDevice
+Device = SimDevice | BenchDevice | OpcuaBenchDevice
 
 
 class Simulator:
@@ -63,6 +63,13 @@ class Simulator:
                 extra_namespaces=extra_namespaces)
             return dev
         self._add(dev, host, port, rtu)
+        return dev
+
+    def add_opcua_bench_device(self, dev_id: str, nodes: int, change: float, *,
+                               port: int = 0, host: str = "127.0.0.1") -> OpcuaBenchDevice:
+        dev = OpcuaBenchDevice(dev_id, nodes, change)
+        self.devices[dev_id] = dev
+        self.opcua[dev_id] = OpcuaSimServer(dev, host, port or free_port())  # type: ignore[arg-type]
         return dev
 
     def add_bench_device(self, dev_id: str, registers: int, *, port: int = 0,
@@ -210,6 +217,19 @@ def write_yaml(path: Path, data: object) -> None:
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     tmp.replace(path)
+
+
+def opcua_bench_profile(nodes: int, period: float) -> dict[str, object]:
+    """The profile of an OPC UA bench device (see ``OpcuaBenchDevice``)."""
+    points: list[dict[str, object]] = [
+        {"name": "t", "path": "Bench/t", "type": "uint32", "unit": "ms",
+         "description": "update time, ms since epoch mod 2^32"}]
+    points += [{"name": f"v{i:03d}", "path": f"Bench/v{i:03d}", "type": "uint32"}
+               for i in range(1, nodes)]
+    return {"schema": 1, "vendor": "edgegw", "model": f"bench-ua{nodes}", "version": "1",
+            "protocol": "opcua", "description": "firmware simulator OPC UA bench machine",
+            "opcua": {"namespaces": {"b": "urn:edgegw-sim:bench"}},
+            "poll_groups": {"default": f"{round(period * 1000)}ms"}, "points": points}
 
 
 def bench_profile_name(registers: int) -> str:

@@ -198,6 +198,11 @@ class Opcua(_Strict):
     max_nodes_per_read: int | None = Field(
         default=None, ge=1, description="default: the server's MaxNodesPerRead, else 1000")
     queue_size: int = Field(default=1, ge=1, le=10000, description="per monitored item")
+    timestamps: Literal["auto", "source", "gateway"] = Field(
+        default="auto", description="time of a sample: 'source' keeps each value's "
+        "SourceTimestamp, 'gateway' uses the read time; 'auto' is source for subscriptions "
+        "(a change's own time) and gateway for polling (an unchanged value's SourceTimestamp "
+        "is when it last changed, not when it was read)")
 
     @field_validator("endpoint")
     @classmethod

@@ -30,6 +30,7 @@ from asyncua import Client, ua
 from asyncua.crypto import security_policies
 
 from drivers.base import DriverContext
+from drivers.opcua import fastdecode
 from drivers.opcua.address import resolve
 from drivers.opcua.pki import TrustList, UntrustedCertificate, ensure_certificate
 from drivers.opcua.values import epoch, quality_of, to_value, to_variant, variant_type_of
@@ -71,6 +72,7 @@ _LOGIN = {
 _FLOAT = ua.VariantType.Float
 _NETWORK = (OSError, TimeoutError, ConnectionError, asyncio.TimeoutError)
 _CLIENT_HANDLE_BASE = 1000  # monitored item handle = base + index in the group
+fastdecode.install()
 
 
 @dataclass(slots=True)
@@ -90,6 +92,8 @@ class OpcuaDriver:
         self.conn = conn
         self.ctx = ctx
         self.streaming = conn.mode == "subscribe"
+        self.source_times = conn.timestamps == "source" or (
+            conn.timestamps == "auto" and self.streaming)
         self.settings = device.profile.opcua or OpcuaSettings()
         self.points = [p for p in device.profile.expanded_points() if isinstance(p, OpcuaPoint)]
         self.by_name = {p.name: p for p in self.points}
@@ -267,8 +271,10 @@ class OpcuaDriver:
         for i, why in plan.missing.items():
             values[i] = None
             status[i] = (Quality.BAD, why)
-        read_ts = max(times) if times else time.time()
-        return [Reading(plan.names, values, read_ts, status=status or None, times=times)]
+        # the batch time is the read time; with source timestamps each value that
+        # differs keeps its own (see gateway.pipeline)
+        return [Reading(plan.names, values, time.time(), status=status or None,
+                        times=times if self.source_times else None)]
 
     # -- subscriptions -----------------------------------------------------------------
     async def stream(
@@ -315,7 +321,10 @@ class OpcuaDriver:
             last_seq[0] = seq
             now = time.time()
             for notif in msg.NotificationData:
-                if isinstance(notif, ua.DataChangeNotification):
+                if isinstance(notif, fastdecode.FastDataChange):
+                    self._fast(notif, names, group, queue, now)
+                    ready.set()
+                elif isinstance(notif, ua.DataChangeNotification):
                     idx: list[str] = []
                     values: list[Value] = []
                     status: dict[int, tuple[Quality, str]] = {}
@@ -324,8 +333,8 @@ class OpcuaDriver:
                         idx.append(names[item.ClientHandle - _CLIENT_HANDLE_BASE])
                         _decode(item.Value, j, values, status, times, now)
                     if idx:
-                        queue.append((group, [Reading(tuple(idx), values, max(times), None,
-                                                      status or None, times)]))
+                        queue.append((group, [self._reading(idx, values, status, times,
+                                                            now)]))
                         ready.set()
                 elif isinstance(notif, ua.StatusChangeNotification):
                     self._session_lost(f"subscription ended: {notif.Status.name}")
@@ -374,6 +383,35 @@ class OpcuaDriver:
             for i, why in missing.items():
                 log.warning("device %s: point %s: %s", dev, names[i], why)
         client.uaclient.ensure_publish_loop()
+
+    def _reading(self, names: list[str], values: list[Value],
+                 status: dict[int, tuple[Quality, str]], times: list[float],
+                 now: float) -> Reading:
+        """A pushed reading: at the newest source time of its values, or at ``now``."""
+        if self.source_times:
+            return Reading(tuple(names), values, max(times), None, status or None, times)
+        return Reading(tuple(names), values, now, None, status or None, None)
+
+    def _fast(self, notif: fastdecode.FastDataChange, names: list[str], group: str,
+              queue: deque[tuple[str, list[Reading]]], now: float) -> None:
+        """One decoded notification (the fast path) as one reading."""
+        idx: list[str] = []
+        values: list[Value] = []
+        status: dict[int, tuple[Quality, str]] = {}
+        times: list[float] = []
+        for j, (handle, v, code, ts, vtype) in enumerate(notif.items):
+            idx.append(names[handle - _CLIENT_HANDLE_BASE])
+            times.append(now if ts is None else ts)
+            if code:
+                q = quality_of(code)
+                if q is not None:
+                    status[j] = q
+                    if q[0] is Quality.BAD:
+                        values.append(None)
+                        continue
+            values.append(float(f"{v:.7g}") if vtype == fastdecode.FLOAT else v)
+        if idx:
+            queue.append((group, [self._reading(idx, values, status, times, now)]))
 
     def _item(self, nid: ua.NodeId, i: int, p: Point,
               period: float) -> ua.MonitoredItemCreateRequest:

@@ -1,0 +1,198 @@
+"""OPC UA benchmark: D simulated OPC UA servers x N nodes -> `edgegw run` -> mosquitto.
+
+The simulator (`edgegw-sim opcua-bench`, its own process) updates every 100 ms: node
+``t`` holds the update time (ms), and a rotating ``--change`` fraction of the counters
+``v001..`` goes up by exactly one. The gateway reads them either by subscription
+(monitored items, publishing interval ``--period-ms``) or by polling (bulk reads every
+``--period-ms``). A subscriber counts what arrives:
+
+* delivered: subscription mode: counter increments received / increments that happened
+  (a counter that jumps by k lost k-1 changes); poll mode: points received / points of
+  every poll tick (a lost poll is a gap of two or more periods between read times);
+* gateway CPU-s per 1000 points (user + system of the `edgegw run` process), peak RSS;
+* latency: receive time - ``t`` (includes up to one update interval of the value's age
+  in poll mode), and added latency: receive time - the payload's ``ts``.
+
+    .venv/bin/python -m bench.opcua_bench --mode subscribe -D 10 -N 500 -P 100
+    .venv/bin/python -m bench.opcua_bench --mode poll -D 10 -N 500 -P 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import aiomqtt
+import orjson
+import psutil
+from firmware_sim.servers import mosquitto
+
+from bench.bench import BIN, pct, peak_rss_mb
+
+
+@dataclass
+class UaResult:
+    mode: str
+    servers: int
+    nodes: int
+    period_ms: int
+    change: float
+    duration_s: float
+    points_delivered_per_s: float
+    delivered_pct: float
+    lost_changes: int
+    gateway_cpu_s_per_1000_points: float
+    gateway_cpu_pct_of_one_core: float
+    gateway_peak_rss_mb: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    added_latency_p50_ms: float
+    added_latency_p99_ms: float
+    bytes_per_point: float
+    messages: int
+
+
+class UaCounter:
+    def __init__(self) -> None:
+        self.counting = False
+        self.points = self.messages = self.bytes = 0
+        self.increments = 0  # counter steps seen (sum of deltas), while counting
+        self.received_changes = 0  # counter values received, while counting
+        self.last: dict[tuple[str, str], int] = {}
+        self.latencies: list[int] = []
+        self.added: list[int] = []
+        self.ts: dict[str, list[int]] = {}
+
+    async def run(self, port: int, ready: asyncio.Event) -> None:
+        async with aiomqtt.Client("127.0.0.1", port, max_queued_incoming_messages=0) as c:
+            await c.subscribe("edgegw/+/+/data", qos=1)
+            ready.set()
+            async for m in c.messages:
+                payload = m.payload if isinstance(m.payload, bytes) else b""
+                doc = orjson.loads(payload)
+                dev = doc["dev"]
+                p = doc["p"]
+                counting = self.counting
+                for name, v in p.items():
+                    if name == "t" or not isinstance(v, int):
+                        continue
+                    key = (dev, name)
+                    prev = self.last.get(key)
+                    self.last[key] = v
+                    if counting and prev is not None and v != prev:
+                        self.increments += v - prev
+                        self.received_changes += 1
+                if not counting:
+                    continue
+                now_full = int(time.time() * 1000)
+                self.messages += 1
+                self.points += len(p)
+                self.bytes += len(payload) + len(str(m.topic)) + 5
+                self.ts.setdefault(dev, []).append(doc["ts"])
+                self.added.append(now_full - doc["ts"])
+                t = p.get("t")
+                if isinstance(t, int):
+                    self.latencies.append(((now_full & 0xFFFFFFFF) - t) % 2**32)
+
+
+async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float,
+              duration: float, warmup: float) -> UaResult:
+    with tempfile.TemporaryDirectory(prefix="edgegw-uabench-") as tmp, \
+            mosquitto(Path(tmp)) as broker:
+        work = Path(tmp)
+        cfg = work / "gateway.yaml"
+        sim = subprocess.Popen(
+            [str(BIN / "edgegw-sim"), "opcua-bench", "-D", str(servers), "-N", str(nodes),
+             "--change", str(change), "--mode", mode, "--poll", f"{period_ms}ms",
+             "--write-config", str(cfg), "--mqtt-port", str(broker.port),
+             "--gateway-id", "uabench"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert sim.stdout is not None
+        for line in sim.stdout:
+            if "simulator ready" in line:
+                break
+        else:
+            raise RuntimeError("simulator did not start")
+        counter = UaCounter()
+        ready = asyncio.Event()
+        sub = asyncio.create_task(counter.run(broker.port, ready))
+        await ready.wait()
+        with (work / "gateway.log").open("wb") as log:
+            gw = subprocess.Popen([str(BIN / "edgegw"), "run", "-c", str(cfg),
+                                   "--log-level", "WARNING"], stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            proc = psutil.Process(gw.pid)
+            await asyncio.sleep(warmup)
+            counter.counting = True
+            cpu0 = sum(proc.cpu_times()[:2])
+            t0 = time.monotonic()
+            await asyncio.sleep(duration)
+            counter.counting = False
+            elapsed = time.monotonic() - t0
+            cpu = sum(proc.cpu_times()[:2]) - cpu0
+            rss = peak_rss_mb(gw.pid)
+        finally:
+            gw.terminate()
+            gw.wait(15)
+            sim.terminate()
+            sim.wait(15)
+            sub.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await sub
+            if gw.returncode not in (0, -15):
+                print((work / "gateway.log").read_text()[-3000:], file=sys.stderr)
+    if mode == "subscribe":
+        lost = counter.increments - counter.received_changes
+        delivered = 100 * counter.received_changes / max(1, counter.increments)
+    else:
+        lost = sum(max(0, round((b - a) / period_ms) - 1)
+                   for ts in counter.ts.values() for a, b in itertools.pairwise(ts)) * nodes
+        delivered = 100 * counter.points / max(1, counter.points + lost)
+    return UaResult(
+        mode, servers, nodes, period_ms, change, round(elapsed, 1),
+        round(counter.points / elapsed, 1), round(delivered, 3), lost,
+        round(cpu / max(1, counter.points) * 1000, 5), round(100 * cpu / elapsed, 1),
+        round(rss, 1), pct(counter.latencies, 0.5), pct(counter.latencies, 0.99),
+        pct(counter.added, 0.5), pct(counter.added, 0.99),
+        round(counter.bytes / max(1, counter.points), 2), counter.messages)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["subscribe", "poll"], default="subscribe")
+    ap.add_argument("-D", "--servers", type=int, default=10)
+    ap.add_argument("-N", "--nodes", type=int, default=500)
+    ap.add_argument("-P", "--period-ms", type=int, default=None,
+                    help="publishing interval / poll period (default 100 / 1000)")
+    ap.add_argument("--change", type=float, default=0.1,
+                    help="fraction of the counters changing per 100 ms update")
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--warmup", type=float, default=8.0)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    period = a.period_ms or (100 if a.mode == "subscribe" else 1000)
+    r = asyncio.run(run(a.mode, a.servers, a.nodes, period, a.change, a.duration, a.warmup))
+    print(f"\nOPC UA {a.mode}: {a.servers} servers x {a.nodes} nodes, {period} ms, "
+          f"{a.duration:g} s measured (cpu count {os.cpu_count()})")
+    for k, v in asdict(r).items():
+        print(f"  {k:34} {v}")
+    if a.json:
+        with a.json.open("a") as f:
+            f.write(json.dumps(asdict(r)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
