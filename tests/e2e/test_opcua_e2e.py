@@ -63,6 +63,7 @@ async def test_opcua_machines_poll_subscribe_and_survive_a_server_restart(
             imm = _merged(sub.data("imm-ua"))
             assert len(imm) == 23 and imm["mould_id"] == "M-5520-A"
             before = len(sub.data("cnc-ua"))
+            imm_before = len(sub.data("imm-ua"))
 
             # the CNC's server restarts mid-subscription: a gap (offline + reason) is
             # reported, then the stream resumes on new subscriptions
@@ -72,6 +73,9 @@ async def test_opcua_machines_poll_subscribe_and_survive_a_server_restart(
                 20, "the gap reported as offline")
             gap = next(d for d in sub.data("cnc-ua")[before:] if d.get("state") == "offline")
             assert gap["err"]
+            # the other machine is not affected
+            await sub.wait_for(lambda: len(sub.data("imm-ua")) >= imm_before + 2, 10,
+                               "the IMM still delivering")
             await sub.wait_for(
                 lambda: sub.data("cnc-ua")[-1].get("state") == "running"
                 and sub.data("cnc-ua")[-1]["seq"] > gap["seq"], 30, "the stream resumed")

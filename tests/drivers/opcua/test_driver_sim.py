@@ -193,6 +193,39 @@ async def test_server_restart_mid_subscription_ends_stream_then_resumes(tmp_path
             await drv.close()
 
 
+async def test_killed_session_and_slow_server(tmp_path: Path) -> None:
+    """A session killed by the server, and a server slower than the timeout, both send
+    the device offline (DeviceUnreachable); the next connect works again."""
+    async with Simulator(0.05) as sim:
+        sim.add_profile_device("cnc", CNC)
+        await sim.opcua["cnc"].start()
+        drv = opcua_driver(sim, "cnc", tmp_path, timeout="700ms")
+        pts = tuple(drv.device.profile.expanded_points())
+        await drv.connect()
+        try:
+            sim.set_fault("cnc", "kill")
+            await asyncio.sleep(0.3)
+            async def read_until_lost() -> None:
+                for _ in range(20):  # the loss shows at the next request
+                    await drv.read(pts)
+                    await asyncio.sleep(0.1)
+
+            with pytest.raises(DeviceUnreachable, match="session lost"):
+                await read_until_lost()
+            sim.set_fault("cnc", "none")
+            await drv.close()
+            await drv.connect()
+            assert len((await drv.read(pts))[0].values) == 24
+            sim.set_fault("cnc", "slow:2s")
+            t0 = time.monotonic()
+            with pytest.raises(DeviceUnreachable):
+                await drv.read(pts)
+            assert time.monotonic() - t0 < 1.5  # the configured timeout, not the server's delay
+        finally:
+            sim.set_fault("cnc", "none")
+            await drv.close()
+
+
 # -- security ----------------------------------------------------------------------
 def _trust_client(sim: Simulator, tmp: Path) -> None:
     assert sim.pki is not None
