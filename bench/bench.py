@@ -303,14 +303,20 @@ def main() -> int:
                                  a.slots, a.store))
         title = (f"{f'slots={a.slots} ' if a.slots else ''}"
                  f"{f'store={a.store} ' if a.store else ''}{a.duration:g} s measured")
-    print(f"\nworkload D={a.devices} R={a.registers} P={a.period_ms} ms, {title} "
-          f"(cpu count {os.cpu_count()})")
-    for k, v in asdict(result).items():
-        print(f"  {k:34} {v}")
-    if a.json:
-        with a.json.open("a") as f:
-            f.write(json.dumps(asdict(result)) + "\n")
+    report(f"workload D={a.devices} R={a.registers} P={a.period_ms} ms, {title}", result,
+           a.json)
     return 0
+
+
+def report(title: str, result: object, json_path: Path | None) -> None:
+    """Print a result's fields under a title; append them to a JSON-lines file."""
+    print(f"\n{title} (cpu count {os.cpu_count()})")
+    fields = asdict(result)  # type: ignore[call-overload]
+    for k, v in fields.items():
+        print(f"  {k:34} {v}")
+    if json_path:
+        with json_path.open("a") as f:
+            f.write(json.dumps(fields) + "\n")
 
 
 if __name__ == "__main__":

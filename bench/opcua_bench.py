@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
@@ -37,7 +35,7 @@ import orjson
 import psutil
 from firmware_sim.servers import mosquitto
 
-from bench.bench import BIN, pct, peak_rss_mb
+from bench.bench import BIN, pct, peak_rss_mb, report
 
 
 @dataclass
@@ -187,13 +185,8 @@ def main() -> int:
     a = ap.parse_args()
     period = a.period_ms or (100 if a.mode == "subscribe" else 1000)
     r = asyncio.run(run(a.mode, a.servers, a.nodes, period, a.change, a.duration, a.warmup))
-    print(f"\nOPC UA {a.mode}: {a.servers} servers x {a.nodes} nodes, {period} ms, "
-          f"{a.duration:g} s measured (cpu count {os.cpu_count()})")
-    for k, v in asdict(r).items():
-        print(f"  {k:34} {v}")
-    if a.json:
-        with a.json.open("a") as f:
-            f.write(json.dumps(asdict(r)) + "\n")
+    report(f"OPC UA {a.mode}: {a.servers} servers x {a.nodes} nodes, {period} ms, "
+           f"{a.duration:g} s measured", r, a.json)
     return 0
 
 

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -39,6 +39,22 @@ def _check_id(v: str) -> str:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _PasswordSource(Protocol):
+    @property
+    def password_file(self) -> Path | None: ...
+    @property
+    def password_env(self) -> str | None: ...
+
+
+def read_password(src: _PasswordSource) -> str | None:
+    """The password from ``password_env`` or ``password_file`` (never from the config)."""
+    if src.password_env:
+        return os.environ.get(src.password_env)
+    if src.password_file:
+        return src.password_file.read_text(encoding="utf-8").strip()
+    return None
 
 
 class Backoff(_Strict):
@@ -83,11 +99,7 @@ class MqttConfig(_Strict):
         return v
 
     def password(self) -> str | None:
-        if self.password_env:
-            return os.environ.get(self.password_env)
-        if self.password_file:
-            return self.password_file.read_text(encoding="utf-8").strip()
-        return None
+        return read_password(self)
 
 
 class UplinkConfig(_Strict):
@@ -222,11 +234,7 @@ class Opcua(_Strict):
         return self
 
     def password(self) -> str | None:
-        if self.password_env:
-            return os.environ.get(self.password_env)
-        if self.password_file:
-            return self.password_file.read_text(encoding="utf-8").strip()
-        return None
+        return read_password(self)
 
 
 Connection = Annotated[ModbusTcp | ModbusRtu | Opcua, Field(discriminator="kind")]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +31,18 @@ def groups_of(dev: Device) -> dict[str, tuple[float, Sequence[Point]]]:
     for p in dev.profile.expanded_points():
         out.setdefault(dev.profile.group_of(p), []).append(p)
     return {g: (dev.poll_periods[g], tuple(ps)) for g, ps in out.items()}
+
+
+@contextlib.asynccontextmanager
+async def served(tmp: Path, dev_id: str, profile: str, sim_kw: dict[str, Any] | None = None,
+                 **conn: Any) -> AsyncIterator[tuple[Simulator, OpcuaDriver]]:
+    """A simulator serving one OPC UA machine, and a connected driver for it."""
+    async with Simulator(0.05) as sim:
+        sim.add_profile_device(dev_id, profile, **(sim_kw or {}))
+        await sim.opcua[dev_id].start()
+        drv = opcua_driver(sim, dev_id, tmp, **conn)
+        await drv.connect()
+        try:
+            yield sim, drv
+        finally:
+            await drv.close()

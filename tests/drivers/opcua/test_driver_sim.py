@@ -14,7 +14,7 @@ from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.pki import UntrustedCertificate
 from gateway.errors import DeviceUnreachable, WriteRejected
 from gateway.model import Quality
-from tests.drivers.opcua.helpers import groups_of, opcua_driver
+from tests.drivers.opcua.helpers import groups_of, opcua_driver, served
 
 CNC = "acme/cnc-ua500"
 IMM = "moldtech/imm-ua-e77"
@@ -29,129 +29,88 @@ async def _values(drv: OpcuaDriver) -> dict[str, object]:
 async def test_poll_reads_every_node_with_shifted_namespaces(tmp_path: Path) -> None:
     """Two extra namespaces move the profile's namespace to index 4: paths and nsu=
     NodeIds still resolve."""
-    async with Simulator(0.05) as sim:
-        sim.add_profile_device("cnc", CNC, extra_namespaces=2)
-        await sim.opcua["cnc"].start()
-        drv = opcua_driver(sim, "cnc", tmp_path, timestamps="source")
-        await drv.connect()
-        try:
-            pts = tuple(drv.device.profile.expanded_points())
-            r = (await drv.read(pts))[0]
-            assert r.status is None, r.status
-            vals = dict(zip(r.points, r.values, strict=True))
-            assert len(vals) == 24
-            assert vals["serial_number"] == "UA500-2024-0815"
-            assert vals["program_name"] == "O4711-FLANGE-B"
-            assert isinstance(vals["spindle_speed"], float)
-            assert isinstance(vals["part_count"], int) and vals["part_count"] >= 52310
-            assert vals["alarm_active"] in (True, False)
-            # source timestamps kept, one per value, from the simulator's last update
-            assert r.times is not None and len(r.times) == 24
-            assert abs(max(r.times) - time.time()) < 5 and r.read_ts >= max(r.times)
-        finally:
-            await drv.close()
+    async with served(tmp_path, "cnc", CNC, sim_kw={"extra_namespaces": 2},
+                      timestamps="source") as (_sim, drv):
+        pts = tuple(drv.device.profile.expanded_points())
+        r = (await drv.read(pts))[0]
+        assert r.status is None, r.status
+        vals = dict(zip(r.points, r.values, strict=True))
+        assert len(vals) == 24
+        assert vals["serial_number"] == "UA500-2024-0815"
+        assert vals["program_name"] == "O4711-FLANGE-B"
+        assert isinstance(vals["spindle_speed"], float)
+        assert isinstance(vals["part_count"], int) and vals["part_count"] >= 52310
+        assert vals["alarm_active"] in (True, False)
+        # source timestamps kept, one per value, from the simulator's last update
+        assert r.times is not None and len(r.times) == 24
+        assert abs(max(r.times) - time.time()) < 5 and r.read_ts >= max(r.times)
 
 
 async def test_reads_are_chunked_by_max_nodes_per_read(tmp_path: Path) -> None:
-    async with Simulator(0.05) as sim:
-        sim.add_profile_device("imm", IMM)
-        await sim.opcua["imm"].start()
-        drv = opcua_driver(sim, "imm", tmp_path, max_nodes_per_read=5)
-        await drv.connect()
-        try:
-            pts = tuple(drv.device.profile.expanded_points())
-            assert len(drv._plan(pts).chunks) == 5  # 23 nodes in 5 requests
-            r = (await drv.read(pts))[0]
-            assert len(r.values) == 23 and r.status is None
-            assert r.times is None  # polling: samples are at the read time by default
-            assert dict(zip(r.points, r.values, strict=True))["mould_id"] == "M-5520-A"
-        finally:
-            await drv.close()
+    async with served(tmp_path, "imm", IMM, max_nodes_per_read=5) as (_sim, drv):
+        pts = tuple(drv.device.profile.expanded_points())
+        assert len(drv._plan(pts).chunks) == 5  # 23 nodes in 5 requests
+        r = (await drv.read(pts))[0]
+        assert len(r.values) == 23 and r.status is None
+        assert r.times is None  # polling: samples are at the read time by default
+        assert dict(zip(r.points, r.values, strict=True))["mould_id"] == "M-5520-A"
 
 
 async def test_bad_status_codes_become_bad_quality_for_those_nodes_only(tmp_path: Path) -> None:
-    async with Simulator(0.05) as sim:
-        sim.add_profile_device("cnc", CNC)
-        await sim.opcua["cnc"].start()
-        drv = opcua_driver(sim, "cnc", tmp_path)
-        await drv.connect()
-        try:
-            sim.set_fault("cnc", "bad:spindle_speed,coolant_temp")
-            await asyncio.sleep(0.3)
-            r = (await drv.read(tuple(drv.device.profile.expanded_points())))[0]
-            assert r.status is not None
-            bad = {r.points[i]: q for i, q in r.status.items()}
-            assert bad == {"spindle_speed": (Quality.BAD, "BadSensorFailure"),
-                           "coolant_temp": (Quality.BAD, "BadSensorFailure")}
-            assert r.values[r.points.index("spindle_speed")] is None
-            assert r.values[r.points.index("feed_rate")] is not None
-            sim.set_fault("cnc", "none")
-            await asyncio.sleep(0.3)
-            r = (await drv.read(tuple(drv.device.profile.expanded_points())))[0]
-            assert r.status is None
-        finally:
-            await drv.close()
+    async with served(tmp_path, "cnc", CNC) as (sim, drv):
+        sim.set_fault("cnc", "bad:spindle_speed,coolant_temp")
+        await asyncio.sleep(0.3)
+        r = (await drv.read(tuple(drv.device.profile.expanded_points())))[0]
+        assert r.status is not None
+        bad = {r.points[i]: q for i, q in r.status.items()}
+        assert bad == {"spindle_speed": (Quality.BAD, "BadSensorFailure"),
+                       "coolant_temp": (Quality.BAD, "BadSensorFailure")}
+        assert r.values[r.points.index("spindle_speed")] is None
+        assert r.values[r.points.index("feed_rate")] is not None
+        sim.set_fault("cnc", "none")
+        await asyncio.sleep(0.3)
+        r = (await drv.read(tuple(drv.device.profile.expanded_points())))[0]
+        assert r.status is None
 
 
 async def test_subscriptions_push_changes_per_poll_group(tmp_path: Path) -> None:
-    async with Simulator(0.05) as sim:
-        sim.add_profile_device("cnc", CNC)
-        await sim.opcua["cnc"].start()
-        drv = opcua_driver(sim, "cnc", tmp_path, mode="subscribe")
+    async with served(tmp_path, "cnc", CNC, mode="subscribe") as (_sim, drv):
         assert drv.streaming
-        await drv.connect()
-        try:
-            seen: dict[str, set[str]] = {}
-            t0 = time.monotonic()
-            async for group, readings in drv.stream(groups_of(drv.device)):
-                for r in readings:
-                    assert r.times is not None and len(r.times) == len(r.values)
-                    seen.setdefault(group, set()).update(r.points)
-                if time.monotonic() - t0 > 2.5:
-                    break
-            # initial values of every item, then changes; each group on its own subscription
-            assert set(seen) == {"fast", "process", "info"}
-            assert "serial_number" in seen["info"] and "x_position" in seen["fast"]
-            assert sum(len(v) for v in seen.values()) == 24
-        finally:
-            await drv.close()
+        seen: dict[str, set[str]] = {}
+        t0 = time.monotonic()
+        async for group, readings in drv.stream(groups_of(drv.device)):
+            for r in readings:
+                assert r.times is not None and len(r.times) == len(r.values)
+                seen.setdefault(group, set()).update(r.points)
+            if time.monotonic() - t0 > 2.5:
+                break
+        # initial values of every item, then changes; each group on its own subscription
+        assert set(seen) == {"fast", "process", "info"}
+        assert "serial_number" in seen["info"] and "x_position" in seen["fast"]
+        assert sum(len(v) for v in seen.values()) == 24
 
 
 async def test_writes_are_type_checked_against_the_node_data_type(tmp_path: Path) -> None:
-    async with Simulator(0.05) as sim:
-        sim.add_profile_device("cnc", CNC)
-        await sim.opcua["cnc"].start()
-        drv = opcua_driver(sim, "cnc", tmp_path)
-        await drv.connect()
-        try:
-            by = drv.by_name
-            await drv.write(by["spindle_override"], 85)
-            assert (await _values(drv))["spindle_override"] == 85
-            with pytest.raises(WriteRejected, match="UInt16; 70000 is outside"):
-                await drv.write(by["spindle_override"], 70000)
-            with pytest.raises(WriteRejected, match="expected an integer"):
-                await drv.write(by["spindle_override"], "fast")
-            with pytest.raises(WriteRejected, match="read-only"):
-                await drv.write(by["spindle_speed"], 100)
-        finally:
-            await drv.close()
+    async with served(tmp_path, "cnc", CNC) as (_sim, drv):
+        by = drv.by_name
+        await drv.write(by["spindle_override"], 85)
+        assert (await _values(drv))["spindle_override"] == 85
+        with pytest.raises(WriteRejected, match="UInt16; 70000 is outside"):
+            await drv.write(by["spindle_override"], 70000)
+        with pytest.raises(WriteRejected, match="expected an integer"):
+            await drv.write(by["spindle_override"], "fast")
+        with pytest.raises(WriteRejected, match="read-only"):
+            await drv.write(by["spindle_speed"], 100)
 
 
 async def test_browse_prints_the_machine_tree(tmp_path: Path) -> None:
-    async with Simulator(0.05) as sim:
-        sim.add_profile_device("imm", IMM)
-        await sim.opcua["imm"].start()
-        drv = opcua_driver(sim, "imm", tmp_path)
-        await drv.connect()
-        try:
-            lines = await drv.browse(depth=6)
-            text = "\n".join(lines)
-            assert "2:IMM" in text and "  2:Barrel" in text
-            assert any("Temperature" in ln and "[Double]" in ln for ln in lines)
-            sub = await drv.browse("ns=2;s=IMM.Jobs.ActiveJob", depth=1)
-            assert any("JobName" in ln and "JOB-2026-1123-07" in ln for ln in sub)
-        finally:
-            await drv.close()
+    async with served(tmp_path, "imm", IMM) as (_sim, drv):
+        lines = await drv.browse(depth=6)
+        text = "\n".join(lines)
+        assert "2:IMM" in text and "  2:Barrel" in text
+        assert any("Temperature" in ln and "[Double]" in ln for ln in lines)
+        sub = await drv.browse("ns=2;s=IMM.Jobs.ActiveJob", depth=1)
+        assert any("JobName" in ln and "JOB-2026-1123-07" in ln for ln in sub)
 
 
 async def test_unreachable_server_is_a_clear_device_error(tmp_path: Path) -> None:
@@ -196,12 +155,8 @@ async def test_server_restart_mid_subscription_ends_stream_then_resumes(tmp_path
 async def test_killed_session_and_slow_server(tmp_path: Path) -> None:
     """A session killed by the server, and a server slower than the timeout, both send
     the device offline (DeviceUnreachable); the next connect works again."""
-    async with Simulator(0.05) as sim:
-        sim.add_profile_device("cnc", CNC)
-        await sim.opcua["cnc"].start()
-        drv = opcua_driver(sim, "cnc", tmp_path, timeout="700ms")
+    async with served(tmp_path, "cnc", CNC, timeout="700ms") as (sim, drv):
         pts = tuple(drv.device.profile.expanded_points())
-        await drv.connect()
         try:
             sim.set_fault("cnc", "kill")
             await asyncio.sleep(0.3)
@@ -223,7 +178,6 @@ async def test_killed_session_and_slow_server(tmp_path: Path) -> None:
             assert time.monotonic() - t0 < 1.5  # the configured timeout, not the server's delay
         finally:
             sim.set_fault("cnc", "none")
-            await drv.close()
 
 
 # -- security ----------------------------------------------------------------------
