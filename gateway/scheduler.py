@@ -104,7 +104,16 @@ class DeviceRunner:
             await asyncio.sleep(self.backoff.next())
 
     async def _stream(self, driver: StreamingDriver) -> None:
-        """Pushed data (subscriptions): every delivery is one pipeline cycle."""
+        """Pushed data (subscriptions): every delivery is one pipeline cycle. A device
+        pushes only changes, so every half heartbeat each group is also read once: the
+        pipeline then re-reports the points whose heartbeat is due (proof of life)."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._consume(driver), name=f"stream:{self.device.id}")
+            if self.pipeline.heartbeat > 0:
+                tg.create_task(self._refresh(driver, self.pipeline.heartbeat / 2),
+                               name=f"refresh:{self.device.id}")
+
+    async def _consume(self, driver: StreamingDriver) -> None:
         process = self.pipeline.process
         append = self.store.append
         async for group, readings in driver.stream(self.groups):
@@ -113,6 +122,16 @@ class DeviceRunner:
             batch = process(group, readings)
             if batch is not None:
                 await append(batch)
+
+    async def _refresh(self, driver: StreamingDriver, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for group, (_, points) in self.groups.items():
+                readings = await driver.read(points)
+                self._account(group, readings)
+                batch = self.pipeline.process(group, readings)
+                if batch is not None:
+                    await self.store.append(batch)
 
     async def _went_offline(self, reason: str) -> None:
         dev = self.device.id

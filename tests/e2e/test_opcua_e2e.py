@@ -38,6 +38,7 @@ async def test_opcua_machines_poll_subscribe_and_survive_a_server_restart(
         import yaml
 
         cfg = yaml.safe_load(gateway.config.read_text())
+        cfg["pipeline"] = {"heartbeat": "2s"}
         for d in cfg["devices"]:
             d["connection"]["mode"] = "subscribe"
             if d["id"] == "imm-ua":
@@ -86,4 +87,9 @@ async def test_opcua_machines_poll_subscribe_and_survive_a_server_restart(
             bad = next(d for d in sub.data("imm-ua") if "cushion" in d.get("q", {}))
             assert bad["q"]["cushion"] == ["bad", "BadSensorFailure"]
             assert bad["p"]["cushion"] is None
+            # heartbeat in subscription mode: a value that never changes is still
+            # re-reported (the gateway reads each group once per half heartbeat)
+            await sub.wait_for(lambda: sum("serial_number" in d["p"]
+                                           for d in sub.data("cnc-ua")) >= 3, 10,
+                               "serial_number re-reported by the heartbeat")
         assert gateway.signal(signal.SIGTERM) == 0
