@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--profiles-dir", type=Path, action="append", default=[])
     s.add_argument("--opcua-mode", choices=["poll", "subscribe"], default="subscribe",
                    help="how the written gateway config reads OPC UA machines")
+    s.add_argument("--opcua-secure", action="store_true",
+                   help="OPC UA machines also offer secured endpoints (certificates in --pki)")
+    s.add_argument("--pki", type=Path, default=Path("edgegw-sim-pki"),
+                   help="OPC UA server certificates; client certificates to accept go in "
+                   "PKI/trusted/ (default ./edgegw-sim-pki)")
     _config_args(s)
 
     b = sub.add_parser("bench", help="D devices x R registers updated every 100 ms")
@@ -86,11 +91,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def _build_serve(args: argparse.Namespace) -> Simulator:
     if args.scenario:
-        sim = Simulator.from_scenario(load_scenario(args.scenario), args.profiles_dir)
+        sim = Simulator.from_scenario(load_scenario(args.scenario), args.profiles_dir,
+                                      args.pki)
     else:
         if not args.profile:
             raise SystemExit("edgegw-sim serve: give --scenario or at least one --profile")
-        sim = Simulator(0.1, args.profiles_dir)
+        sim = Simulator(0.1, args.profiles_dir, args.pki)
         sim.time_scale = args.time_scale
         port = args.port
         unit = 1
@@ -103,7 +109,7 @@ def _build_serve(args: argparse.Namespace) -> Simulator:
                     unit += 1
                 else:
                     sim.add_profile_device(dev_id, profile, host=args.host, port=port,
-                                           seed=port)
+                                           seed=port, secure=args.opcua_secure)
                     port = port + 1 if port else 0
     for spec in args.fault:
         dev_id, _, fault = spec.partition("=")

@@ -89,8 +89,9 @@ class Simulator:
             self.tcp[dev.id] = TcpDeviceServer(dev, host, port or 0)
 
     @classmethod
-    def from_scenario(cls, sc: Scenario, profile_dirs: Sequence[Path] = ()) -> Simulator:
-        sim = cls(sc.update_interval, profile_dirs)
+    def from_scenario(cls, sc: Scenario, profile_dirs: Sequence[Path] = (),
+                      pki: Path | None = None) -> Simulator:
+        sim = cls(sc.update_interval, profile_dirs, pki)
         sim.time_scale = sc.time_scale
         sim.scenario_faults = list(sc.faults)
         for d in sc.devices:
