@@ -71,7 +71,7 @@ class PointSim(_Strict):
     """How the firmware simulator produces this point's value (ignored by the gateway)."""
 
     kind: Literal[
-        "constant", "state_code", "follow", "counter", "alarm", "clock", "random_walk"
+        "constant", "state_code", "follow", "counter", "alarm", "clock", "random_walk", "code"
     ]
     value: float | int | str | bool | None = None
     levels: dict[str, float] = Field(default_factory=dict)
@@ -206,6 +206,117 @@ def modbus_points(points: Iterable[Point]) -> list[ModbusPoint]:
 _PROTOCOL: ContextVar[str] = ContextVar("profile_protocol", default="modbus")
 
 
+SerialType = Literal[
+    "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+    "float32", "float64", "string",
+]
+#: struct codes of the fixed-size binary types
+BINARY_CODES: dict[str, str] = {
+    "bool": "?", "int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i",
+    "uint32": "I", "int64": "q", "uint64": "Q", "float32": "f", "float64": "d",
+}
+
+
+class SerialPoint(Point):
+    """A value in a serial frame: a named group of the profile's regex (``group``,
+    default the point's name), or the value ``at`` a byte position of a binary payload."""
+
+    type: SerialType = "float64"  # type: ignore[assignment]
+    group: str | None = None
+    at: int | None = Field(default=None, ge=0, le=65535, description="binary: byte position")
+    length: int | None = Field(default=None, ge=1, le=255, description="bytes of a binary string")
+    byte_order: Order = "big"
+    map: dict[str, float | int | bool | str] = Field(
+        default_factory=dict, description="text -> value, e.g. {ST: true, US: false}")
+    context: Literal["product", "batch"] | None = Field(
+        default=None, description="this point's value is the current product (or batch) "
+        "code of the devices named in the device config's context_for")
+
+    @model_validator(mode="after")
+    def _shape(self) -> SerialPoint:
+        if self.at is not None and self.group is not None:
+            raise ValueError("give 'group' (regex parser) or 'at' (binary), not both")
+        if self.type == "string" and self.at is not None and self.length is None:
+            raise ValueError("a binary string point needs 'length' (bytes)")
+        if self.deadband is not None and self.type in ("bool", "string"):
+            raise ValueError("a deadband needs a numeric type")
+        if self.context is not None and self.type != "string":
+            raise ValueError("a context point (product/batch code) has type 'string'")
+        return self
+
+    @property
+    def regex_group(self) -> str:
+        return self.group or self.name.replace(".", "_")
+
+
+class Checksum(_Strict):
+    """Frame checksum, over every byte between the start delimiter (or the line's start)
+    and the checksum itself: ``lrc`` (two's complement of the byte sum, as Modbus
+    ASCII), ``xor``, ``sum`` (byte sum mod 256), ``crc16`` (Modbus CRC-16)."""
+
+    kind: Literal["lrc", "xor", "sum", "crc16"]
+    encoding: Literal["binary", "hex"] = Field(
+        default="binary", description="binary: 1 byte (crc16: 2, low byte first); hex: "
+        "ASCII hex digits (2, crc16: 4, high first)")
+    separator: str = Field(default="", description="text before a hex checksum, e.g. '*'")
+
+
+class Framing(_Strict):
+    kind: Literal["line", "fixed", "delimited"]
+    terminator: Literal["CR", "LF", "CRLF"] = "CRLF"
+    length: int | None = Field(default=None, ge=1, le=4096, description="fixed: frame bytes")
+    start: int | None = Field(default=None, ge=0, le=255, description="delimited: e.g. 0x02")
+    end: int | None = Field(default=None, ge=0, le=255, description="delimited: e.g. 0x03")
+    length_byte: bool = Field(
+        default=False, description="delimited: the byte after start gives the payload length")
+    checksum: Checksum | None = None
+    max_length: int = Field(default=512, ge=4, le=65536, description="longer frames are dropped")
+
+    @model_validator(mode="after")
+    def _shape(self) -> Framing:
+        if self.kind == "fixed" and self.length is None:
+            raise ValueError("fixed framing needs 'length'")
+        if self.kind == "delimited" and self.start is None:
+            raise ValueError("delimited framing needs 'start' (e.g. 0x02)")
+        if self.kind == "delimited" and self.end is None and not self.length_byte:
+            raise ValueError("delimited framing needs 'end' (e.g. 0x03) or 'length_byte'")
+        return self
+
+
+class SerialSettings(_Strict):
+    """How a serial device frames and encodes its data, and whether it pushes (listen)
+    or answers a query sent every poll period (request)."""
+
+    framing: Framing
+    parser: Literal["regex", "binary"]
+    pattern: str | None = Field(default=None, description="regex with named groups")
+    encoding: str = "ascii"
+    mode: Literal["listen", "request"] = "listen"
+    request: str | None = Field(
+        default=None, description="query sent each poll period; escapes \\r \\n \\xNN")
+    timeout: Duration = Field(default=1.0, description="request mode: wait for the answer")
+    silence: Duration | None = Field(
+        default=None, description="listen mode: no frame for this long = device offline "
+        "(unset for devices that are silent for long, like barcode scanners)")
+
+    @model_validator(mode="after")
+    def _shape(self) -> SerialSettings:
+        if self.parser == "regex":
+            if not self.pattern:
+                raise ValueError("the regex parser needs 'pattern'")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern: {exc}") from None
+        if self.mode == "request" and not self.request:
+            raise ValueError("request mode needs 'request' (the query to send)")
+        return self
+
+    def request_bytes(self) -> bytes:
+        assert self.request is not None
+        return self.request.encode("latin-1").decode("unicode_escape").encode("latin-1")
+
+
 def _point_kind(v: object) -> str:
     if isinstance(v, dict):
         if "node" in v or "path" in v:
@@ -213,11 +324,14 @@ def _point_kind(v: object) -> str:
         if "table" in v or "address" in v:
             return "modbus"
         return _PROTOCOL.get()
-    return "opcua" if isinstance(v, OpcuaPoint) else "modbus"
+    if isinstance(v, OpcuaPoint):
+        return "opcua"
+    return "serial" if isinstance(v, SerialPoint) else "modbus"
 
 
 AnyPoint = Annotated[
-    Annotated[ModbusPoint, Tag("modbus")] | Annotated[OpcuaPoint, Tag("opcua")],
+    Annotated[ModbusPoint, Tag("modbus")] | Annotated[OpcuaPoint, Tag("opcua")]
+    | Annotated[SerialPoint, Tag("serial")],
     Discriminator(_point_kind),
 ]
 
@@ -305,6 +419,12 @@ class Simulation(_Strict):
     initial: str = "idle"
     states: dict[str, SimState] = Field(default_factory=dict)
     strict_map: bool = Field(default=False, description="reject reads over unmapped registers")
+    template: str | None = Field(
+        default=None, description="serial: a frame's text, a Python format string over the "
+        "point names (a point with a 'map' is written as its map's key)")
+    every: Duration = Field(
+        default=1.0, description="serial listen devices: a frame this often; 0 = only when "
+        "a value changes (a barcode scanner)")
 
 
 class Profile(_Strict):
@@ -312,7 +432,7 @@ class Profile(_Strict):
     vendor: str
     model: str
     version: str = "1"
-    protocol: Literal["modbus", "opcua"] = "modbus"
+    protocol: Literal["modbus", "opcua", "serial"] = "modbus"
     description: str = ""
     byte_order: Order = "big"
     word_order: Order = "big"
@@ -320,6 +440,7 @@ class Profile(_Strict):
     default_poll_group: str | None = None
     workarounds: Workarounds = Workarounds()
     opcua: OpcuaSettings | None = None
+    serial: SerialSettings | None = None
     state: StateSpec | None = None
     simulation: Simulation | None = None
     points: list[AnyPoint] = Field(min_length=1)
@@ -353,10 +474,11 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
         seen: set[str] = set()
-        want = OpcuaPoint if self.protocol == "opcua" else ModbusPoint
+        want = {"opcua": OpcuaPoint, "serial": SerialPoint}.get(self.protocol, ModbusPoint)
         for i, p in enumerate(self.points):
             if not isinstance(p, want):
-                how = "by 'node' or 'path'" if want is OpcuaPoint else "by 'table' and 'address'"
+                how = {OpcuaPoint: "by 'node' or 'path'", SerialPoint: "by regex 'group' or "
+                       "binary 'at'"}.get(want, "by 'table' and 'address'")
                 raise ValueError(
                     f"points[{i}] ({p.name}): a {self.protocol} profile addresses points {how}")
             if p.name in seen:
@@ -369,6 +491,11 @@ class Profile(_Strict):
                 )
         if self.opcua is not None and self.protocol != "opcua":
             raise ValueError("the 'opcua' section is only for profiles with protocol: opcua")
+        if (self.serial is not None) != (self.protocol == "serial"):
+            raise ValueError("a profile with protocol: serial needs the 'serial' section "
+                             "(framing, parser), and only such a profile has one")
+        if self.serial is not None:
+            self._check_serial(self.serial)
         if self.default_poll_group is not None and self.default_poll_group not in self.poll_groups:
             raise ValueError(f"default_poll_group '{self.default_poll_group}' is not defined")
         if self.state is not None:
@@ -379,6 +506,25 @@ class Profile(_Strict):
                         f"state.rules[{j}] ({rule.state}): unknown point(s) {sorted(missing)}"
                     )
         return self
+
+    def _check_serial(self, ss: SerialSettings) -> None:
+        points = [p for p in self.points if isinstance(p, SerialPoint)]
+        if ss.parser == "regex":
+            assert ss.pattern is not None
+            groups = set(re.compile(ss.pattern).groupindex)
+            for p in points:
+                if p.at is not None:
+                    raise ValueError(f"point {p.name}: 'at' is for the binary parser")
+                if p.regex_group not in groups:
+                    raise ValueError(f"point {p.name}: the pattern has no group "
+                                     f"(?P<{p.regex_group}>...); it has {sorted(groups)}")
+        else:
+            for p in points:
+                if p.at is None:
+                    raise ValueError(f"point {p.name}: the binary parser needs 'at' "
+                                     "(byte position in the payload)")
+                if p.map:
+                    raise ValueError(f"point {p.name}: 'map' is for the regex parser")
 
     # ---- derived, used by drivers and the pipeline ---------------------------------
     def group_of(self, point: Point) -> str:

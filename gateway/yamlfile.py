@@ -35,7 +35,7 @@ def load_yaml(path: Path) -> Any:
 #: fields holding a tagged union: pydantic puts the tag (``modbus-tcp``) in the location
 TAGGED_UNION_FIELDS = frozenset({"connection"})
 #: tags of list items that are unions (profile points): ``points[3].modbus.address``
-ITEM_TAGS = frozenset({"modbus", "opcua"})
+ITEM_TAGS = frozenset({"modbus", "opcua", "serial"})
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
