@@ -93,6 +93,10 @@ def driver_for(device: Device, ctx: DriverContext) -> Driver:
         from drivers.opcua.driver import OpcuaDriver
 
         factory = OpcuaDriver
+    elif kind == "serial":
+        from drivers.serial.driver import SerialDriver
+
+        factory = SerialDriver
     else:
         raise ValueError(f"no driver for connection kind {kind!r}")
     return factory(device, ctx)

@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="how the written gateway config reads OPC UA machines")
     s.add_argument("--opcua-secure", action="store_true",
                    help="OPC UA machines also offer secured endpoints (certificates in --pki)")
+    s.add_argument("--serial-dir", type=Path, default=None,
+                   help="serial devices' port names (symlinks to their ptys); default a "
+                   "temporary directory")
     s.add_argument("--pki", type=Path, default=Path("edgegw-sim-pki"),
                    help="OPC UA server certificates; client certificates to accept go in "
                    "PKI/trusted/ (default ./edgegw-sim-pki)")
@@ -92,11 +95,11 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def _build_serve(args: argparse.Namespace) -> Simulator:
     if args.scenario:
         sim = Simulator.from_scenario(load_scenario(args.scenario), args.profiles_dir,
-                                      args.pki)
+                                      args.pki, args.serial_dir)
     else:
         if not args.profile:
             raise SystemExit("edgegw-sim serve: give --scenario or at least one --profile")
-        sim = Simulator(0.1, args.profiles_dir, args.pki)
+        sim = Simulator(0.1, args.profiles_dir, args.pki, args.serial_dir)
         sim.time_scale = args.time_scale
         port = args.port
         unit = 1
@@ -139,7 +142,9 @@ async def _run(args: argparse.Namespace) -> None:
         _build_opcua_bench(args) if args.cmd == "opcua-bench" else _build_serve(args)
     await sim.start()
     for dev_id, dev in sim.devices.items():
-        where = (f"opcua {sim.opcua[dev_id].url}" if dev_id in sim.opcua
+        where = (f"serial {sim.serial[dev_id].link} -> {sim.serial[dev_id].slave_path}"
+                 if dev_id in sim.serial
+                 else f"opcua {sim.opcua[dev_id].url}" if dev_id in sim.opcua
                  else f"tcp {sim.tcp[dev_id].host}:{sim.tcp[dev_id].port}" if dev_id in sim.tcp
                  else "rtu " + next(
                      (b.slave_path or p) for p, b in sim.rtu.items() if dev.unit_id in b.devices

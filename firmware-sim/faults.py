@@ -12,10 +12,13 @@ fault          behaviour
 ``short``      answers with a well-framed response that is missing its last bytes
 ``kill``       OPC UA: closes every client connection once (session loss)
 ``bad``        OPC UA: ``bad:<point>,<point>`` gives those variables BadSensorFailure
+``badsum``     serial: one byte of every frame flipped (the checksum fails)
 =============  =====================================================================
 
 On an OPC UA server ``drop`` stops the server until the fault is cleared (a restart),
-and ``exception``, ``garbage`` and ``short`` have no effect.
+and ``exception``, ``garbage`` and ``short`` have no effect. On a serial device ``drop``
+makes the port disappear (back, as a new pty under the same name, when cleared),
+``garbage`` sends noise bytes and ``short`` truncated frames.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from dataclasses import dataclass
 
 from gateway.durations import parse_duration
 
-KINDS = ("none", "drop", "silence", "slow", "exception", "garbage", "short", "kill", "bad")
+KINDS = ("none", "drop", "silence", "slow", "exception", "garbage", "short", "kill", "bad",
+         "badsum")
 
 
 @dataclass(slots=True)

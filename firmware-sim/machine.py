@@ -115,6 +115,11 @@ class SimDevice:
                 cur, raw = p.offset, 0.0  # wrap around like a real counter register
             self._values[p.name] = cur
             return raw if is_float else int(raw)
+        if s.kind == "code":  # a new code every 1/rate seconds: a scanner's reads
+            cur = (prev or 0.0) + (s.rate if active else 0.0) * dt
+            self._values[p.name] = cur
+            template = str(s.value or "CODE-{n:06d}")
+            return template.format(n=int(cur) + 1)
         if s.kind == "random_walk":
             lo = s.min if s.min is not None else 0.0
             hi_ = s.max if s.max is not None else 100.0

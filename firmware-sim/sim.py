@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from firmware_sim.faults import Fault, parse_fault
 from firmware_sim.machine import BenchDevice, OpcuaBenchDevice, SimDevice
 from firmware_sim.opcua_server import OpcuaSimServer
 from firmware_sim.scenario import FaultEvent, Scenario, SimDeviceSpec
+from firmware_sim.serial_server import SerialSimServer
 from firmware_sim.servers import free_port
 from firmware_sim.transport import RtuBusServer, TcpDeviceServer
 
@@ -29,8 +31,11 @@ class Simulator:
     """Holds devices and their servers. Use ``async with`` or start()/stop()."""
 
     def __init__(self, update_interval: float = 0.1, profile_dirs: Sequence[Path] = (),
-                 pki: Path | None = None) -> None:
+                 pki: Path | None = None, serial_dir: Path | None = None) -> None:
         self.update_interval = update_interval
+        #: serial devices' port names (symlinks to their ptys)
+        self.serial_dir = serial_dir or Path(tempfile.gettempdir()) / f"edgegw-sim-{os.getpid()}"
+        self.serial: dict[str, SerialSimServer] = {}
         #: where secured OPC UA servers keep certificates (and ``trusted/`` client certs)
         self.pki = pki
         self.opcua: dict[str, OpcuaSimServer] = {}
@@ -52,6 +57,12 @@ class Simulator:
         dev = SimDevice(dev_id, load_profile(profile, self.profile_dirs), unit_id, seed,
                         self.time_scale)
         dev.profile_name = profile
+        if dev.profile.protocol == "serial":
+            if dev_id in self.devices:
+                raise ValueError(f"duplicate simulated device id {dev_id!r}")
+            self.devices[dev_id] = dev
+            self.serial[dev_id] = SerialSimServer(dev, self.serial_dir / dev_id, seed)
+            return dev
         if dev.profile.protocol == "opcua":
             if dev_id in self.devices:
                 raise ValueError(f"duplicate simulated device id {dev_id!r}")
@@ -90,8 +101,8 @@ class Simulator:
 
     @classmethod
     def from_scenario(cls, sc: Scenario, profile_dirs: Sequence[Path] = (),
-                      pki: Path | None = None) -> Simulator:
-        sim = cls(sc.update_interval, profile_dirs, pki)
+                      pki: Path | None = None, serial_dir: Path | None = None) -> Simulator:
+        sim = cls(sc.update_interval, profile_dirs, pki, serial_dir)
         sim.time_scale = sc.time_scale
         sim.scenario_faults = list(sc.faults)
         for d in sc.devices:
@@ -110,6 +121,8 @@ class Simulator:
             await server.start()
         for ua_server in self.opcua.values():
             await ua_server.start()
+        for serial_server in self.serial.values():
+            await serial_server.start()
         for path, devs in self._rtu_devices.items():
             bus = RtuBusServer(None if path == "pty" else path, devs)
             await bus.start()
@@ -129,6 +142,8 @@ class Simulator:
             await server.stop()
         for ua_server in self.opcua.values():
             await ua_server.stop()
+        for serial_server in self.serial.values():
+            await serial_server.stop()
         for bus in self.rtu.values():
             await bus.stop()
 
@@ -157,6 +172,8 @@ class Simulator:
         while True:
             for dev in self.devices.values():
                 dev.step()
+            for serial_server in self.serial.values():
+                await serial_server.publish()
             for ua_server in self.opcua.values():
                 try:
                     await ua_server.publish()
@@ -188,7 +205,9 @@ class Simulator:
         """A gateway.yaml (as a dict) that polls every served device."""
         devices: list[dict[str, object]] = []
         for dev_id, dev in self.devices.items():
-            if dev_id in self.opcua:
+            if dev_id in self.serial:
+                conn = {"kind": "serial", "port": str(self.serial[dev_id].link)}
+            elif dev_id in self.opcua:
                 srv = self.opcua[dev_id]
                 conn = {"kind": "opcua", "endpoint": srv.url}
                 if srv.secure:

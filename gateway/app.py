@@ -13,6 +13,7 @@ from gateway.encode import data_topic, encode_batch
 from gateway.faultlog import FaultLog
 from gateway.model import Batch
 from gateway.pipeline import DevicePipeline
+from gateway.profiles import SerialPoint
 from gateway.scheduler import DeviceRunner
 from gateway.stats import GatewayStats
 from gateway.store import Limits, Store, open_store
@@ -56,6 +57,12 @@ class Gateway:
                 self.faults, cfg.uplink.mqtt.reconnect,
                 phase=(i % slots) / slots,
             ))
+        by_id = {r.device.id: r for r in self.runners}
+        for r in self.runners:
+            targets = [by_id[t].pipeline for t in r.device.config.context_for if t in by_id]
+            if targets:
+                r.contexts = [(p.name, p.context, targets) for p in r.device.profile.points
+                              if isinstance(p, SerialPoint) and p.context]
         self.uplink: MqttUplink | InfluxUplink
         if cfg.uplink.influx is not None:
             self.uplink = InfluxUplink(cfg.uplink.influx, self.store, self.stats,

@@ -237,8 +237,35 @@ class Opcua(_Strict):
         return read_password(self)
 
 
-Connection = Annotated[ModbusTcp | ModbusRtu | Opcua, Field(discriminator="kind")]
-PROTOCOL_OF_KIND = {"modbus-tcp": "modbus", "modbus-rtu": "modbus", "opcua": "opcua"}
+class Serial(_Strict):
+    """A device with its own serial port (line/frame protocols from its profile)."""
+
+    kind: Literal["serial"]
+    port: str | list[str] = Field(
+        description="device path; prefer /dev/serial/by-id/... (follows the adapter to "
+        "whatever ttyUSBn it gets); a list is tried in order")
+    baudrate: int = Field(default=9600, ge=50, le=4_000_000)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: float = Field(default=1, description="1, 1.5 or 2")
+    rs485: bool = Field(default=False, description="kernel RS-485 mode (RTS drives the "
+                        "transceiver), where the port's driver supports it")
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, v: float) -> float:
+        if v not in (1, 1.5, 2):
+            raise ValueError("stopbits is 1, 1.5 or 2")
+        return v
+
+    @property
+    def ports(self) -> list[str]:
+        return [self.port] if isinstance(self.port, str) else list(self.port)
+
+
+Connection = Annotated[ModbusTcp | ModbusRtu | Opcua | Serial, Field(discriminator="kind")]
+PROTOCOL_OF_KIND = {"modbus-tcp": "modbus", "modbus-rtu": "modbus", "opcua": "opcua",
+                    "serial": "serial"}
 
 
 class DeviceConfig(_Strict):
@@ -253,6 +280,9 @@ class DeviceConfig(_Strict):
         default_factory=dict, description="override the profile's workarounds"
     )
     identifier: str | None = None
+    context_for: list[str] = Field(
+        default_factory=list, description="devices whose samples carry this device's "
+        "product/batch code (a point with 'context' in its profile) until the next read")
 
     _check = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
 
@@ -286,6 +316,11 @@ class GatewayConfig(_Strict):
             if d.id in seen:
                 raise ValueError(f"devices[{i}].id: duplicate device id '{d.id}'")
             seen.add(d.id)
+        for i, d in enumerate(self.devices):
+            unknown = [t for t in d.context_for if t not in seen or t == d.id]
+            if unknown:
+                raise ValueError(f"devices[{i}].context_for: {unknown} are not other "
+                                 f"devices of this gateway")
         return self
 
 
@@ -370,6 +405,9 @@ def load_config(path: str | Path) -> LoadedConfig:
         except ValueError as exc:
             problems += validation_problems(str(path), exc, f"devices[{i}].workarounds")
             continue
+        if dc.context_for and not any(getattr(p, "context", None) for p in profile.points):
+            problems.append((f"{where}.context_for", f"profile {dc.profile} has no point "
+                             "with 'context: product' or 'context: batch'"))
         periods = {**profile.poll_groups, **dc.poll}
         bad = [g for g, p in periods.items() if p < 0.01]
         if bad:

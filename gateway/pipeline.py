@@ -188,6 +188,13 @@ class DevicePipeline:
                     src[st.name] = t_ms
             st.last, st.last_ts, st.last_quality = v, ts, quality
 
+    def set_context(self, kind: str, code: str) -> None:
+        """Tag this device's batches with ``ids[kind] = code`` (e.g. the product a
+        scanner read at this machine) until the next code. A new dict each time: batches
+        already made keep the context they were made with."""
+        if self.ids.get(kind) != code:
+            self.ids = {**self.ids, kind: code}
+
     def offline(self, reason: str, ts: float) -> Batch:
         """State ``offline`` with the reason: every point of the device is bad until the
         next good read, which then reports every point again."""

@@ -421,7 +421,7 @@ class Simulation(_Strict):
     strict_map: bool = Field(default=False, description="reject reads over unmapped registers")
     template: str | None = Field(
         default=None, description="serial: a frame's text, a Python format string over the "
-        "point names (a point with a 'map' is written as its map's key)")
+        "point (or regex group) names; a point with a 'map' is written as its map's key")
     every: Duration = Field(
         default=1.0, description="serial listen devices: a frame this often; 0 = only when "
         "a value changes (a barcode scanner)")

@@ -30,7 +30,7 @@ from gateway.config import Backoff as BackoffConfig
 from gateway.config import Device
 from gateway.errors import DeviceUnreachable
 from gateway.faultlog import FaultLog
-from gateway.model import Reading
+from gateway.model import Batch, Reading
 from gateway.pipeline import DevicePipeline
 from gateway.profiles import Point
 from gateway.stats import DeviceStats
@@ -60,6 +60,8 @@ class DeviceRunner:
             g: (device.poll_periods[g], tuple(pts)) for g, pts in groups.items()
         }
         self.online = False
+        #: (point, kind, pipelines): context codes this device hands to other devices
+        self.contexts: list[tuple[str, str, list[DevicePipeline]]] = []
 
     async def run(self) -> None:
         """Supervise forever (until cancelled)."""
@@ -114,24 +116,17 @@ class DeviceRunner:
                                name=f"refresh:{self.device.id}")
 
     async def _consume(self, driver: StreamingDriver) -> None:
-        process = self.pipeline.process
-        append = self.store.append
         async for group, readings in driver.stream(self.groups):
             self.stats.polls += 1
-            self._account(group, readings)
-            batch = process(group, readings)
-            if batch is not None:
-                await append(batch)
+            await self._emit(group, readings)
 
     async def _refresh(self, driver: StreamingDriver, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             for group, (_, points) in self.groups.items():
                 readings = await driver.read(points)
-                self._account(group, readings)
-                batch = self.pipeline.process(group, readings)
-                if batch is not None:
-                    await self.store.append(batch)
+                if readings:  # empty: nothing received yet (a code reader before a scan)
+                    await self._emit(group, readings)
 
     async def _went_offline(self, reason: str) -> None:
         dev = self.device.id
@@ -141,6 +136,24 @@ class DeviceRunner:
             self.online = False
             self.stats.state = "offline"
             await self.store.append(self.pipeline.offline(reason, time.time()))
+
+    async def _emit(self, group: str, readings: list[Reading]) -> None:
+        """Count, run the pipeline, share product context, store."""
+        self._account(group, readings)
+        batch = self.pipeline.process(group, readings)
+        if batch is not None:
+            if self.contexts:
+                self._share_context(batch)
+            await self.store.append(batch)
+
+    def _share_context(self, batch: Batch) -> None:
+        """A code read by this device (a scanner) becomes the product/batch context of
+        the devices it serves, from their next batch on."""
+        for point, kind, targets in self.contexts:
+            code = batch.values.get(point)
+            if isinstance(code, str) and code:
+                for t in targets:
+                    t.set_context(kind, code)
 
     def _account(self, group: str, readings: list[Reading]) -> None:
         """Count points and read errors; one fault per failing request, cleared on success."""
@@ -174,6 +187,8 @@ class DeviceRunner:
             self._account(group, readings)
             batch = process(group, readings)
             if batch is not None:
+                if self.contexts:
+                    self._share_context(batch)
                 await append(batch)
             deadline += period
             now = loop.time()

@@ -106,5 +106,5 @@ class Parser:
                 problems[i] = f"payload of {len(payload)} bytes ends before byte {at + st.size}"
                 continue
             (v,) = st.unpack_from(payload, at)
-            values.append(v)
+            values.append(float(f"{v:.7g}") if p.type == "float32" else v)  # 7 digits
         return values, problems

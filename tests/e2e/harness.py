@@ -55,7 +55,7 @@ def write_config(sim: Simulator, path: Path, broker: Mosquitto | int, **extra: A
     for d in cfg["devices"]:  # type: ignore[attr-defined]
         if d["connection"]["kind"] == "opcua":
             d["connection"]["timeout"] = "1s"
-        else:
+        elif d["connection"]["kind"] != "serial":
             d["connection"].update({"timeout": "300ms", "retries": 0})
         d["poll"] = {g: "200ms" for g in ("fast", "slow", "process", "recipe", "cycle", "info")
                      if g in _groups(d["profile"])}
