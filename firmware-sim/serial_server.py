@@ -8,9 +8,10 @@ another ttyUSBn.
 
 Listen devices send a frame every ``simulation.every`` (0: only when a value changes, a
 barcode reader); request devices answer the profile's ``request``. A frame is the
-profile's ``simulation.template`` formatted with the point values, by point name or regex group
-name (a point with a ``map`` is written as its map's key) for regex profiles, or the points packed at their
-``at`` positions for binary ones, then framed (delimiters, length, checksum).
+profile's ``simulation.template`` formatted with the point values, by point name or
+regex group name (a point with a ``map`` is written as its map's key) for regex
+profiles, or the points packed at their ``at`` positions for binary ones, then framed
+(delimiters, length, checksum).
 
 Faults: ``garbage`` (noise bytes before frames), ``short`` (frames cut in half),
 ``badsum`` (one byte of each frame flipped: the checksum fails), ``silence`` (nothing

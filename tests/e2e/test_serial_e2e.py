@@ -40,9 +40,11 @@ async def test_serial_devices_and_product_context(
             await sub.wait_for(lambda: all(sub.data(d) for d in ("scanner", "press", "scale",
                                                                   "tc")), 30, "every device")
             # press samples carry the code last read at the press, and follow new reads
-            await sub.wait_for(
-                lambda: len({d.get("ids", {}).get("product") for d in sub.data("press")} - {None}) >= 2,
-                20, "two products at the press")
+            def products() -> set[str]:
+                return {d["ids"]["product"] for d in sub.data("press")
+                        if "product" in d.get("ids", {})}
+
+            await sub.wait_for(lambda: len(products()) >= 2, 20, "two products at the press")
             codes = [d["p"]["code"] for d in sub.data("scanner") if "code" in d["p"]]
             tagged = [d["ids"]["product"] for d in sub.data("press")
                       if "product" in d.get("ids", {})]

@@ -118,7 +118,7 @@ async def test_port_disappears_and_comes_back_under_its_name(sim: Simulator,
     try:
         await asyncio.wait_for(_next(drv), 5)
         sim.set_fault("scale", "drop")  # the USB adapter is pulled
-        with pytest.raises(DeviceUnreachable, match="port lost|port closed|no data"):
+        with pytest.raises(DeviceUnreachable, match=r"port lost|port closed|no data"):
             await asyncio.wait_for(_next(drv, 1000), 10)
         await drv.close()
         with pytest.raises(DeviceUnreachable, match="cannot open"):
