@@ -23,13 +23,16 @@ CASES = [
     ("modbus-tcp", "voltmeter/em340-3ph"),
     ("opcua", "acme/cnc-ua500"),
     ("opcua", "moldtech/imm-ua-e77"),
+    ("serial", "weightec/scale-ws300"),
+    ("serial", "thermoline/tc-96"),
 ]
 
 
 def _device(sim: Simulator, tmp: Path) -> Device:
     cfg = sim.gateway_config("gw-conf")
     for d in cfg["devices"]:  # type: ignore[attr-defined]
-        d["connection"]["timeout"] = "1s"
+        if d["connection"]["kind"] != "serial":
+            d["connection"]["timeout"] = "1s"
     write_yaml(tmp / "gateway.yaml", cfg)
     return load_config(tmp / "gateway.yaml").devices[0]
 
@@ -38,10 +41,12 @@ def _device(sim: Simulator, tmp: Path) -> Device:
 async def served(request: pytest.FixtureRequest,
                  tmp_path: Path) -> AsyncIterator[tuple[Simulator, Device, Driver]]:
     _, profile = request.param
-    async with Simulator(0.05) as sim:
+    async with Simulator(0.05, serial_dir=tmp_path / "tty") as sim:
         sim.add_profile_device("dev", profile, port=0)
         if "dev" in sim.opcua:
             await sim.opcua["dev"].start()
+        elif "dev" in sim.serial:
+            await sim.serial["dev"].start()
         else:
             await sim.tcp["dev"].start()
         dev = _device(sim, tmp_path)
@@ -83,6 +88,10 @@ async def test_writes_rw_points_and_refuses_the_others(
     await drv.connect()
     points = dev.profile.expanded_points()
     rw = [p for p in points if p.access == "rw" and p.type != "string"]
+    if dev.profile.protocol == "serial":  # read-only devices: every write is refused
+        with pytest.raises(WriteRejected):
+            await drv.write(points[0], 1)
+        return
     assert rw, "every shipped profile has a writable point"
     current = _values(await drv.read(tuple(rw)))
     for p in rw:
@@ -110,9 +119,11 @@ async def test_close_twice_and_reconnect(served: tuple[Simulator, Device, Driver
 @pytest.mark.parametrize(("kind", "profile"), CASES[::2])
 async def test_unreachable_device(tmp_path: Path, kind: str, profile: str) -> None:
     port = free_port()
-    conn = {"kind": kind, "host": "127.0.0.1", "port": port, "timeout": "500ms"} \
-        if kind == "modbus-tcp" else \
-        {"kind": kind, "endpoint": f"opc.tcp://127.0.0.1:{port}", "timeout": "500ms"}
+    conn: dict[str, object] = {
+        "modbus-tcp": {"kind": kind, "host": "127.0.0.1", "port": port, "timeout": "500ms"},
+        "opcua": {"kind": kind, "endpoint": f"opc.tcp://127.0.0.1:{port}", "timeout": "500ms"},
+        "serial": {"kind": kind, "port": str(tmp_path / "ttyUSB9")},
+    }[kind]
     write_yaml(tmp_path / "gateway.yaml", {"gateway": {"id": "g"}, "devices": [
         {"id": "d", "profile": profile, "connection": conn}]})
     dev = load_config(tmp_path / "gateway.yaml").devices[0]

@@ -112,3 +112,37 @@ def test_example_configs_are_valid() -> None:
     assert examples
     for path in examples:
         load_config(path)
+
+
+SERIAL = GOOD + """
+  - id: scanner-1
+    profile: scanfast/bcr-200
+    connection: {kind: serial, port: [/dev/serial/by-id/usb-scanner, /dev/ttyUSB1]}
+    context_for: [cnc-01]
+"""
+
+
+def test_serial_device_with_product_context(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, SERIAL))
+    scanner = loaded.devices[2]
+    assert scanner.config.context_for == ["cnc-01"]
+    conn = scanner.config.connection
+    assert conn.kind == "serial" and conn.ports == ["/dev/serial/by-id/usb-scanner",
+                                                    "/dev/ttyUSB1"]
+
+
+@pytest.mark.parametrize(("patch", "where", "says"), [
+    (("context_for: [cnc-01]", "context_for: [press-9]"), "devices[2].context_for",
+     "not other devices"),
+    (("profile: scanfast/bcr-200", "profile: weightec/scale-ws300"), "devices[2].context_for",
+     "no point with 'context"),
+    (("kind: serial, port:", "kind: serial, stopbits: 3, port:"), "devices[2].connection.stopbits",
+     "1, 1.5 or 2"),
+    (("kind: serial, port: [/dev/serial/by-id/usb-scanner, /dev/ttyUSB1]",
+      "kind: modbus-rtu, port: /dev/ttyUSB1"), "devices[2].connection.kind", "cannot talk to"),
+])
+def test_serial_config_errors(tmp_path: Path, patch: tuple[str, str], where: str,
+                              says: str) -> None:
+    found = problems(tmp_path, SERIAL.replace(*patch, 1))
+    text = "\n".join(f"{loc}: {msg}" for loc, msg in found)
+    assert where in text and says in text, text

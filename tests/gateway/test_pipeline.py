@@ -144,3 +144,14 @@ def test_pushed_readings_with_new_name_tuples_do_not_grow_caches() -> None:
     for i in range(200):
         p.process("g", [Reading(("speed",), [i * 10], float(i), times=[float(i)])])
     assert len(p._by_tuple) == 0
+
+
+def test_product_context_tags_later_batches_only() -> None:
+    p = pipe()
+    before = p.process("g", [rd([100, 214, 1.5, 1], 10.0)])
+    p.set_context("product", "88.118.8/TYRE-2026-000123")
+    after = p.process("g", [rd([200, 214, 1.5, 1], 11.0)])
+    assert before is not None and after is not None
+    assert before.ids == {"device": "88.1.2/D1"}  # made earlier: unchanged
+    assert after.ids == {"device": "88.1.2/D1", "product": "88.118.8/TYRE-2026-000123"}
+    assert p.offline("gone", 12.0).ids["product"] == "88.118.8/TYRE-2026-000123"

@@ -19,6 +19,7 @@ from gateway.profiles import (
 ALL = [n for n in list_profiles(default_profile_dirs()) if not n.startswith("bench/")]
 SHIPPED = [n for n in ALL if load_profile(n, default_profile_dirs()).protocol == "modbus"]
 OPCUA = [n for n in ALL if load_profile(n, default_profile_dirs()).protocol == "opcua"]
+SERIAL = [n for n in ALL if load_profile(n, default_profile_dirs()).protocol == "serial"]
 
 
 def test_at_least_four_profiles() -> None:
@@ -70,6 +71,42 @@ def test_bad_opcua_points(tmp_path: Path, points: str, says: str) -> None:
     text = str(ei.value)
     assert "points[0]" in text and ".modbus" not in text and ".opcua" not in text
     assert says in text
+
+
+def test_serial_profiles_cover_every_framing_and_mode() -> None:
+    profs = [load_profile(n, default_profile_dirs()) for n in SERIAL]
+    assert {p.serial.framing.kind for p in profs if p.serial} >= {"line", "delimited"}
+    assert {p.serial.mode for p in profs if p.serial} == {"listen", "request"}
+    assert {p.serial.parser for p in profs if p.serial} == {"regex", "binary"}
+    assert any(getattr(pt, "context", None) == "product" for p in profs for pt in p.points)
+
+
+SERIAL_HEAD = "schema: 1\nvendor: v\nmodel: m\nprotocol: serial\n"
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ("serial: {framing: {kind: line}, parser: regex, pattern: '(?P<w>\\d+)'}\n"
+     "points: [{name: weight}]", "the pattern has no group (?P<weight>...)"),
+    ("serial: {framing: {kind: line}, parser: regex}\npoints: [{name: w}]", "needs 'pattern'"),
+    ("serial: {framing: {kind: line}, parser: regex, pattern: '(?P<w'}\npoints: [{name: w}]",
+     "pattern: missing"),
+    ("serial: {framing: {kind: delimited}, parser: binary}\npoints: [{name: w, at: 0}]",
+     "needs 'start'"),
+    ("serial: {framing: {kind: fixed}, parser: binary}\npoints: [{name: w, at: 0}]",
+     "needs 'length'"),
+    ("serial: {framing: {kind: line}, parser: binary}\npoints: [{name: w}]", "needs 'at'"),
+    ("serial: {framing: {kind: line}, parser: regex, pattern: '(?P<w>x)', mode: request}\n"
+     "points: [{name: w}]", "needs 'request'"),
+    ("points: [{name: w}]", "needs the 'serial' section"),
+    ("serial: {framing: {kind: line}, parser: regex, pattern: '(?P<w>x)'}\n"
+     "points: [{name: w, type: float64, context: product}]", "has type 'string'"),
+])
+def test_bad_serial_profiles(tmp_path: Path, body: str, says: str) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(SERIAL_HEAD + body + "\n")
+    with pytest.raises(ConfigError) as ei:
+        load_profile_file(f)
+    assert says in str(ei.value)
 
 
 @pytest.mark.parametrize(("point", "says"), [
