@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="how the written gateway config reads OPC UA machines")
     s.add_argument("--opcua-secure", action="store_true",
                    help="OPC UA machines also offer secured endpoints (certificates in --pki)")
+    s.add_argument("--context-for", action="append", default=[], metavar="READER=DEVICE",
+                   help="in the written config, the code reader READER gives DEVICE its "
+                   "product context (repeatable)")
     s.add_argument("--serial-dir", type=Path, default=None,
                    help="serial devices' port names (symlinks to their ptys); default a "
                    "temporary directory")
@@ -164,6 +167,11 @@ async def _run(args: argparse.Namespace) -> None:
                        opcua_bench_profile(args.nodes, period))
             extra = {"pipeline": {"report": "always"}}
         cfg = sim.gateway_config(args.gateway_id, args.mqtt_host, args.mqtt_port, **extra)
+        for spec in getattr(args, "context_for", []):
+            reader, _, target = spec.partition("=")
+            for d in cfg["devices"]:  # type: ignore[attr-defined]
+                if d["id"] == reader:
+                    d.setdefault("context_for", []).append(target)
         for d in cfg["devices"]:  # type: ignore[attr-defined]
             if d["connection"]["kind"] == "opcua":
                 d["connection"]["mode"] = getattr(args, "opcua_mode", None) or \
