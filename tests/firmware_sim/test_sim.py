@@ -125,4 +125,4 @@ def test_bench_device_clock_and_changing_registers() -> None:
 
 def test_example_scenario_loads() -> None:
     sc = load_scenario(Path(__file__).parents[2] / "examples" / "scenario.yaml")
-    assert len(sc.devices) == 6 and len(sc.faults) == 7
+    assert len(sc.devices) == 8 and len(sc.faults) == 9

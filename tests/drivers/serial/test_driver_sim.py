@@ -199,3 +199,11 @@ async def test_over_a_socat_pty_pair(tmp_path: Path, socat_pair: tuple[Path, Pat
     finally:
         os.close(fd)
         await drv.close()
+
+
+async def test_rs485_mode_on_a_port_without_it_is_a_clear_error(sim: Simulator,
+                                                                 tmp_path: Path) -> None:
+    drv = serial_driver(sim, "scale", tmp_path, rs485=True)  # a pty has no RS-485 mode
+    with pytest.raises(DeviceUnreachable, match="RS-485 mode is not supported by this port"):
+        await drv.connect()
+    assert not drv.connected
