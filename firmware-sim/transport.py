@@ -14,6 +14,8 @@ from typing import Protocol
 
 from firmware_sim.faults import Fault
 
+from drivers.serial.framing import crc16 as crc16  # one CRC-16/MODBUS in the project
+
 MBAP = struct.Struct(">HHHB")
 
 
@@ -106,15 +108,6 @@ class TcpDeviceServer:
                 t.cancel()
             self._writers.discard(writer)
             writer.close()
-
-
-def crc16(data: bytes) -> int:
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
 
 
 def rtu_frame(unit: int, pdu: bytes) -> bytes:

@@ -19,7 +19,8 @@ from gateway.profiles import Checksum, Framing
 TERMINATORS = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}
 
 
-def _crc16(data: bytes) -> int:
+def crc16(data: bytes) -> int:
+    """CRC-16/MODBUS (polynomial 0xA001 reflected, initial 0xFFFF)."""
     crc = 0xFFFF
     for b in data:
         crc ^= b
@@ -38,7 +39,7 @@ def checksum_value(kind: str, data: bytes) -> int:
         for b in data:
             x ^= b
         return x
-    return _crc16(data)
+    return crc16(data)
 
 
 def checksum_bytes(cs: Checksum, data: bytes) -> bytes:
