@@ -14,7 +14,7 @@ from typing import Protocol
 
 from firmware_sim.faults import Fault
 
-from drivers.serial.framing import crc16 as crc16  # one CRC-16/MODBUS in the project
+from drivers.serial.framing import crc16
 
 MBAP = struct.Struct(">HHHB")
 

@@ -10,8 +10,9 @@ from firmware_sim.faults import Fault, parse_fault
 from firmware_sim.machine import BenchDevice, SimDevice
 from firmware_sim.registers import RegisterMap
 from firmware_sim.scenario import load_scenario
-from firmware_sim.transport import crc16, rtu_frame, rtu_request_length
+from firmware_sim.transport import rtu_frame, rtu_request_length
 
+from drivers.serial.framing import crc16
 from gateway.errors import ConfigError
 from gateway.profiles import Profile, default_profile_dirs, load_profile
 
