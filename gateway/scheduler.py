@@ -176,20 +176,14 @@ class DeviceRunner:
         dev = self.device.id
         st = self.stats
         read = self.driver.read
-        process = self.pipeline.process
-        append = self.store.append
+        emit = self._emit
         first = (self.phase * period - time.time()) % period
         deadline = loop.time() + first
         await asyncio.sleep(first)
         while True:
             readings = await read(points)
             st.polls += 1
-            self._account(group, readings)
-            batch = process(group, readings)
-            if batch is not None:
-                if self.contexts:
-                    self._share_context(batch)
-                await append(batch)
+            await emit(group, readings)
             deadline += period
             now = loop.time()
             if now >= deadline:
