@@ -15,7 +15,8 @@ Implements the secondary node's REST API as published (SNMS "标识操作接口"
 Answers are ``{"status": 1 | -2, "message": ..., "data": ...}``; a missing or expired
 token is HTTP 401. The rules of the node are enforced: values have index >= 2000 (1001
 is the template version, reserved), string values of at most 255 characters, format
-``string``, a valid code.
+``string``, a valid code; with ``templates`` set, a known template version whose indexes
+and types the values use.
 
 Faults (``FakeIdNode.fault``): ``authfail`` (every login refused), ``ratelimit`` (HTTP
 429 with Retry-After), ``error`` (HTTP 500), ``timeout`` (the registration is stored,
@@ -45,8 +46,12 @@ BAD_LOGIN = "用户名/密码错误\uff01"  # the node's own message (full-width
 
 class FakeIdNode:
     def __init__(self, users: dict[str, str] | None = None, token_ttl: float = 3600.0,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0,
+                 templates: dict[str, dict[int, str]] | None = None) -> None:
         self.users = users or {"edgegw": "123456"}
+        #: data templates: version -> {index: type}; a record must use a known version
+        #: and only its indexes and types (None: any version, any index >= 2000)
+        self.templates = templates
         self.token_ttl = token_ttl
         self.records: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, float] = {}  # token -> expiry (monotonic)
@@ -127,13 +132,19 @@ class FakeIdNode:
         values = rec.get("value")
         if not isinstance(values, list):
             return "缺少标识属性 value"
+        template = None
+        if self.templates is not None:
+            template = self.templates.get(str(rec["templateVersion"]))
+            if template is None:
+                return f"数据模板{rec['templateVersion']}不存在"
         for v in values:
             if not isinstance(v, dict) or not isinstance(v.get("data"), dict):
                 return "标识属性格式错误"
             idx = v.get("index")
             if idx == 1001:
                 return "索引1001为预留索引"
-            if not isinstance(idx, int) or idx < 2000:
+            if not isinstance(idx, int) or idx < 2000 or (
+                    template is not None and template.get(idx) != v.get("type")):
                 return f"非法操作\uff0c索引{idx}在模板中不存在"
             if v["data"].get("format") != "string":
                 return "标识属性内容格式暂时只支持string"

@@ -11,6 +11,7 @@ from drivers.base import DriverContext, driver_for
 from gateway.config import LoadedConfig
 from gateway.encode import data_topic, encode_batch
 from gateway.faultlog import FaultLog
+from gateway.identifiers.service import IdentifierService
 from gateway.model import Batch
 from gateway.pipeline import DevicePipeline
 from gateway.profiles import SerialPoint
@@ -57,12 +58,19 @@ class Gateway:
                 self.faults, cfg.uplink.mqtt.reconnect,
                 phase=(i % slots) / slots,
             ))
+        ids = cfg.identifiers
+        self.identifiers = IdentifierService(
+            ids, str(loaded.store_path) if sc.kind == "sqlite" else ":memory:", gw,
+            cfg.gateway.site or "")
         by_id = {r.device.id: r for r in self.runners}
         for r in self.runners:
+            self.identifiers.device(r.device.id, r.device.profile_name,
+                                    r.device.config.identifier)
             targets = [by_id[t].pipeline for t in r.device.config.context_for if t in by_id]
             if targets:
                 r.contexts = [(p.name, p.context, targets) for p in r.device.profile.points
                               if isinstance(p, SerialPoint) and p.context]
+                r.on_context = self.identifiers.context_changed
         self.uplink: MqttUplink | InfluxUplink
         if cfg.uplink.influx is not None:
             self.uplink = InfluxUplink(cfg.uplink.influx, self.store, self.stats,
@@ -97,12 +105,14 @@ class Gateway:
                 devices = [tg.create_task(r.run(), name=f"device:{r.device.id}")
                            for r in self.runners]
                 summary = tg.create_task(self._summaries(), name="fault-summary")
+                registrar = tg.create_task(self.identifiers.run(), name="identifiers")
                 await self._stop.wait()
                 log.info("stopping: devices first, then draining %d batch(es) to the broker",
                          self.store.stats.entries)
                 for t in devices:
                     t.cancel()
                 summary.cancel()
+                registrar.cancel()
                 self.uplink.stop()
                 try:
                     await asyncio.wait_for(asyncio.shield(uplink), DRAIN_TIMEOUT)
@@ -115,6 +125,7 @@ class Gateway:
             for r in self.runners:
                 await r.driver.close()
             self.ctx.close()
+            self.identifiers.close()
             await self.store.close()
             log.info("edgegw %s stopped", self.gateway_id)
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.durations import Duration
 from gateway.errors import ConfigError
+from gateway.identifiers.codes import CodeError, normalise
 from gateway.ingest.sinkconfig import SinkConfig
 from gateway.profiles import (
     Profile,
@@ -127,6 +128,58 @@ class StoreConfig(_Strict):
     sync_interval: Duration = Field(
         default=1.0, description="fsync the spool this often (bounds what a power cut can "
         "lose); 0 = fsync every commit")
+
+
+IdKind = Literal["device", "product", "batch"]
+ID_KINDS: tuple[IdKind, ...] = ("device", "product", "batch")
+
+
+class IdNodeConfig(_Strict):
+    """The identifier-resolution secondary node (SNMS REST API)."""
+
+    url: str = Field(description="e.g. http://snms.example:8000")
+    username: str
+    password_file: Path | None = None
+    password_env: str | None = None
+    login: Literal["v1", "plain"] = Field(
+        default="v1", description="v1 sends sha256hex(sha256hex(password) + date)")
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _secret(self) -> IdNodeConfig:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("give the node password as password_file or password_env "
+                             "(exactly one; never in this file)")
+        return self
+
+    def password(self) -> str | None:
+        return read_password(self)
+
+
+class IdValueConfig(_Strict):
+    index: int = Field(ge=2000, description="user data starts at index 2000")
+    type: str = Field(min_length=1, max_length=128)
+    value: str = Field(description="text, or a format string over {code} {kind} {device} "
+                       "{gateway} {profile} {site}")
+
+
+class IdentifiersConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    node: IdNodeConfig | None = Field(default=None, description="register and resolve here")
+    template_version: str = Field(default="1.0", min_length=1, max_length=128)
+    register_: list[IdKind] = Field(
+        default_factory=lambda: list(ID_KINDS), alias="register",
+        description="which codes are registered when first seen")
+    values: dict[IdKind, list[IdValueConfig]] = Field(
+        default_factory=dict, description="values registered with each kind of code")
+    enrich: dict[Literal["product", "batch"], dict[int, str]] = Field(
+        default_factory=dict, description="resolve these codes and tag samples: "
+        "{product: {2001: product_model}} adds ids.product_model from value 2001")
+    retry: Backoff = Backoff(initial=5.0, max=300.0)
+    batch_size: int = Field(default=500, ge=1, le=2000)
+    cache_min_ttl: Duration = 60.0
+    cache_max_ttl: Duration = 86400.0
 
 
 class PipelineConfig(_Strict):
@@ -279,12 +332,23 @@ class DeviceConfig(_Strict):
     workarounds: dict[str, object] = Field(
         default_factory=dict, description="override the profile's workarounds"
     )
-    identifier: str | None = None
+    identifier: str | None = Field(
+        default=None, description="the device's identifier code, e.g. 88.118.8/CNC-01")
     context_for: list[str] = Field(
         default_factory=list, description="devices whose samples carry this device's "
         "product/batch code (a point with 'context' in its profile) until the next read")
 
     _check = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
+
+    @field_validator("identifier")
+    @classmethod
+    def _code(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return normalise(v)
+        except CodeError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class GatewayInfo(_Strict):
@@ -307,6 +371,7 @@ class GatewayConfig(_Strict):
     store: StoreConfig = StoreConfig()
     pipeline: PipelineConfig = PipelineConfig()
     logging: LoggingConfig = LoggingConfig()
+    identifiers: IdentifiersConfig = IdentifiersConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from drivers.base import Driver, StreamingDriver
@@ -62,6 +62,8 @@ class DeviceRunner:
         self.online = False
         #: (point, kind, pipelines): context codes this device hands to other devices
         self.contexts: list[tuple[str, str, list[DevicePipeline]]] = []
+        self.on_context: Callable[[str, str, list[DevicePipeline]], None] | None = None
+        self._shared: dict[str, str] = {}  # point -> the code last handed on
 
     async def run(self) -> None:
         """Supervise forever (until cancelled)."""
@@ -148,12 +150,16 @@ class DeviceRunner:
 
     def _share_context(self, batch: Batch) -> None:
         """A code read by this device (a scanner) becomes the product/batch context of
-        the devices it serves, from their next batch on."""
+        the devices it serves, from their next batch on; a new code is also handed to
+        ``on_context`` (registration at the identifier node, enrichment)."""
         for point, kind, targets in self.contexts:
             code = batch.values.get(point)
-            if isinstance(code, str) and code:
+            if isinstance(code, str) and code and self._shared.get(point) != code:
+                self._shared[point] = code
                 for t in targets:
                     t.set_context(kind, code)
+                if self.on_context is not None:
+                    self.on_context(kind, code, targets)
 
     def _account(self, group: str, readings: list[Reading]) -> None:
         """Count points and read errors; one fault per failing request, cleared on success."""

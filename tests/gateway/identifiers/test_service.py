@@ -1,0 +1,144 @@
+"""Durable registration and cached resolution against the fake secondary node."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from firmware_sim.idnode import FakeIdNode
+
+from gateway.config import IdentifiersConfig
+from gateway.identifiers.client import NodeClient, Record
+from gateway.identifiers.queue import RegistrationQueue
+from gateway.identifiers.service import Registrar, ResolverCache
+
+pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
+
+CODES = [f"88.118.8/TYRE-2026-{i:06d}" for i in range(1, 6)]
+
+
+@pytest.fixture
+def node() -> Iterator[FakeIdNode]:
+    with FakeIdNode({"edgegw": "123456"}) as n:
+        yield n
+
+
+def cfg(**extra: object) -> IdentifiersConfig:
+    return IdentifiersConfig.model_validate({
+        "retry": {"initial": "50ms", "max": "200ms", "jitter": 0},
+        "values": {"product": [{"index": 2000, "type": "station", "value": "{device}"}]},
+        **extra})
+
+
+def registrar(queue: RegistrationQueue, url: str, c: IdentifiersConfig | None = None) -> Registrar:
+    client = NodeClient(url, "edgegw", lambda: "123456", timeout=1.0)
+    return Registrar(c or cfg(), queue, client, {"gateway": "gw", "site": ""})
+
+
+async def until(pred: object, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_codes_wait_while_the_node_is_down_then_register_once(
+    tmp_path: Path, node: FakeIdNode
+) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    down_url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+    q = RegistrationQueue(tmp_path / "spool.db")
+    reg = registrar(q, down_url)
+    for c in CODES:
+        assert reg.submit("product", c, device="press-07")
+    assert not reg.submit("product", CODES[0], device="press-07")  # queued once
+    task = asyncio.create_task(reg.run())
+    await until(lambda: all(e.attempts >= 2 for e in q.entries()))
+    assert q.counts() == {"pending": 5}
+    task.cancel()
+    q.close()
+    # the gateway restarts; the node is reachable again: nothing was lost
+    q2 = RegistrationQueue(tmp_path / "spool.db")
+    task = asyncio.create_task(registrar(q2, node.url).run())
+    await until(lambda: q2.counts() == {"done": 5})
+    task.cancel()
+    assert all(node.registrations[c] == 1 for c in CODES)
+    assert node.records[CODES[0]]["value"][1]["data"]["value"] == "press-07"
+    assert node.calls.count(("POST", "/identityv2/data/batchCreate")) == 1  # one batch
+    q2.close()
+
+
+async def test_a_timeout_is_settled_by_querying_first(tmp_path: Path, node: FakeIdNode) -> None:
+    q = RegistrationQueue(tmp_path / "spool.db")
+    reg = registrar(q, node.url)
+    reg.submit("product", CODES[0], device="p")
+    node.fault = "timeout"  # stored, but the answer is a 504
+    task = asyncio.create_task(reg.run())
+    await until(lambda: q.entries() and q.entries()[0].state == "unknown")
+    node.fault = "none"
+    await until(lambda: q.counts() == {"done": 1})
+    task.cancel()
+    assert node.registrations[CODES[0]] == 1  # never sent twice
+    assert ("GET", "/identityv2/data/detail") in node.calls
+    q.close()
+
+
+async def test_rate_limit_and_server_errors_are_retried(tmp_path: Path,
+                                                        node: FakeIdNode) -> None:
+    q = RegistrationQueue(":memory:")
+    reg = registrar(q, node.url)
+    reg.submit("product", CODES[0])
+    reg.submit("product", CODES[1])
+    node.fault = "ratelimit"
+    task = asyncio.create_task(reg.run())
+    await until(lambda: any(e.attempts for e in q.entries()))
+    assert "rate limited" in (q.entries()[0].last_error or "")
+    node.fault = "error"
+    await asyncio.sleep(0.3)
+    node.fault = "none"
+    await until(lambda: q.counts() == {"done": 2}, 15)
+    task.cancel()
+
+
+@pytest.mark.parametrize("n", [1, 2])
+async def test_refused_codes_are_kept_with_the_reason(node: FakeIdNode, n: int) -> None:
+    node.templates = {"1.0": {2000: "station"}}
+    q = RegistrationQueue(":memory:")
+    reg = registrar(q, node.url, cfg(template_version="9.9"))  # not a template of the node
+    for c in CODES[:n]:
+        reg.submit("product", c)
+    task = asyncio.create_task(reg.run())
+    await until(lambda: q.counts().get("failed") == n)
+    task.cancel()
+    assert "9.9" in (q.entries()[0].last_error or "")  # the node's reason, kept
+
+
+async def test_invalid_codes_and_unregistered_kinds_are_not_queued(node: FakeIdNode) -> None:
+    q = RegistrationQueue(":memory:")
+    reg = registrar(q, node.url, cfg(register=["device"]))
+    assert not reg.submit("product", CODES[0])  # product codes not registered here
+    assert not reg.submit("device", "88.118.8/CNC 01")  # breaks the grammar
+    assert reg.invalid == 1 and q.counts() == {}
+
+
+async def test_resolver_cache_honours_the_ttl(node: FakeIdNode) -> None:
+    client = NodeClient(node.url, "edgegw", lambda: "123456")
+    client.register(Record(CODES[0], "1.0"))
+    now = [1000.0]
+    cache = ResolverCache(client, min_ttl=60, max_ttl=600, clock=lambda: now[0])
+    doc = await cache.resolve(CODES[0])
+    assert doc is not None and cache.value_of(doc, 1001) == "1.0"
+    now[0] += 500
+    await cache.resolve(CODES[0])
+    assert cache.lookups == 1  # node ttl 86400, capped at 600
+    now[0] += 200
+    await cache.resolve(CODES[0])
+    assert cache.lookups == 2
+    assert await cache.resolve("88.118.8/NOPE") is None
+    assert await cache.resolve("88.118.8/NOPE") is None
+    assert cache.lookups == 4  # unknown codes are not cached
