@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from firmware_sim.faults import parse_fault
@@ -82,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--poll", default="100ms", help="poll period / publishing interval")
     u.add_argument("--host", default="127.0.0.1")
     _config_args(u)
+
+    n = sub.add_parser("idnode", help="a fake identifier-resolution secondary node (HTTP)")
+    n.add_argument("--port", type=int, default=0, help="TCP port (0 = any free)")
+    n.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
+                   help="accounts (default edgegw:123456)")
 
     sub.add_parser("profiles", help="list the profiles the simulator can serve")
     return ap
@@ -189,9 +195,26 @@ async def _run(args: argparse.Namespace) -> None:
         await sim.stop()
 
 
+def _idnode(args: argparse.Namespace) -> int:
+    from firmware_sim.idnode import FakeIdNode
+
+    users = dict(u.split(":", 1) for u in args.user) if args.user else None
+    node = FakeIdNode(users, port=args.port).start()
+    print(f"identifier node {node.url}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    node.stop()
+    print(f"identifier node stopped: {len(node.records)} code(s) registered", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.cmd == "idnode":
+        return _idnode(args)
     if args.cmd == "profiles":
         for name in list_profiles(default_profile_dirs()):
             print(name)
