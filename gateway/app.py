@@ -14,7 +14,6 @@ from gateway.faultlog import FaultLog
 from gateway.identifiers.service import IdentifierService
 from gateway.model import Batch
 from gateway.pipeline import DevicePipeline
-from gateway.profiles import SerialPoint
 from gateway.scheduler import DeviceRunner
 from gateway.stats import GatewayStats
 from gateway.store import Limits, Store, open_store
@@ -69,7 +68,7 @@ class Gateway:
             targets = [by_id[t].pipeline for t in r.device.config.context_for if t in by_id]
             if targets:
                 r.contexts = [(p.name, p.context, targets) for p in r.device.profile.points
-                              if isinstance(p, SerialPoint) and p.context]
+                              if p.context]
                 r.on_context = self.identifiers.context_changed
         self.uplink: MqttUplink | InfluxUplink
         if cfg.uplink.influx is not None:

@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     ires.add_argument("code")
     ipen = idsub.add_parser("pending", help="the registration queue (waiting and refused)")
     with_config(ipen)
+    inew = idsub.add_parser("new", help="make codes from a template (identifiers.prefix; "
+                            "the counter never repeats)")
+    with_config(inew)
+    inew.add_argument("template", help="e.g. '{prefix}/{date:%%Y%%m%%d}-{counter:06d}'")
+    inew.add_argument("--count", type=int, default=1)
+    inew.add_argument("--field", action="append", default=[], metavar="NAME=VALUE",
+                      help="a template field, e.g. device_kind=CNC (repeatable)")
 
     m = sub.add_parser("monitor", help="print live decoded telemetry from the broker")
     with_config(m)
@@ -238,6 +245,23 @@ def _id(args: argparse.Namespace) -> int:
         print(f"{c}\n  prefix  {c.prefix}\n  suffix  {c.suffix}")
         return 0
     loaded = _load(args.config)
+    if args.idcmd == "new":
+        from gateway.identifiers.generate import CodeGenerator, Counter
+
+        prefix = loaded.config.identifiers.prefix
+        if prefix is None:
+            raise ConfigError([(str(loaded.path), "identifiers.prefix is not set "
+                                "(e.g. prefix: 88.118.8)")])
+        fields = dict(f.split("=", 1) for f in args.field if "=" in f)
+        gen = CodeGenerator(args.template, prefix, Counter(loaded.state_dir / "id-counter"))
+        try:
+            gen.check(**fields)
+            for _ in range(args.count):
+                print(gen.next(**fields))
+        except (CodeError, ValueError) as exc:
+            print(f"edgegw id: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args.idcmd == "pending":
         from gateway.identifiers.queue import RegistrationQueue
 

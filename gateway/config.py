@@ -166,6 +166,8 @@ class IdValueConfig(_Strict):
 class IdentifiersConfig(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    prefix: str | None = Field(default=None, description="the enterprise prefix, e.g. "
+                               "88.118.8, for codes made by `edgegw id new`")
     node: IdNodeConfig | None = Field(default=None, description="register and resolve here")
     template_version: str = Field(default="1.0", min_length=1, max_length=128)
     register_: list[IdKind] = Field(
@@ -180,6 +182,16 @@ class IdentifiersConfig(_Strict):
     batch_size: int = Field(default=500, ge=1, le=2000)
     cache_min_ttl: Duration = 60.0
     cache_max_ttl: Duration = 86400.0
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return normalise(f"{v}/x").split("/")[0]
+        except CodeError as exc:
+            raise ValueError(str(exc).replace("/x'", "'")) from None
 
 
 class PipelineConfig(_Strict):
@@ -470,7 +482,7 @@ def load_config(path: str | Path) -> LoadedConfig:
         except ValueError as exc:
             problems += validation_problems(str(path), exc, f"devices[{i}].workarounds")
             continue
-        if dc.context_for and not any(getattr(p, "context", None) for p in profile.points):
+        if dc.context_for and not any(p.context for p in profile.points):
             problems.append((f"{where}.context_for", f"profile {dc.profile} has no point "
                              "with 'context: product' or 'context: batch'"))
         periods = {**profile.poll_groups, **dc.poll}

@@ -97,6 +97,10 @@ class Point(_Strict):
     deadband: Deadband | None = None
     description: str = ""
     sim: PointSim | None = None
+    context: Literal["product", "batch"] | None = Field(
+        default=None, description="this point's value (a code read by a scanner, or a "
+        "PLC's string register) is the current product (or batch) code of the devices "
+        "named in the device config's context_for")
 
     @field_validator("name")
     @classmethod
@@ -104,6 +108,12 @@ class Point(_Strict):
         if not _NAME.match(v):
             raise ValueError("point names use letters, digits and '_' (dots separate parts)")
         return v
+
+    @model_validator(mode="after")
+    def _context(self) -> Point:
+        if self.context is not None and self.type != "string":
+            raise ValueError("a context point (product/batch code) has type 'string'")
+        return self
 
     @property
     def scaled(self) -> bool:
@@ -228,9 +238,6 @@ class SerialPoint(Point):
     byte_order: Order = "big"
     map: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description="text -> value, e.g. {ST: true, US: false}")
-    context: Literal["product", "batch"] | None = Field(
-        default=None, description="this point's value is the current product (or batch) "
-        "code of the devices named in the device config's context_for")
 
     @model_validator(mode="after")
     def _shape(self) -> SerialPoint:
@@ -240,8 +247,6 @@ class SerialPoint(Point):
             raise ValueError("a binary string point needs 'length' (bytes)")
         if self.deadband is not None and self.type in ("bool", "string"):
             raise ValueError("a deadband needs a numeric type")
-        if self.context is not None and self.type != "string":
-            raise ValueError("a context point (product/batch code) has type 'string'")
         return self
 
     @property

@@ -118,6 +118,7 @@ def test_bad_serial_profiles(tmp_path: Path, body: str, says: str) -> None:
     ("{name: a, table: holding, address: 0, type: float16}", "float32"),
     ("{name: a b, table: holding, address: 0}", "point names"),
     ("{name: a, table: holding, address: 0, deadband: {absolute: 1, percent: 2}}", "exactly one"),
+    ("{name: a, table: holding, address: 0, context: product}", "has type 'string'"),
 ])
 def test_bad_points(tmp_path: Path, point: str, says: str) -> None:
     f = tmp_path / "p.yaml"
