@@ -15,6 +15,7 @@ from gateway.identifiers.service import IdentifierService
 from gateway.model import Batch
 from gateway.pipeline import DevicePipeline
 from gateway.scheduler import DeviceRunner
+from gateway.sdnotify import Notifier
 from gateway.stats import GatewayStats
 from gateway.store import Limits, Store, open_store
 from gateway.uplink.influx import InfluxUplink
@@ -23,6 +24,9 @@ from gateway.uplink.mqtt import MqttUplink
 log = logging.getLogger("edgegw")
 
 DRAIN_TIMEOUT = 5.0
+#: READY=1 is sent after the first successful device cycle, or after this long when no
+#: device answers (systemd would otherwise kill a gateway whose machines are all off)
+READY_GRACE = 30.0
 
 
 class Gateway:
@@ -78,6 +82,7 @@ class Gateway:
         else:
             self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status)
         self._stop = asyncio.Event()
+        self.notifier = Notifier()
 
     def _status(self) -> dict[str, object]:
         return {
@@ -105,6 +110,7 @@ class Gateway:
                            for r in self.runners]
                 summary = tg.create_task(self._summaries(), name="fault-summary")
                 registrar = tg.create_task(self.identifiers.run(), name="identifiers")
+                supervisor = tg.create_task(self._systemd(), name="systemd")
                 await self._stop.wait()
                 log.info("stopping: devices first, then draining %d batch(es) to the broker",
                          self.store.stats.entries)
@@ -112,6 +118,8 @@ class Gateway:
                     t.cancel()
                 summary.cancel()
                 registrar.cancel()
+                supervisor.cancel()
+                self.notifier.stopping()
                 self.uplink.stop()
                 try:
                     await asyncio.wait_for(asyncio.shield(uplink), DRAIN_TIMEOUT)
@@ -127,6 +135,39 @@ class Gateway:
             self.identifiers.close()
             await self.store.close()
             log.info("edgegw %s stopped", self.gateway_id)
+
+    def _status_line(self) -> str:
+        devs = self.stats.devices.values()
+        online = sum(d.state == "online" for d in devs)
+        return (f"{online}/{len(self.runners)} devices online, "
+                f"{self.store.stats.entries} batch(es) queued, {self.stats.published} published")
+
+    async def _systemd(self) -> None:
+        """READY=1 after the first successful device cycle (or READY_GRACE), STATUS
+        every 10 s, and WATCHDOG=1 from this event loop: if the loop is stuck the pings
+        stop and systemd restarts the gateway (WatchdogSec= in the unit)."""
+        n = self.notifier
+        if not n.enabled:
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        ready = False
+        interval = n.watchdog_interval
+        step = min(0.1, interval) if interval else 0.1
+        last_ping = last_status = -1e9
+        while True:
+            now = loop.time()
+            if not ready and (any(d.polls for d in self.stats.devices.values())
+                              or not self.runners or now - start >= READY_GRACE):
+                ready = n.ready(self._status_line())
+                last_status = now
+            if interval and now - last_ping >= interval:
+                n.watchdog()
+                last_ping = now
+            if ready and now - last_status >= 10.0:
+                n.status(self._status_line())
+                last_status = now
+            await asyncio.sleep(step if not ready else min(interval or 1.0, 1.0))
 
     async def _summaries(self) -> None:
         while True:
