@@ -11,6 +11,7 @@ from drivers.base import DriverContext, driver_for
 from gateway.config import LoadedConfig
 from gateway.encode import data_topic, encode_batch
 from gateway.faultlog import FaultLog
+from gateway.health import HealthServer
 from gateway.identifiers.service import IdentifierService
 from gateway.model import Batch
 from gateway.pipeline import DevicePipeline
@@ -83,6 +84,8 @@ class Gateway:
             self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status)
         self._stop = asyncio.Event()
         self.notifier = Notifier()
+        hc = cfg.health
+        self.health = HealthServer(self, hc.host, hc.port) if hc.enabled else None
 
     def _status(self) -> dict[str, object]:
         return {
@@ -103,6 +106,13 @@ class Gateway:
                  else f"broker {up.mqtt.host}:{up.mqtt.port}")
         log.info("edgegw %s starting: %d device(s), %s", self.gateway_id, len(self.runners),
                  route)
+        if self.health is not None:
+            try:
+                await self.health.start()
+            except OSError as exc:  # the port is taken: run without it, say so
+                log.warning("health endpoint %s:%d not started: %s", self.health.host,
+                            self.health.port, exc)
+                self.health = None
         try:
             async with asyncio.TaskGroup() as tg:
                 uplink = tg.create_task(self.uplink.run(), name="uplink")
@@ -132,6 +142,8 @@ class Gateway:
             for r in self.runners:
                 await r.driver.close()
             self.ctx.close()
+            if self.health is not None:
+                await self.health.close()
             self.identifiers.close()
             await self.store.close()
             log.info("edgegw %s stopped", self.gateway_id)

@@ -370,6 +370,15 @@ class GatewayInfo(_Strict):
     _check = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
 
 
+class HealthConfig(_Strict):
+    """The local HTTP endpoint: /healthz, /metrics (Prometheus), / (status page)."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="loopback by default; 0.0.0.0 "
+                      "exposes it to the network (no authentication: use a firewall)")
+    port: int = Field(default=9105, ge=0, le=65535, description="0 = any free port")
+
+
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     fault_summary_interval: Duration = 60.0
@@ -383,6 +392,7 @@ class GatewayConfig(_Strict):
     store: StoreConfig = StoreConfig()
     pipeline: PipelineConfig = PipelineConfig()
     logging: LoggingConfig = LoggingConfig()
+    health: HealthConfig = HealthConfig()
     identifiers: IdentifiersConfig = IdentifiersConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 

@@ -173,6 +173,7 @@ class DeviceRunner:
                                   f"device {dev}: {r.error} reading {', '.join(r.points)}")
             else:
                 st.points += len(r.values)
+                st.last_ok = r.read_ts
                 if self.faults.active:
                     self.faults.clear((dev, group, r.points[0]),
                                       f"device {dev}: {', '.join(r.points)} read again")
@@ -186,8 +187,11 @@ class DeviceRunner:
         first = (self.phase * period - time.time()) % period
         deadline = loop.time() + first
         await asyncio.sleep(first)
+        clock = loop.time
         while True:
+            t0 = clock()
             readings = await read(points)
+            st.read_seconds += clock() - t0
             st.polls += 1
             await emit(group, readings)
             deadline += period

@@ -1,4 +1,4 @@
-"""Counters the gateway exposes in its status topic."""
+"""Counters the gateway exposes in its status topic and on /metrics."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ class DeviceStats:
     missed_ticks: int = 0
     reconnects: int = 0
     last_error: str | None = None
+    last_ok: float = 0.0  # wall-clock time of the last successful read
+    read_seconds: float = 0.0  # total time spent in reads (polls): mean = / polls
 
 
 @dataclass(slots=True)
@@ -22,6 +24,9 @@ class GatewayStats:
     published: int = 0
     publish_errors: int = 0
     mqtt_connects: int = 0
+    uplink_connected: bool = False
+    bytes_sent: int = 0  # payload + topic of acknowledged publishes
+    publish_seconds: float = 0.0  # total time from publish to its PUBACK
 
     def device(self, dev: str) -> DeviceStats:
         st = self.devices.get(dev)

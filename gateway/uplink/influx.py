@@ -83,6 +83,7 @@ class InfluxUplink:
 
     def _written(self, items: Sequence[_Item]) -> None:
         self.stats.published += len(items)
+        self.stats.uplink_connected = True
         for it in items:
             self._pending.append(asyncio.ensure_future(self.store.ack(it.entry.seq)))
 

@@ -97,10 +97,15 @@ class MqttUplink:
     async def _session(self) -> None:
         async with self._client() as client:
             self.stats.mqtt_connects += 1
+            self.stats.uplink_connected = True
             self._backoff.reset()
             log.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
-            await client.publish(self.topic_status, self._status(True), qos=1, retain=True)
-            await self._pump(client)
+            try:
+                await client.publish(self.topic_status, self._status(True), qos=1,
+                                     retain=True)
+                await self._pump(client)
+            finally:
+                self.stats.uplink_connected = False
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(self.topic_status, self._status(False), qos=1,
                                      retain=True, timeout=2)
@@ -115,6 +120,7 @@ class MqttUplink:
 
         async def send(e: Entry) -> None:
             nonlocal failed
+            t0 = time.monotonic()
             try:
                 await client.publish(e.topic, e.payload, qos=qos)
             except aiomqtt.MqttError:
@@ -124,6 +130,8 @@ class MqttUplink:
             finally:
                 sem.release()
             stats.published += 1
+            stats.publish_seconds += time.monotonic() - t0
+            stats.bytes_sent += len(e.payload) + len(e.topic)
             await store.ack(e.seq)
 
         # Live first: entries newer than the session's start go out before the backlog,

@@ -61,6 +61,7 @@ def write_config(sim: Simulator, path: Path, broker: Mosquitto | int, **extra: A
                      if g in _groups(d["profile"])}
     cfg["uplink"]["mqtt"]["reconnect"] = {"initial": "200ms", "max": "1s"}  # type: ignore[index]
     cfg["uplink"]["mqtt"]["status_interval"] = "1s"  # type: ignore[index]
+    cfg.setdefault("health", {"port": 0})
     write_yaml(path, cfg)
 
 

@@ -1,0 +1,197 @@
+"""The local health endpoint: ``/healthz``, ``/metrics`` (Prometheus text format) and
+a small status page (``/``) that refreshes itself.
+
+Loopback only by default (``health.host``); GET only; a request line and headers of at
+most 8 KiB read within 5 s, anything else is answered 400 and the connection closed.
+The server reads the gateway's counters; it never blocks the device tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("edgegw.health")
+MAX_REQUEST = 8192
+
+
+def _label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class HealthServer:
+    def __init__(self, gw: Gateway, host: str, port: int) -> None:
+        self.gw = gw
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self.routes: dict[str, Callable[[], tuple[int, str, str]]] = {
+            "/healthz": self.healthz, "/metrics": self.metrics, "/": self.page,
+            "/status.json": self.status_json,
+        }
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("health endpoint on http://%s:%d/ (/healthz, /metrics)", self.host, self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            if len(head) > MAX_REQUEST:
+                raise ValueError("request too large")
+            method, path, _ = head.split(b"\r\n", 1)[0].decode("ascii").split(" ", 2)
+            path = path.split("?", 1)[0]
+            route = self.routes.get(path)
+            if method not in ("GET", "HEAD"):
+                code, ctype, body = 405, "text/plain", "only GET\n"
+            elif route is None:
+                code, ctype, body = 404, "text/plain", "not found\n"
+            else:
+                code, ctype, body = route()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                ValueError, UnicodeDecodeError):
+            code, ctype, body = 400, "text/plain", "bad request\n"
+            method = "GET"
+        except ConnectionError:
+            return
+        data = body.encode("utf-8")
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+                  503: "Service Unavailable"}[code]
+        head_out = (f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}; charset=utf-8\r\n"
+                    f"Content-Length: {len(data)}\r\nCache-Control: no-store\r\n"
+                    "Connection: close\r\n\r\n").encode("ascii")
+        try:
+            writer.write(head_out + (data if method != "HEAD" else b""))
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    # -- pages ---------------------------------------------------------------------------
+    def _health(self) -> dict[str, object]:
+        gw = self.gw
+        devs = gw.stats.devices
+        degraded = gw.store.stats.degraded
+        return {
+            "status": "degraded" if degraded else "ok",
+            "gateway": gw.gateway_id,
+            "devices": len(gw.runners),
+            "devices_online": sum(d.state == "online" for d in devs.values()),
+            "uplink_connected": gw.stats.uplink_connected,
+            "queued_batches": gw.store.stats.entries,
+            "store_degraded": degraded,
+        }
+
+    def healthz(self) -> tuple[int, str, str]:
+        h = self._health()
+        return (200 if h["status"] == "ok" else 503), "application/json", json.dumps(h) + "\n"
+
+    def status_json(self) -> tuple[int, str, str]:
+        return 200, "application/json", json.dumps(
+            {**self._health(), "device_state": self._devices()}, default=str) + "\n"
+
+    def _devices(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for r in self.gw.runners:
+            st = r.stats
+            values = {n: p.last for n, p in r.pipeline.points.items() if p.last is not None}
+            out[r.device.id] = {"state": st.state, "machine": r.pipeline.state,
+                                "last_ok": st.last_ok, "last_error": st.last_error,
+                                "values": values}
+        return out
+
+    def metrics(self) -> tuple[int, str, str]:
+        gw = self.gw
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str,
+                   samples: list[tuple[dict[str, str], float]]) -> None:
+            lines.append(f"# HELP edgegw_{name} {help_}")
+            lines.append(f"# TYPE edgegw_{name} {kind}")
+            for labels, value in samples:
+                lab = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+                lines.append(f"edgegw_{name}{{{lab}}} {value}" if lab else f"edgegw_{name} {value}")
+
+        devs = [(r.device.id, r.stats) for r in gw.runners]
+        metric("device_up", "gauge", "1 when the device answers",
+               [({"device": d}, 1.0 if s.state == "online" else 0.0) for d, s in devs])
+        metric("device_polls_total", "counter", "poll cycles (and pushed deliveries)",
+               [({"device": d}, s.polls) for d, s in devs])
+        metric("device_read_errors_total", "counter", "requests that failed",
+               [({"device": d}, s.read_errors) for d, s in devs])
+        metric("device_points_total", "counter", "values read",
+               [({"device": d}, s.points) for d, s in devs])
+        metric("device_missed_ticks_total", "counter", "poll ticks skipped (overruns)",
+               [({"device": d}, s.missed_ticks) for d, s in devs])
+        metric("device_reconnects_total", "counter", "connections lost",
+               [({"device": d}, s.reconnects) for d, s in devs])
+        metric("device_read_seconds_total", "counter", "time spent reading",
+               [({"device": d}, round(s.read_seconds, 6)) for d, s in devs])
+        metric("device_last_success_timestamp_seconds", "gauge", "last successful read",
+               [({"device": d}, round(s.last_ok, 3)) for d, s in devs])
+        st = gw.store.stats
+        metric("store_batches", "gauge", "batches waiting for the uplink", [({}, st.entries)])
+        metric("store_bytes", "gauge", "bytes waiting for the uplink", [({}, st.bytes)])
+        metric("store_dropped_batches_total", "counter", "batches dropped, by reason",
+               [({"reason": k}, v) for k, v in sorted(st.dropped_by.items())] or
+               [({"reason": "none"}, 0)])
+        metric("store_degraded", "gauge", "1 while the store cannot write (e.g. disk full)",
+               [({}, 1.0 if st.degraded else 0.0)])
+        s = gw.stats
+        metric("uplink_connected", "gauge", "1 while connected to the broker",
+               [({}, 1.0 if s.uplink_connected else 0.0)])
+        metric("uplink_published_total", "counter", "batches acknowledged", [({}, s.published)])
+        metric("uplink_publish_errors_total", "counter", "failed publishes",
+               [({}, s.publish_errors)])
+        metric("uplink_connects_total", "counter", "broker connections", [({}, s.mqtt_connects)])
+        metric("uplink_bytes_total", "counter", "payload and topic bytes acknowledged",
+               [({}, s.bytes_sent)])
+        metric("uplink_publish_seconds_total", "counter", "time from publish to PUBACK",
+               [({}, round(s.publish_seconds, 6))])
+        q = gw.identifiers.queue.counts()
+        metric("identifier_registrations", "gauge", "codes in the registration queue, by state",
+               [({"state": k}, float(v)) for k, v in sorted(q.items())] or
+               [({"state": "done"}, 0.0)])
+        return 200, "text/plain; version=0.0.4", "\n".join(lines) + "\n"
+
+    def page(self) -> tuple[int, str, str]:
+        h = self._health()
+        rows = []
+        for dev, d in self._devices().items():
+            vals = ", ".join(f"{k}={v}" for k, v in list(d["values"].items())[:6])  # type: ignore[attr-defined]
+            age = f"{time.time() - float(d['last_ok']):.1f} s" if d["last_ok"] else "never"  # type: ignore[arg-type]
+            rows.append(
+                f"<tr class='{html.escape(str(d['state']))}'><td>{html.escape(dev)}</td>"
+                f"<td>{html.escape(str(d['state']))}</td>"
+                f"<td>{html.escape(str(d['machine'] or ''))}</td><td>{age}</td>"
+                f"<td>{html.escape(vals)}</td>"
+                f"<td>{html.escape(str(d['last_error'] or ''))}</td></tr>")
+        return 200, "text/html", f"""<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>edgegw {html.escape(str(h['gateway']))}</title>
+<style>body{{font-family:sans-serif}} td,th{{padding:2px 8px;text-align:left}}
+tr.offline{{color:#b00}} tr.online{{color:#070}}</style></head><body>
+<h1>edgegw {html.escape(str(h['gateway']))}</h1>
+<p id="summary">status <b>{h['status']}</b>; {h['devices_online']}/{h['devices']} devices
+online; uplink {'connected' if h['uplink_connected'] else 'disconnected'};
+{h['queued_batches']} batch(es) queued</p>
+<table id="devices"><tr><th>device</th><th>link</th><th>machine</th><th>last read</th>
+<th>values</th><th>last error</th></tr>
+{''.join(rows)}
+</table></body></html>
+"""
