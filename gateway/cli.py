@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway import __version__
-from gateway.config import Device, LoadedConfig, load_config
-from gateway.errors import ConfigError, DeviceError
+from gateway.config import Device, LoadedConfig, load_config, secret_warnings
+from gateway.errors import ConfigError, DeviceError, EdgegwError
+from gateway.logs import setup as setup_logging
 from gateway.model import Value
 from gateway.profiles import Point, default_profile_dirs, list_profiles
 
@@ -211,11 +212,22 @@ def _parse_value(text: str) -> Value:
 
 
 async def _write(loaded: LoadedConfig, dev_id: str, point: str, value: str) -> int:
+    import getpass
+
     dev = _device(loaded, dev_id)
     (target,) = _points(dev, point)
-    async with _connected(loaded, dev) as drv:
-        await drv.write(target, _parse_value(value))
-    logging.getLogger("edgegw.write").info("wrote %s.%s = %s", dev_id, point, value)
+    if not loaded.config.writes.enabled:
+        raise ConfigError([(str(loaded.path), "device writes are disabled; set "
+                            "writes: {enabled: true} to allow writes to 'rw' points")])
+    who = os.environ.get("SUDO_USER") or getpass.getuser()
+    wlog = logging.getLogger("edgegw.write")
+    try:
+        async with _connected(loaded, dev) as drv:
+            await drv.write(target, _parse_value(value))
+    except EdgegwError as exc:
+        wlog.warning("write by %s refused: %s.%s = %s: %s", who, dev_id, point, value, exc)
+        raise
+    wlog.info("write by %s: %s.%s = %s", who, dev_id, point, value)
     print(f"{dev_id}.{point} <- {value}: ok")
     return 0
 
@@ -320,7 +332,7 @@ def _id(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = getattr(args, "log_level", None) or "INFO"
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(level)
     try:
         if args.cmd == "profiles":
             for name in list_profiles(default_profile_dirs()):
@@ -347,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             return _id(args)
         if args.cmd == "check-config":
             loaded = _load(args.file or args.config)
+            for w in secret_warnings(loaded):
+                print(f"warning: {w}", file=sys.stderr)
             n = sum(len(d.profile.expanded_points()) for d in loaded.devices)
             print(f"{loaded.path}: ok ({len(loaded.devices)} device(s), {n} point(s))")
             return 0
@@ -354,8 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "run":
             from gateway.app import run_until_signal
 
-            if args.log_level is None:
-                logging.getLogger().setLevel(loaded.config.logging.level)
+            lc = loaded.config.logging
+            setup_logging(args.log_level or lc.level, lc.format)
+            for w in secret_warnings(loaded):
+                logging.getLogger("edgegw").warning("%s", w)
             asyncio.run(run_until_signal(loaded))
             return 0
         if args.cmd == "read":

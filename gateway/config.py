@@ -381,7 +381,17 @@ class HealthConfig(_Strict):
 
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = Field(
+        default="text", description="json: one object per line, with 'device' on every "
+        "line logged for a device")
     fault_summary_interval: Duration = 60.0
+
+
+class WritesConfig(_Strict):
+    """Device writes (setpoints, commands): off unless enabled here, and only to points
+    marked access: rw in their profile; every write is logged with who and what."""
+
+    enabled: bool = False
 
 
 class GatewayConfig(_Strict):
@@ -393,6 +403,7 @@ class GatewayConfig(_Strict):
     pipeline: PipelineConfig = PipelineConfig()
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
+    writes: WritesConfig = WritesConfig()
     identifiers: IdentifiersConfig = IdentifiersConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 
@@ -449,6 +460,43 @@ class LoadedConfig:
     def resolve(self, p: Path) -> Path:
         """A path from the config: relative paths are beside the config file."""
         return p if p.is_absolute() else self.path.parent / p
+
+
+def secret_files(loaded: LoadedConfig) -> list[tuple[str, Path]]:
+    """Every secret file the config names: (where in the config, path)."""
+    cfg = loaded.config
+    out: list[tuple[str, Path]] = []
+    mq = cfg.uplink.mqtt
+    if mq.password_file:
+        out.append(("uplink.mqtt.password_file", mq.password_file))
+    if mq.tls and mq.tls.key_file:
+        out.append(("uplink.mqtt.tls.key_file", mq.tls.key_file))
+    node = cfg.identifiers.node
+    if node and node.password_file:
+        out.append(("identifiers.node.password_file", node.password_file))
+    for i, d in enumerate(cfg.devices):
+        c = d.connection
+        if isinstance(c, Opcua):
+            for name, p in (("password_file", c.password_file), ("user_key", c.user_key),
+                            ("security.private_key", c.security.private_key)):
+                if p is not None:
+                    out.append((f"devices[{i}].connection.{name}", p))
+    return [(where, loaded.resolve(p)) for where, p in out]
+
+
+def secret_warnings(loaded: LoadedConfig) -> list[str]:
+    """World-readable (or missing) secret files, as messages for check-config and the log."""
+    warnings = []
+    for where, p in secret_files(loaded):
+        try:
+            mode = p.stat().st_mode
+        except OSError as exc:
+            warnings.append(f"{loaded.path}: {where}: cannot read {p}: {exc.strerror}")
+            continue
+        if mode & 0o004:
+            warnings.append(f"{loaded.path}: {where}: {p} is readable by every user "
+                            f"(mode {mode & 0o777:o}); run: chmod 600 {p}")
+    return warnings
 
 
 def load_config(path: str | Path) -> LoadedConfig:

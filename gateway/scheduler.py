@@ -30,6 +30,7 @@ from gateway.config import Backoff as BackoffConfig
 from gateway.config import Device
 from gateway.errors import DeviceUnreachable
 from gateway.faultlog import FaultLog
+from gateway.logs import current_device
 from gateway.model import Batch, Reading
 from gateway.pipeline import DevicePipeline
 from gateway.profiles import Point
@@ -68,6 +69,7 @@ class DeviceRunner:
     async def run(self) -> None:
         """Supervise forever (until cancelled)."""
         dev = self.device.id
+        current_device.set(dev)  # every log line of this task and its children names it
         while True:
             try:
                 await self._connected_cycle()

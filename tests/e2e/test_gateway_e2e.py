@@ -172,12 +172,17 @@ async def test_cli_read_and_write(sim: Simulator, broker: Mosquitto, tmp_path: P
     await start_sim(sim, 2)
     cfg = tmp_path / "gateway.yaml"
     write_config(sim, cfg, broker)
+    code, _, err = await run_cli("write", "-c", str(cfg), "dev1", "platen_temp_setpoint", "171.5")
+    assert code == 1 and "device writes are disabled" in err  # off unless the config says
+    write_config(sim, cfg, broker, writes={"enabled": True})
     code, out, _ = await run_cli("read", "-c", str(cfg), "dev0")
     assert code == 0
     assert "program_name                   O4711-FLANGE" in out
     assert "cycle_time                     19.87 s" in out
-    code, out, _ = await run_cli("write", "-c", str(cfg), "dev1", "platen_temp_setpoint", "171.5")
+    code, out, err = await run_cli("write", "-c", str(cfg), "dev1", "platen_temp_setpoint",
+                                   "171.5")
     assert code == 0 and "ok" in out
+    assert "write by " in err and "dev1.platen_temp_setpoint = 171.5" in err  # who, what
     code, out, _ = await run_cli("read", "-c", str(cfg), "dev1", "platen_temp_setpoint")
     assert "171.5 degC" in out
     code, _, err = await run_cli("write", "-c", str(cfg), "dev1", "press_step", "3")

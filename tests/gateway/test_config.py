@@ -146,3 +146,20 @@ def test_serial_config_errors(tmp_path: Path, patch: tuple[str, str], where: str
     found = problems(tmp_path, SERIAL.replace(*patch, 1))
     text = "\n".join(f"{loc}: {msg}" for loc, msg in found)
     assert where in text and says in text, text
+
+
+def test_check_config_warns_about_world_readable_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "mqtt.pass"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    mqtt = f"uplink: {{mqtt: {{username: gw, password_file: {secret}}}}}"
+    path = write(tmp_path, GOOD.replace("uplink: {mqtt: {host: 127.0.0.1, port: 1883}}", mqtt))
+    assert main(["check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "uplink.mqtt.password_file" in err and "readable by every user" in err
+    assert "chmod 600" in err and "s3cret" not in err
+    secret.chmod(0o600)
+    assert main(["check-config", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err
