@@ -52,6 +52,9 @@ class Mosquitto:
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
     persistent: bool = False
+    #: a second listener with TLS: {port, cafile, certfile, keyfile}; it requires a
+    #: client certificate signed by ``cafile`` (mutual TLS)
+    tls: dict[str, str | int] | None = None
 
     def start(self) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -61,13 +64,22 @@ class Mosquitto:
         # started as root, mosquitto switches to user 'mosquitto', which cannot write
         # its persistence file into our temp dir: stay the user that started it
         user = "user root\n" if os.geteuid() == 0 else ""
+        tls = ""
+        if self.tls is not None:
+            t = self.tls
+            tls = (f"listener {t['port']} 127.0.0.1\ncafile {t['cafile']}\n"
+                   f"certfile {t['certfile']}\nkeyfile {t['keyfile']}\n"
+                   "require_certificate true\n")
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}{persistence}"
+            f"per_listener_settings false\nallow_anonymous true\n{user}{persistence}"
             "max_queued_messages 0\nmax_inflight_messages 0\n"
+            f"listener {self.port} 127.0.0.1\n{tls}"
         )
         log = (self.workdir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log)
         wait_port(self.port)
+        if self.tls is not None:
+            wait_port(int(self.tls["port"]))
 
     def stop(self) -> None:
         stop_process(self.proc, 5)

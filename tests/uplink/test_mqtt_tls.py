@@ -1,0 +1,105 @@
+"""MQTT over TLS with mutual authentication, against a real mosquitto that requires a
+client certificate from the test CA: the happy path, and each way it must fail with a
+clear error (wrong CA, expired client certificate, wrong host name, no certificate)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from firmware_sim.servers import Mosquitto, free_port
+
+from gateway.config import MqttConfig
+from gateway.stats import GatewayStats
+from gateway.uplink.mqtt import MqttUplink
+from tests.mqtt_sub import Subscriber
+from tests.pki import TestCA
+from tests.uplink.test_mqtt_uplink import fill, make_store, running
+
+pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> TestCA:
+    return TestCA(tmp_path / "pki")
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, pki: TestCA) -> Iterator[Mosquitto]:
+    cert, key = pki.issue("broker", server=True, hosts=("127.0.0.1",))
+    m = Mosquitto(free_port(), tmp_path, tls={"port": free_port(), "cafile": str(pki.path),
+                                              "certfile": str(cert), "keyfile": str(key)})
+    m.start()
+    yield m
+    m.stop()
+
+
+def tls_cfg(broker: Mosquitto, ca: Path, cert: Path | None, key: Path | None,
+            host: str = "127.0.0.1") -> MqttConfig:
+    assert broker.tls is not None
+    tls: dict[str, object] = {"ca_file": str(ca)}
+    if cert is not None:
+        tls.update(cert_file=str(cert), key_file=str(key))
+    return MqttConfig.model_validate({"host": host, "port": broker.tls["port"], "tls": tls,
+                                      "reconnect": {"initial": "100ms", "max": "300ms"}})
+
+
+async def test_mutual_tls_delivers(tls_broker: Mosquitto, pki: TestCA) -> None:
+    cert, key = pki.issue("gw-hall1")
+    store = make_store()
+    await fill(store, 5)
+    uplink = MqttUplink(tls_cfg(tls_broker, pki.path, cert, key), "gw", store, GatewayStats())
+    async with Subscriber(tls_broker.port, "edgegw/gw/+/data") as sub, running(uplink):
+        await sub.wait_for(lambda: len(sub.data()) == 5, 10, "5 batches over TLS")
+    assert store.stats.entries == 0
+
+
+async def _refused(broker: Mosquitto, cfg: MqttConfig, caplog: pytest.LogCaptureFixture) -> str:
+    store = make_store()
+    await fill(store, 1)
+    stats = GatewayStats()
+    uplink = MqttUplink(cfg, "gw", store, stats)
+    with caplog.at_level(logging.WARNING, logger="edgegw.uplink"):
+        async with running(uplink):
+            await asyncio.sleep(1.5)
+    assert stats.published == 0 and store.stats.entries == 1  # nothing lost, nothing sent
+    # the uplink's reconnect warnings and the MQTT client's socket errors
+    return "\n".join(r.getMessage() for r in caplog.records
+                     if r.name.startswith("edgegw.uplink"))
+
+
+async def test_server_signed_by_another_ca_is_refused(
+    tls_broker: Mosquitto, pki: TestCA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = TestCA(tmp_path / "other", "another CA")
+    cert, key = pki.issue("gw")
+    msg = await _refused(tls_broker, tls_cfg(tls_broker, other.path, cert, key), caplog)
+    assert "certificate verify failed" in msg
+
+
+async def test_expired_client_certificate_is_refused(
+    tls_broker: Mosquitto, pki: TestCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = pki.issue("gw-old", expired=True)
+    msg = await _refused(tls_broker, tls_cfg(tls_broker, pki.path, cert, key), caplog)
+    assert "certificate expired" in msg  # the broker's TLS alert, logged; retried later
+
+
+async def test_wrong_host_name_is_refused(
+    tls_broker: Mosquitto, pki: TestCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = pki.issue("gw")
+    # the broker's certificate is for 127.0.0.1, not for the name "localhost"
+    cfg = tls_cfg(tls_broker, pki.path, cert, key, host="localhost")
+    msg = await _refused(tls_broker, cfg, caplog)
+    assert "mismatch" in msg or "doesn't match" in msg or "not valid for" in msg, msg
+
+
+async def test_no_client_certificate_is_refused(
+    tls_broker: Mosquitto, pki: TestCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    msg = await _refused(tls_broker, tls_cfg(tls_broker, pki.path, None, None), caplog)
+    assert "certificate required" in msg or "handshake failure" in msg, msg
