@@ -172,15 +172,22 @@ async def stack(devices: int, registers: int, period_ms: int, slots: int | None 
         try:
             yield Stack(broker, work, counter, gw)
         finally:
-            gw.terminate()
-            gw.wait(15)
-            sim.terminate()
-            sim.wait(15)
-            sub.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await sub
-            if gw.returncode not in (0, -15):
-                print((work / "gateway.log").read_text()[-3000:], file=sys.stderr)
+            await teardown(gw, sim, sub, work)
+
+
+async def teardown(gw: subprocess.Popen[bytes], sim: subprocess.Popen[str],
+                   sub: asyncio.Task[None], work: Path) -> None:
+    """Stop the gateway, then the simulator and the subscriber; show the gateway's log
+    when it did not exit cleanly."""
+    gw.terminate()
+    gw.wait(15)
+    sim.terminate()
+    sim.wait(15)
+    sub.cancel()
+    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+        await sub
+    if gw.returncode not in (0, -15):
+        print((work / "gateway.log").read_text()[-3000:], file=sys.stderr)
 
 
 async def run(devices: int, registers: int, period_ms: int, duration: float,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import orjson
 import psutil
 from firmware_sim.servers import mosquitto
 
-from bench.bench import BIN, pct, peak_rss_mb, report
+from bench.bench import BIN, pct, peak_rss_mb, report, teardown
 
 
 @dataclass
@@ -141,15 +140,7 @@ async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float
             cpu = sum(proc.cpu_times()[:2]) - cpu0
             rss = peak_rss_mb(gw.pid)
         finally:
-            gw.terminate()
-            gw.wait(15)
-            sim.terminate()
-            sim.wait(15)
-            sub.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await sub
-            if gw.returncode not in (0, -15):
-                print((work / "gateway.log").read_text()[-3000:], file=sys.stderr)
+            await teardown(gw, sim, sub, work)
     if mode == "subscribe":
         lost = counter.increments - counter.received_changes
         delivered = 100 * counter.received_changes / max(1, counter.increments)
