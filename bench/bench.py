@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import aiomqtt
 import orjson
@@ -175,6 +176,25 @@ async def stack(devices: int, registers: int, period_ms: int, slots: int | None 
             await teardown(gw, sim, sub, work)
 
 
+class Counting(Protocol):
+    counting: bool
+
+
+async def measure(pid: int, counter: Counting, warmup: float,
+                  duration: float) -> tuple[float, float, float]:
+    """After ``warmup``, count for ``duration``: (elapsed s, gateway CPU s, peak RSS MB)."""
+    proc = psutil.Process(pid)
+    await asyncio.sleep(warmup)
+    counter.counting = True
+    cpu0 = sum(proc.cpu_times()[:2])
+    t0 = time.monotonic()
+    await asyncio.sleep(duration)
+    counter.counting = False
+    elapsed = time.monotonic() - t0
+    cpu = sum(proc.cpu_times()[:2]) - cpu0
+    return elapsed, cpu, peak_rss_mb(pid)
+
+
 async def teardown(gw: subprocess.Popen[bytes], sim: subprocess.Popen[str],
                    sub: asyncio.Task[None], work: Path) -> None:
     """Stop the gateway, then the simulator and the subscriber; show the gateway's log
@@ -194,16 +214,7 @@ async def run(devices: int, registers: int, period_ms: int, duration: float,
               warmup: float, slots: int | None = None, store: str | None = None) -> Result:
     async with stack(devices, registers, period_ms, slots, store) as st:
         counter, gw = st.counter, st.gw
-        proc = psutil.Process(gw.pid)
-        await asyncio.sleep(warmup)
-        counter.counting = True
-        cpu0 = sum(proc.cpu_times()[:2])
-        t0 = time.monotonic()
-        await asyncio.sleep(duration)
-        counter.counting = False
-        elapsed = time.monotonic() - t0
-        cpu = sum(proc.cpu_times()[:2]) - cpu0
-        rss = peak_rss_mb(gw.pid)
+        elapsed, cpu, rss = await measure(gw.pid, counter, warmup, duration)
         # a poll that never arrived shows as a gap of two or more periods between reads
         missing = sum(
             max(0, round((b - a) / period_ms) - 1)

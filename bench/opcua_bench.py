@@ -31,10 +31,9 @@ from pathlib import Path
 
 import aiomqtt
 import orjson
-import psutil
 from firmware_sim.servers import mosquitto
 
-from bench.bench import BIN, pct, peak_rss_mb, report, teardown
+from bench.bench import BIN, measure, pct, report, teardown
 
 
 @dataclass
@@ -129,16 +128,7 @@ async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float
                                    "--log-level", "WARNING"], stdout=log,
                                   stderr=subprocess.STDOUT)
         try:
-            proc = psutil.Process(gw.pid)
-            await asyncio.sleep(warmup)
-            counter.counting = True
-            cpu0 = sum(proc.cpu_times()[:2])
-            t0 = time.monotonic()
-            await asyncio.sleep(duration)
-            counter.counting = False
-            elapsed = time.monotonic() - t0
-            cpu = sum(proc.cpu_times()[:2]) - cpu0
-            rss = peak_rss_mb(gw.pid)
+            elapsed, cpu, rss = await measure(gw.pid, counter, warmup, duration)
         finally:
             await teardown(gw, sim, sub, work)
     if mode == "subscribe":

@@ -181,17 +181,27 @@ class SerialDriver:
             return [] if r is None else [Reading(r.points, r.values, time.time(),
                                                  status=r.status)]
         wait = self.ss.silence or 10.0
-        deadline = time.monotonic() + wait
+        reading, _ = await self._next_reading(wait)
+        if reading is None:
+            raise DeviceUnreachable(f"{self._port}: no valid frame within {wait:g} s")
+        return [reading]
+
+    async def _next_reading(self, within: float) -> tuple[Reading | None, int]:
+        """The first valid frame's reading within ``within`` seconds (or None), and how
+        many bytes arrived meanwhile."""
+        deadline = time.monotonic() + within
+        received = 0
         while (left := deadline - time.monotonic()) > 0:
             try:
                 data = await self._read_chunk(left)
             except TimeoutError:
                 break
+            received += len(data)
             for payload in self._frames(data):
                 reading = self._reading(payload)
                 if reading is not None:
-                    return [reading]
-        raise DeviceUnreachable(f"{self._port}: no valid frame within {wait:g} s")
+                    return reading, received
+        return None, received
 
     async def _request(self) -> Reading:
         writer = self._writer
@@ -205,18 +215,9 @@ class SerialDriver:
                 await writer.drain()
             except _LOST as exc:
                 raise DeviceUnreachable(f"{self._port}: port lost ({exc})") from None
-            deadline = time.monotonic() + timeout
-            received = 0
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    data = await self._read_chunk(left)
-                except TimeoutError:
-                    break
-                received += len(data)
-                for payload in self._frames(data):
-                    reading = self._reading(payload)
-                    if reading is not None:
-                        return reading
+            reading, received = await self._next_reading(timeout)
+        if reading is not None:
+            return reading
         if received:
             return Reading(self.names, [None] * len(self.names), time.time(),
                            f"no valid answer within {timeout:g} s ({received} bytes received)")
