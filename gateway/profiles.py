@@ -10,7 +10,7 @@ simulator.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Literal
@@ -206,8 +206,9 @@ class OpcuaPoint(Point):
 
 def modbus_points(points: Iterable[Point]) -> list[ModbusPoint]:
     """The points as Modbus points (a Modbus driver given an OPC UA point is a bug)."""
-    out = [p for p in points if isinstance(p, ModbusPoint)]
-    if len(out) != len(points if isinstance(points, Sized) else out):
+    given = list(points)
+    out = [p for p in given if isinstance(p, ModbusPoint)]
+    if len(out) != len(given):
         raise TypeError("a Modbus driver was given points that are not Modbus points")
     return out
 
