@@ -9,6 +9,9 @@ import signal
 
 from drivers.base import DriverContext, driver_for
 from gateway.config import LoadedConfig
+from gateway.crypto.certs import CertWatch
+from gateway.crypto.signing import load_signer
+from gateway.crypto.spool import SpoolCipher
 from gateway.encode import data_topic, encode_batch
 from gateway.faultlog import FaultLog
 from gateway.health import HealthServer
@@ -41,16 +44,25 @@ class Gateway:
         gw = cfg.gateway.id
         topics: dict[str, str] = {}
 
+        sign = None
+        if cfg.signing is not None:
+            s = cfg.signing
+            sign = load_signer(loaded.resolve(s.key_file), s.key_id, s.algorithm).sign
+            log.info("signing batches with %s key %s", s.algorithm, s.key_id)
+
         def encode(b: Batch) -> tuple[str, bytes]:
             topic = topics.get(b.device)
             if topic is None:
                 topic = topics[b.device] = data_topic(prefix, gw, b.device)
-            return topic, encode_batch(b)
+            payload = encode_batch(b)
+            return topic, payload if sign is None else sign(payload)
 
         sc = cfg.store
+        cipher = (SpoolCipher.from_file(loaded.resolve(sc.encryption_key_file))
+                  if sc.encryption_key_file is not None else None)
         self.store: Store = open_store(
             sc.kind, encode, Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy),
-            str(loaded.store_path), sc.sync_interval)
+            str(loaded.store_path), sc.sync_interval, cipher)
         self.ctx = DriverContext(cfg.gateway.id, loaded.state_dir, loaded.path.parent)
         self.runners: list[DeviceRunner] = []
         enabled = [d for d in loaded.devices if d.config.enabled]
@@ -82,6 +94,7 @@ class Gateway:
                                        cfg.uplink.mqtt.reconnect)
         else:
             self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status)
+        self.certs = CertWatch(loaded)
         self._stop = asyncio.Event()
         self.notifier = Notifier()
         hc = cfg.health
@@ -94,6 +107,7 @@ class Gateway:
                         for k, v in self.stats.devices.items()},
             "store": self.store.stats.as_status(),
             "published": self.stats.published,
+            **({"certs": self.certs.warnings} if self.certs.warnings else {}),
         }
 
     def stop(self) -> None:
@@ -121,6 +135,7 @@ class Gateway:
                 summary = tg.create_task(self._summaries(), name="fault-summary")
                 registrar = tg.create_task(self.identifiers.run(), name="identifiers")
                 supervisor = tg.create_task(self._systemd(), name="systemd")
+                certs = tg.create_task(self.certs.run(), name="cert-watch")
                 await self._stop.wait()
                 log.info("stopping: devices first, then draining %d batch(es) to the broker",
                          self.store.stats.entries)
@@ -129,6 +144,7 @@ class Gateway:
                 summary.cancel()
                 registrar.cancel()
                 supervisor.cancel()
+                certs.cancel()
                 self.notifier.stopping()
                 self.uplink.stop()
                 try:

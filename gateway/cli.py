@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.config import Device, LoadedConfig, load_config, secret_warnings
+from gateway.crypto import commands as certs_commands
 from gateway.errors import ConfigError, DeviceError, EdgegwError
 from gateway.logs import setup as setup_logging
 from gateway.model import Value
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--count", type=int, default=0, help="stop after N refreshes")
 
     sub.add_parser("profiles", help="list the shipped device profiles")
+    certs_commands.add_parser(sub, with_config)
     return ap
 
 
@@ -357,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "id":
             return _id(args)
+        if args.cmd == "certs":
+            return certs_commands.run(args)
         if args.cmd == "check-config":
             loaded = _load(args.file or args.config)
             for w in secret_warnings(loaded):
@@ -386,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     except DeviceError as exc:
         print(f"edgegw: {exc}", file=sys.stderr)
         return 2
+    except EdgegwError as exc:  # a key file, the spool
+        print(f"edgegw: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

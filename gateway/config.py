@@ -128,6 +128,15 @@ class StoreConfig(_Strict):
     sync_interval: Duration = Field(
         default=1.0, description="fsync the spool this often (bounds what a power cut can "
         "lose); 0 = fsync every commit")
+    encryption_key_file: Path | None = Field(
+        default=None, description="encrypt stored batches (AES-256-GCM) with this key: 32 "
+        "bytes, raw or base64, mode 0600 (edgegw certs spool-key); keep it off the SD card")
+
+    @model_validator(mode="after")
+    def _key_needs_disk(self) -> StoreConfig:
+        if self.encryption_key_file is not None and self.kind != "sqlite":
+            raise ValueError("encryption_key_file: only the sqlite store keeps data at rest")
+        return self
 
 
 IdKind = Literal["device", "product", "batch"]
@@ -394,6 +403,17 @@ class WritesConfig(_Strict):
     enabled: bool = False
 
 
+class SigningConfig(_Strict):
+    """Sign every batch (docs/wire-format.md, "Signed payloads"); create the key with
+    ``edgegw certs signing-key``."""
+
+    key_file: Path = Field(description="PEM private key, Ed25519 or EC P-256, mode 0600")
+    key_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="names the key to "
+                        "the ingest (signatures.keys); change it when the key changes")
+    algorithm: Literal["ed25519", "ecdsa-p256"] = Field(
+        default="ed25519", description="the key file's type must match")
+
+
 class GatewayConfig(_Strict):
     version: Literal[1] = 1
     gateway: GatewayInfo
@@ -405,6 +425,7 @@ class GatewayConfig(_Strict):
     health: HealthConfig = HealthConfig()
     writes: WritesConfig = WritesConfig()
     identifiers: IdentifiersConfig = IdentifiersConfig()
+    signing: SigningConfig | None = None
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -471,6 +492,10 @@ def secret_files(loaded: LoadedConfig) -> list[tuple[str, Path]]:
         out.append(("uplink.mqtt.password_file", mq.password_file))
     if mq.tls and mq.tls.key_file:
         out.append(("uplink.mqtt.tls.key_file", mq.tls.key_file))
+    if cfg.signing is not None:
+        out.append(("signing.key_file", cfg.signing.key_file))
+    if cfg.store.encryption_key_file is not None:
+        out.append(("store.encryption_key_file", cfg.store.encryption_key_file))
     node = cfg.identifiers.node
     if node and node.password_file:
         out.append(("identifiers.node.password_file", node.password_file))

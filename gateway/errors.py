@@ -53,3 +53,7 @@ class UplinkError(EdgegwError):
 
 class StoreError(EdgegwError):
     """The store could not accept or return entries."""
+
+
+class KeyFileError(EdgegwError):
+    """A key or certificate file that cannot be used; the message names the file."""

@@ -95,6 +95,7 @@ class HealthServer:
             "uplink_connected": gw.stats.uplink_connected,
             "queued_batches": gw.store.stats.entries,
             "store_degraded": degraded,
+            "cert_warnings": gw.certs.warnings,
         }
 
     def healthz(self) -> tuple[int, str, str]:
@@ -167,6 +168,12 @@ class HealthServer:
         metric("identifier_registrations", "gauge", "codes in the registration queue, by state",
                [({"state": k}, float(v)) for k, v in sorted(q.items())] or
                [({"state": "done"}, 0.0)])
+        certs = [i for i in gw.certs.infos if i.not_after is not None]
+        if certs:
+            metric("cert_expiry_timestamp_seconds", "gauge", "when a configured certificate "
+                   "expires", [({"config": i.where, "file": str(i.path)},
+                                i.not_after.timestamp()) for i in certs
+                               if i.not_after is not None])
         return 200, "text/plain; version=0.0.4", "\n".join(lines) + "\n"
 
     def page(self) -> tuple[int, str, str]:
@@ -185,11 +192,12 @@ class HealthServer:
 <html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
 <title>edgegw {html.escape(str(h['gateway']))}</title>
 <style>body{{font-family:sans-serif}} td,th{{padding:2px 8px;text-align:left}}
-tr.offline{{color:#b00}} tr.online{{color:#070}}</style></head><body>
+tr.offline{{color:#b00}} .warning{{color:#b60}} tr.online{{color:#070}}</style></head><body>
 <h1>edgegw {html.escape(str(h['gateway']))}</h1>
 <p id="summary">status <b>{h['status']}</b>; {h['devices_online']}/{h['devices']} devices
 online; uplink {'connected' if h['uplink_connected'] else 'disconnected'};
 {h['queued_batches']} batch(es) queued</p>
+{''.join(f"<p class='warning'>{html.escape(w)}</p>" for w in self.gw.certs.warnings)}
 <table id="devices"><tr><th>device</th><th>link</th><th>machine</th><th>last read</th>
 <th>values</th><th>last error</th></tr>
 {''.join(rows)}

@@ -39,7 +39,7 @@ class TestCA:
             x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
             .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
+            .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(
                 digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -50,11 +50,11 @@ class TestCA:
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, name: str, *, server: bool = False, hosts: tuple[str, ...] = (),
-              expired: bool = False) -> tuple[Path, Path]:
+              expired: bool = False, days: float = 365) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         start, end = ((now - dt.timedelta(days=10), now - dt.timedelta(days=1)) if expired
-                      else (now - dt.timedelta(days=1), now + dt.timedelta(days=30)))
+                      else (now - dt.timedelta(days=1), now + dt.timedelta(days=days)))
         alt: list[x509.GeneralName] = []
         for h in hosts:
             try:
@@ -73,3 +73,20 @@ class TestCA:
         cert = b.sign(self.key, hashes.SHA256())
         _write(self.dir / name, cert, key)
         return self.dir / f"{name}.crt", self.dir / f"{name}.key"
+
+    def sign_csr(self, csr_path: Path, days: float = 365) -> Path:
+        """Sign a CSR (as an operator's CA would) as a client certificate; writes
+        ``<csr name>.crt`` beside it."""
+        csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+        now = dt.datetime.now(dt.UTC)
+        b = (x509.CertificateBuilder().subject_name(csr.subject)
+             .issuer_name(self.cert.subject).public_key(csr.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - dt.timedelta(days=1))
+             .not_valid_after(now + dt.timedelta(days=days))
+             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                            critical=False))
+        out = csr_path.with_suffix(".crt")
+        out.write_bytes(b.sign(self.key, hashes.SHA256()).public_bytes(
+            serialization.Encoding.PEM))
+        return out

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.config import Backoff, MqttConfig
+from gateway.crypto.signing import Verifier, verifier_from_files
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.ingest.sinkconfig import SinkConfig
@@ -44,11 +45,34 @@ class BatchConfig(_Strict):
     retry: Backoff = Backoff(initial=0.5, max=30.0)
 
 
+class TrustedKeyConfig(_Strict):
+    public_key: Path = Field(description="PEM public key (the gateway's <key>.pub.pem)")
+    gateways: list[str] | None = Field(
+        default=None, description="gateway ids that may sign with this key (default any); "
+        "a batch from another gateway signed with it is dead-lettered")
+
+
+class SignaturesConfig(_Strict):
+    """Check payload signatures (docs/wire-format.md, "Signed payloads")."""
+
+    require: bool = Field(default=False, description="dead-letter unsigned batches too")
+    keys: dict[str, TrustedKeyConfig] = Field(
+        default_factory=dict, description="key id -> public key; a signature by a key id "
+        "not listed here is dead-lettered")
+
+    @model_validator(mode="after")
+    def _keys(self) -> SignaturesConfig:
+        if self.require and not self.keys:
+            raise ValueError("require: true needs at least one key in keys")
+        return self
+
+
 class IngestConfig(_Strict):
     version: Literal[1] = 1
     mqtt: IngestMqtt = IngestMqtt()
     sink: SinkConfig
     batch: BatchConfig = BatchConfig()
+    signatures: SignaturesConfig | None = None
     dead_letter: Path = Path("dead-letter.jsonl")
     max_payload: int = Field(default=1_048_576, ge=1024, description="bytes; larger -> dead letter")
     dedupe_window: int = Field(default=100_000, ge=0,
@@ -69,10 +93,22 @@ class LoadedIngest:
     path: Path
     config: IngestConfig
 
+    def resolve(self, p: Path) -> Path:
+        return p if p.is_absolute() else self.path.parent / p
+
     @property
     def dead_letter(self) -> Path:
-        p = self.config.dead_letter
-        return p if p.is_absolute() else self.path.parent / p
+        return self.resolve(self.config.dead_letter)
+
+    def verifier(self) -> Verifier | None:
+        """The signature checker, or None when ``signatures`` is not configured.
+        Raises KeyFileError naming an unusable public key file."""
+        sc = self.config.signatures
+        if sc is None:
+            return None
+        return verifier_from_files(
+            ((kid, self.resolve(k.public_key), k.gateways) for kid, k in sc.keys.items()),
+            sc.require)
 
 
 def load_ingest_config(path: str | Path) -> LoadedIngest:

@@ -52,6 +52,7 @@ class IngestStats:
     duplicates: int = 0
     dead_letters: int = 0
     retries: int = 0
+    refused_signatures: int = 0  # unsigned (when required), unknown key, bad signature
 
 
 @dataclass(slots=True)
@@ -75,6 +76,7 @@ class IngestService:
     def __init__(self, loaded: LoadedIngest, sink: Sink | None = None) -> None:
         self.cfg = loaded.config
         self.sink = sink or make_sink(self.cfg.sink)
+        self.verifier = loaded.verifier()
         self.dead = DeadLetters(loaded.dead_letter)
         self.stats = IngestStats()
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
@@ -168,12 +170,25 @@ class IngestService:
         if len(payload) > self.cfg.max_payload:
             self._dead(m.mid, topic, payload, f"payload of {len(payload)} bytes is too large")
             return
+        message, kid = payload, None
+        if self.verifier is not None:
+            try:
+                message, kid = self.verifier.check(payload)
+            except ValueError as exc:
+                self.stats.refused_signatures += 1
+                self._dead(m.mid, topic, payload, str(exc))
+                return
         try:
-            doc = decode_batch(payload)
+            doc = decode_batch(message)
             key = (str(doc["gw"]), int(doc["seq"]))
             lines = batch_lines(doc)
         except (ValueError, KeyError, TypeError) as exc:
             self._dead(m.mid, topic, payload, f"cannot decode: {exc}")
+            return
+        if self.verifier is not None and not self.verifier.allowed(kid, key[0]):
+            self.stats.refused_signatures += 1
+            self._dead(m.mid, topic, payload,
+                       f"key id {kid!r} may not sign for gateway {key[0]!r}")
             return
         if key in self._seen or key in self._pending.keys:
             self.stats.duplicates += 1

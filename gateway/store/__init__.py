@@ -23,9 +23,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.model import Batch
+
+if TYPE_CHECKING:
+    from gateway.crypto.spool import SpoolCipher
 
 log = logging.getLogger("edgegw.store")
 
@@ -247,7 +250,7 @@ class BoundedStore(ABC):
 
 
 def open_store(kind: str, encode: Encoder, limits: Limits, path: str | None = None,
-               sync_interval: float = 1.0) -> BoundedStore:
+               sync_interval: float = 1.0, cipher: SpoolCipher | None = None) -> BoundedStore:
     """Build the configured backend (explicit registry)."""
     if kind == "memory":
         from gateway.store.memory import MemoryStore
@@ -256,4 +259,4 @@ def open_store(kind: str, encode: Encoder, limits: Limits, path: str | None = No
     from gateway.store.sqlite import SqliteStore
 
     assert path is not None
-    return SqliteStore(path, encode, limits, sync_interval)
+    return SqliteStore(path, encode, limits, sync_interval, cipher)

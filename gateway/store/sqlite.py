@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from gateway.crypto.spool import OVERHEAD, InvalidTag, SpoolCipher, is_sealed
 from gateway.errors import StoreError
 from gateway.store import BoundedStore, Encoder, Entry, Limits, StoreFull, initial_seq
 
@@ -42,6 +43,8 @@ CREATE TABLE IF NOT EXISTS spool (
     points INTEGER NOT NULL
 );
 """
+#: a batch's size as counted in the stats: its payload, without the encryption overhead
+_LEN = f"(length(payload) - CASE WHEN substr(payload, 1, 1) = x'01' THEN {OVERHEAD} ELSE 0 END)"
 _OUT_OF_SPACE = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)
 
 
@@ -97,17 +100,19 @@ def _salvage(src: Path, dst: sqlite3.Connection) -> int:
 
 class SqliteStore(BoundedStore):
     def __init__(self, path: str | Path, encode: Encoder, limits: Limits,
-                 sync_interval: float = 1.0) -> None:
+                 sync_interval: float = 1.0, cipher: SpoolCipher | None = None) -> None:
         super().__init__(encode, limits)
         self.path = Path(path)
         self.stats.durable = True
+        self._cipher = cipher
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = self._open(sync_interval)
+            self._check_sealed()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the spool {self.path}: {exc}") from exc
         count, nbytes, last = self._db.execute(
-            "SELECT count(*), coalesce(sum(length(payload)), 0), coalesce(max(seq), 0) "
+            f"SELECT count(*), coalesce(sum({_LEN}), 0), coalesce(max(seq), 0) "
             "FROM spool").fetchone()
         seq_row = self._db.execute(
             "SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
@@ -146,6 +151,26 @@ class SqliteStore(BoundedStore):
         db.execute(f"PRAGMA user_version={SCHEMA}")
         return db
 
+    def _check_sealed(self) -> None:
+        """Refuse to start on encrypted batches that this key cannot open (no key, or
+        another key): sending would fail row by row and the data would be lost."""
+        row = self._db.execute(
+            "SELECT seq, topic, payload FROM spool WHERE substr(payload, 1, 1) = x'01' "
+            "ORDER BY seq LIMIT 1").fetchone()
+        if row is None:
+            return
+        if self._cipher is None:
+            self._db.close()
+            raise StoreError(f"the spool {self.path} holds encrypted batches: set "
+                             "store.encryption_key_file to the key they were written with")
+        try:
+            self._cipher.open(row[0], row[1], row[2])
+        except InvalidTag:
+            self._db.close()
+            raise StoreError(f"the spool {self.path} holds batches encrypted with another "
+                             "key than store.encryption_key_file: give the key they were "
+                             "written with (nothing was changed)") from None
+
     def _checkpoint_loop(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=1000")
@@ -158,6 +183,8 @@ class SqliteStore(BoundedStore):
 
     # -- backend primitives --------------------------------------------------------------
     def _insert(self, seq: int, topic: str, payload: bytes, ts_ms: int, points: int) -> None:
+        if self._cipher is not None:
+            payload = self._cipher.seal(seq, topic, payload)
         try:
             self._db.execute("INSERT INTO spool VALUES (?,?,?,?,?)",
                              (seq, topic, payload, ts_ms, points))
@@ -168,13 +195,13 @@ class SqliteStore(BoundedStore):
 
     def _oldest(self, n: int) -> list[tuple[int, int, int]]:
         rows = self._db.execute(
-            "SELECT seq, length(payload), points FROM spool ORDER BY seq LIMIT ?", (n,))
+            f"SELECT seq, {_LEN}, points FROM spool ORDER BY seq LIMIT ?", (n,))
         return [(int(a), int(b), int(c)) for a, b, c in rows]
 
     def _delete(self, seq: int) -> tuple[int, int] | None:
         try:
             row = self._db.execute(
-                "DELETE FROM spool WHERE seq = ? RETURNING length(payload), points", (seq,)
+                f"DELETE FROM spool WHERE seq = ? RETURNING {_LEN}, points", (seq,)
             ).fetchone()
         except sqlite3.OperationalError as exc:
             # out of space even for the delete: the entry stays and is sent again later
@@ -193,13 +220,33 @@ class SqliteStore(BoundedStore):
             rows = self._db.execute(
                 "SELECT seq, topic, payload, ts FROM spool WHERE seq > ? AND seq < ? "
                 "ORDER BY seq LIMIT ?", (after, before, n))
-        return [Entry(seq, topic, payload, ts) for seq, topic, payload, ts in rows]
+        if self._cipher is None:
+            return [Entry(seq, topic, payload, ts) for seq, topic, payload, ts in rows]
+        out = []
+        for seq, topic, blob, ts in rows:
+            try:
+                payload = self._cipher.open(seq, topic, blob) if is_sealed(blob) else blob
+            except InvalidTag:
+                self._unreadable(seq)
+                continue
+            out.append(Entry(seq, topic, payload, ts))
+        return out
+
+    def _unreadable(self, seq: int) -> None:
+        """A sealed row that does not open with the key that opened the others: damaged
+        on disk. It can never be sent: it is dropped, counted and logged."""
+        found = self._delete(seq)
+        if found is not None:
+            self.stats.entries -= 1
+            self.stats.bytes -= found[0]
+            self._count_drop("unreadable", 1, found[1])
+            log.error("store: batch %d does not decrypt (damaged on disk); dropped", seq)
 
     def _expire(self, cutoff_ms: int) -> tuple[int, int, int]:
         n = nbytes = points = 0
         while True:
             rows = self._db.execute(
-                "SELECT seq, length(payload), points FROM spool WHERE ts < ? "
+                f"SELECT seq, {_LEN}, points FROM spool WHERE ts < ? "
                 "AND seq <= (SELECT min(seq) + 255 FROM spool) ORDER BY seq", (cutoff_ms,)
             ).fetchall()
             if not rows:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.crypto.spool import SpoolCipher
 from gateway.model import Batch
 from gateway.store import BoundedStore, Limits
 from gateway.store.memory import MemoryStore
@@ -31,14 +32,19 @@ def batch(dev: str = "d", ts_ms: int = 0, points: int = 1) -> Batch:
     return Batch("gw", dev, "p@1", ts_ms or 10**13, {f"p{i}": i for i in range(points)})
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+KEY = bytes(range(32))
+
+
+@pytest.fixture(params=["memory", "sqlite", "sqlite-encrypted"])
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Make:
     def build(max_batches: int = 1000, max_bytes: int = 10**9, policy: str = "drop-oldest",
               max_age: float = 0.0) -> BoundedStore:
         limits = Limits(max_batches, max_bytes, max_age, policy)
         if request.param == "memory":
             return MemoryStore(encode, limits)
-        return SqliteStore(tmp_path / "spool.db", encode, limits, sync_interval=0.2)
+        cipher = SpoolCipher(KEY) if request.param == "sqlite-encrypted" else None
+        return SqliteStore(tmp_path / "spool.db", encode, limits, sync_interval=0.2,
+                           cipher=cipher)
 
     return build
 

@@ -289,3 +289,36 @@ async def test_live_table_reads_states_and_key_values_back(
     ((dev, state, age, shown),) = snapshot(influx.url, "edgegw")
     assert (dev, state) == ("cnc-01", "running") and 0 <= age < 10_000
     assert shown[:2] == ["spindle_speed=8000", "spindle_load=41.5"]
+
+
+async def test_signatures_required_dead_letters_unsigned_and_tampered(
+    broker: Mosquitto, influx: Influxd, tmp_path: Path
+) -> None:
+    from gateway.crypto.signing import Signer, generate_key, load_private
+
+    keys = tmp_path / "keys"
+    generate_key(keys / "gw1.key", "ed25519")
+    generate_key(keys / "gw9.key", "ecdsa-p256")
+    gw1 = Signer(load_private(keys / "gw1.key"), "gw1-2026")
+    gw9 = Signer(load_private(keys / "gw9.key"), "gw9-2026")
+    svc = IngestService(loaded(
+        tmp_path, broker.port, {"kind": "influxdb-v1", "url": influx.url, "database": "edgegw"},
+        signatures={"require": True, "keys": {
+            "gw1-2026": {"public_key": "keys/gw1.pub.pem", "gateways": ["gw1"]},
+            "gw9-2026": {"public_key": "keys/gw9.pub.pem", "gateways": ["gw9"]}}}))
+    good = [gw1.sign(payload(i)) for i in (1, 2, 5)]
+    bad = [payload(3),  # unsigned
+           gw1.sign(payload(4)).replace(b'"speed":8004', b'"speed":9999'),  # tampered
+           gw9.sign(payload(6))]  # gw9's key, but the batch says gw1
+    async with ingest(svc):
+        await publish(broker.port, [(T, b) for b in [good[0], *bad, *good[1:]]])
+        await until(lambda: svc.stats.written_batches == 3 and svc.stats.dead_letters == 3,
+                    what="3 written, 3 dead letters")
+    assert svc.stats.refused_signatures == 3
+    reasons = [orjson.loads(x)["reason"] for x in
+               (tmp_path / "dead-letter.jsonl").read_bytes().splitlines()]
+    assert reasons == ["unsigned payload (signatures are required)",
+                       "bad signature for key id 'gw1-2026' (tampered, or signed with another "
+                       "key)", "key id 'gw9-2026' may not sign for gateway 'gw1'"]
+    (s,) = influx.query('SELECT speed FROM "acme/cnc-vmc850"', "edgegw")
+    assert [v[1] for v in s["values"]] == [8001, 8002, 8005]  # type: ignore[index]

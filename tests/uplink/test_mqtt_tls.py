@@ -103,3 +103,22 @@ async def test_no_client_certificate_is_refused(
 ) -> None:
     msg = await _refused(tls_broker, tls_cfg(tls_broker, pki.path, None, None), caplog)
     assert "certificate required" in msg or "handshake failure" in msg, msg
+
+
+async def test_key_and_csr_from_certs_init_signed_by_the_ca_connect(
+    tls_broker: Mosquitto, pki: TestCA, tmp_path: Path
+) -> None:
+    """The commissioning path: `edgegw certs init` makes the key and CSR, the
+    operator's CA signs the CSR, the gateway connects with it."""
+    from gateway.cli import main
+
+    conf = tmp_path / "gateway.yaml"
+    conf.write_text("version: 1\ngateway: {id: gw-hall1}\n")
+    assert main(["certs", "init", "-c", str(conf)]) == 0
+    key = tmp_path / "pki" / "gateway.key"
+    cert = pki.sign_csr(key.with_suffix(".csr"))
+    store = make_store()
+    await fill(store, 3)
+    uplink = MqttUplink(tls_cfg(tls_broker, pki.path, cert, key), "gw", store, GatewayStats())
+    async with Subscriber(tls_broker.port, "edgegw/gw/+/data") as sub, running(uplink):
+        await sub.wait_for(lambda: len(sub.data()) == 3, 10, "3 batches over TLS")

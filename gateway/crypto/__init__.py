@@ -1,0 +1,1 @@
+"""Keys, certificates, payload signatures and spool encryption (``cryptography``)."""
