@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 
 from drivers.base import DriverContext, driver_for
-from gateway.config import LoadedConfig
+from gateway.config import Device, LoadedConfig, load_config
 from gateway.crypto.certs import CertWatch
 from gateway.crypto.signing import load_signer
 from gateway.crypto.spool import SpoolCipher
 from gateway.encode import data_topic, encode_batch
+from gateway.errors import ConfigError
 from gateway.faultlog import FaultLog
 from gateway.health import HealthServer
 from gateway.identifiers.service import IdentifierService
 from gateway.model import Batch
 from gateway.pipeline import DevicePipeline
+from gateway.reload import RESTART_SECTIONS, Plan, plan
 from gateway.scheduler import DeviceRunner
 from gateway.sdnotify import Notifier
 from gateway.stats import GatewayStats
@@ -31,6 +34,8 @@ DRAIN_TIMEOUT = 5.0
 #: READY=1 is sent after the first successful device cycle, or after this long when no
 #: device answers (systemd would otherwise kill a gateway whose machines are all off)
 READY_GRACE = 30.0
+#: in the state directory: the running gateway's pid, for `edgegw reload`
+PIDFILE = "edgegw.pid"
 
 
 class Gateway:
@@ -64,29 +69,15 @@ class Gateway:
             sc.kind, encode, Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy),
             str(loaded.store_path), sc.sync_interval, cipher)
         self.ctx = DriverContext(cfg.gateway.id, loaded.state_dir, loaded.path.parent)
-        self.runners: list[DeviceRunner] = []
-        enabled = [d for d in loaded.devices if d.config.enabled]
-        slots = cfg.pipeline.poll_slots
-        for i, dev in enumerate(enabled):
-            pipe = DevicePipeline(gw, dev, cfg.pipeline.heartbeat, cfg.pipeline.report == "always")
-            self.runners.append(DeviceRunner(
-                dev, driver_for(dev, self.ctx), pipe, self.store, self.stats.device(dev.id),
-                self.faults, cfg.uplink.mqtt.reconnect,
-                phase=(i % slots) / slots,
-            ))
         ids = cfg.identifiers
         self.identifiers = IdentifierService(
             ids, str(loaded.store_path) if sc.kind == "sqlite" else ":memory:", gw,
             cfg.gateway.site or "")
-        by_id = {r.device.id: r for r in self.runners}
-        for r in self.runners:
-            self.identifiers.device(r.device.id, r.device.profile_name,
-                                    r.device.config.identifier)
-            targets = [by_id[t].pipeline for t in r.device.config.context_for if t in by_id]
-            if targets:
-                r.contexts = [(p.name, p.context, targets) for p in r.device.profile.points
-                              if p.context]
-                r.on_context = self.identifiers.context_changed
+        self.runners: list[DeviceRunner] = []
+        enabled = [d for d in loaded.devices if d.config.enabled]
+        for i, dev in enumerate(enabled):
+            self.runners.append(self._runner(dev, i))
+        self._wire()
         self.uplink: MqttUplink | InfluxUplink
         if cfg.uplink.influx is not None:
             self.uplink = InfluxUplink(cfg.uplink.influx, self.store, self.stats,
@@ -96,9 +87,34 @@ class Gateway:
             self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status)
         self.certs = CertWatch(loaded)
         self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self.notifier = Notifier()
         hc = cfg.health
         self.health = HealthServer(self, hc.host, hc.port) if hc.enabled else None
+
+    def _runner(self, dev: Device, index: int) -> DeviceRunner:
+        cfg = self.loaded.config
+        slots = cfg.pipeline.poll_slots
+        pipe = DevicePipeline(self.gateway_id, dev, cfg.pipeline.heartbeat,
+                              cfg.pipeline.report == "always")
+        self.identifiers.device(dev.id, dev.profile_name, dev.config.identifier)
+        return DeviceRunner(
+            dev, driver_for(dev, self.ctx), pipe, self.store, self.stats.device(dev.id),
+            self.faults, cfg.uplink.mqtt.reconnect, phase=(index % slots) / slots)
+
+    def _wire(self) -> None:
+        """Hand each code reader's context to the pipelines of the devices it serves
+        (again after a reload: a restarted device has a new pipeline, which also gets
+        the code last read)."""
+        by_id = {r.device.id: r for r in self.runners}
+        for r in self.runners:
+            targets = [by_id[t].pipeline for t in r.device.config.context_for if t in by_id]
+            r.contexts = [(p.name, p.context, targets) for p in r.device.profile.points
+                          if p.context] if targets else []
+            r.on_context = self.identifiers.context_changed if targets else None
+            r.reshare_context()
 
     def _status(self) -> dict[str, object]:
         return {
@@ -130,8 +146,10 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as tg:
                 uplink = tg.create_task(self.uplink.run(), name="uplink")
-                devices = [tg.create_task(r.run(), name=f"device:{r.device.id}")
-                           for r in self.runners]
+                self._tg = tg
+                for r in self.runners:
+                    self._start(r)
+                reloader = tg.create_task(self._reloader(), name="reload")
                 summary = tg.create_task(self._summaries(), name="fault-summary")
                 registrar = tg.create_task(self.identifiers.run(), name="identifiers")
                 supervisor = tg.create_task(self._systemd(), name="systemd")
@@ -139,7 +157,8 @@ class Gateway:
                 await self._stop.wait()
                 log.info("stopping: devices first, then draining %d batch(es) to the broker",
                          self.store.stats.entries)
-                for t in devices:
+                reloader.cancel()
+                for t in self._device_tasks.values():
                     t.cancel()
                 summary.cancel()
                 registrar.cancel()
@@ -163,6 +182,77 @@ class Gateway:
             self.identifiers.close()
             await self.store.close()
             log.info("edgegw %s stopped", self.gateway_id)
+
+    def _start(self, r: DeviceRunner) -> None:
+        assert self._tg is not None
+        self._device_tasks[r.device.id] = self._tg.create_task(
+            r.run(), name=f"device:{r.device.id}")
+
+    async def _halt(self, r: DeviceRunner) -> None:
+        """Stop one device's task and close its connection; its queued data stays."""
+        task = self._device_tasks.pop(r.device.id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        await r.driver.close()
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config file (in the event loop, one reload at a time)."""
+        self._reload.set()
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            self.notifier.reloading()
+            try:
+                await self.reload()
+            finally:
+                self.notifier.ready(self._status_line())
+
+    async def reload(self) -> Plan | None:
+        """Apply the config file as it is now: devices added, removed or changed;
+        every other device keeps running. An invalid file changes nothing."""
+        old = self.loaded
+        try:
+            new = load_config(old.path)
+        except ConfigError as exc:
+            self.stats.reload_errors += 1
+            log.error("reload: %s is invalid; still running the previous config:\n  %s",
+                      old.path, "\n  ".join(exc.lines()))
+            return None
+        p = plan(old, new)
+        if p.restart_needed:
+            log.warning("reload: changes to %s take effect at the next restart; "
+                        "running with the previous values", ", ".join(p.restart_needed))
+        kept = {s: getattr(old.config, s) for s in RESTART_SECTIONS}
+        self.loaded = LoadedConfig(old.path, new.config.model_copy(update=kept), new.devices)
+        by_id = {r.device.id: r for r in self.runners}
+        for dev_id in [*p.removed, *(d.id for d in p.changed)]:
+            await self._halt(by_id.pop(dev_id))
+        for dev_id in p.removed:
+            self.stats.devices.pop(dev_id, None)
+            self.faults.clear((dev_id, "unreachable"), f"device {dev_id}: removed")
+        fresh = {d.id: d for d in [*p.added, *p.changed]}
+        runners = []
+        for i, dev_id in enumerate(p.order):
+            r = by_id.get(dev_id)
+            if r is None:
+                r = self._runner(fresh[dev_id], i)
+                if dev_id in self.stats.devices:
+                    self.stats.devices[dev_id].state = "starting"
+            runners.append(r)
+        self.runners = runners
+        self._wire()
+        for r in runners:
+            if r.device.id not in self._device_tasks:
+                self._start(r)
+        level = new.config.logging.level
+        if level != logging.getLevelName(logging.getLogger().level):
+            logging.getLogger().setLevel(level)
+        self.stats.reloads += 1
+        log.info("reload: %s", p.summary())
+        return p
 
     def _status_line(self) -> str:
         devs = self.stats.devices.values()
@@ -209,4 +299,17 @@ async def run_until_signal(loaded: LoadedConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, gw.stop)
-    await gw.run()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
+    pidfile = loaded.state_dir / PIDFILE
+    try:
+        pidfile.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("cannot write %s (edgegw reload will not find this process): %s",
+                    pidfile, exc.strerror)
+    try:
+        await gw.run()
+    finally:
+        with contextlib.suppress(OSError):
+            if pidfile.read_text().strip() == str(os.getpid()):
+                pidfile.unlink()

@@ -102,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--db", default="edgegw")
     lv.add_argument("--count", type=int, default=0, help="stop after N refreshes")
 
+    rl = sub.add_parser("reload", help="check the config, then have the running gateway "
+                        "apply it (SIGHUP; under systemd: systemctl reload edgegw)")
+    with_config(rl)
+
     sub.add_parser("profiles", help="list the shipped device profiles")
     certs_commands.add_parser(sub, with_config)
     return ap
@@ -124,6 +128,31 @@ def _monitor(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     return 0
+
+
+def _reload(loaded: LoadedConfig) -> int:
+    """The config is valid (it loaded): signal the gateway that runs it."""
+    import signal
+
+    from gateway.app import PIDFILE
+
+    for d in (loaded.state_dir, Path("/var/lib/edgegw")):
+        try:
+            pid = int((d / PIDFILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # a stale pid file
+        if b"edgegw" not in cmdline and b"gateway.cli" not in cmdline:
+            continue  # the pid was reused by another program
+        os.kill(pid, signal.SIGHUP)
+        print(f"{loaded.path}: ok; edgegw (pid {pid}) is applying it: see its log")
+        return 0
+    print(f"edgegw reload: no running gateway found (no live pid in {loaded.state_dir}/"
+          f"{PIDFILE} or /var/lib/edgegw/{PIDFILE})", file=sys.stderr)
+    return 2
 
 
 def _load(path: Path) -> LoadedConfig:
@@ -378,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
                 logging.getLogger("edgegw").warning("%s", w)
             asyncio.run(run_until_signal(loaded))
             return 0
+        if args.cmd == "reload":
+            return _reload(loaded)
         if args.cmd == "read":
             return asyncio.run(_read(loaded, args.device, args.point))
         if args.cmd == "write":

@@ -164,6 +164,9 @@ class HealthServer:
                [({}, s.bytes_sent)])
         metric("uplink_publish_seconds_total", "counter", "time from publish to PUBACK",
                [({}, round(s.publish_seconds, 6))])
+        metric("config_reloads_total", "counter", "config reloads applied", [({}, s.reloads)])
+        metric("config_reload_errors_total", "counter", "reloads refused (invalid config; the "
+               "running one kept)", [({}, s.reload_errors)])
         q = gw.identifiers.queue.counts()
         metric("identifier_registrations", "gauge", "codes in the registration queue, by state",
                [({"state": k}, float(v)) for k, v in sorted(q.items())] or

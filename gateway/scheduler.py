@@ -163,6 +163,14 @@ class DeviceRunner:
                 if self.on_context is not None:
                     self.on_context(kind, code, targets)
 
+    def reshare_context(self) -> None:
+        """Hand the codes last read to the (possibly new) target pipelines."""
+        for point, kind, targets in self.contexts:
+            code = self._shared.get(point)
+            if code is not None:
+                for t in targets:
+                    t.set_context(kind, code)
+
     def _account(self, group: str, readings: list[Reading]) -> None:
         """Count points and read errors; one fault per failing request, cleared on success."""
         st = self.stats

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 
@@ -53,6 +54,12 @@ class Notifier:
 
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")
+
+    def reloading(self) -> bool:
+        """Type=notify-reload (systemd 253+) wants MONOTONIC_USEC with RELOADING=1;
+        READY=1 follows when the reload is done."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=reloading")
 
     def stopping(self) -> bool:
         return self.send("STOPPING=1", "STATUS=stopping")
