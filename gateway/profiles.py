@@ -9,6 +9,7 @@ simulator.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -562,8 +563,16 @@ class Profile(_Strict):
 
 
 def default_profile_dirs() -> list[Path]:
-    """The profiles shipped with edgegw (the repository's ``profiles/``)."""
-    return [Path(__file__).resolve().parent.parent / "profiles"]
+    """The profiles shipped with edgegw: the repository's ``profiles/`` (a source tree or
+    an editable install), else the ``edgegw_profiles`` package data of an installed
+    wheel."""
+    repo = Path(__file__).resolve().parent.parent / "profiles"
+    if repo.is_dir():
+        return [repo]
+    spec = importlib.util.find_spec("edgegw_profiles")
+    if spec is not None and spec.submodule_search_locations:
+        return [Path(p) for p in spec.submodule_search_locations]
+    return [repo]
 
 
 def find_profile(name: str, search: list[Path]) -> Path:
