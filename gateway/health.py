@@ -12,6 +12,7 @@ import asyncio
 import html
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgegw.health")
 MAX_REQUEST = 8192
+
+
+def _json_safe(v: object) -> object:
+    """NaN and infinities as text: JSON has no such numbers (a browser would refuse the
+    whole document)."""
+    return str(v) if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def _label(v: str) -> str:
@@ -33,6 +40,7 @@ class HealthServer:
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
+        self.requests: dict[str, int] = {}  # path -> answered GETs (known paths)
         self.routes: dict[str, Callable[[], tuple[int, str, str]]] = {
             "/healthz": self.healthz, "/metrics": self.metrics, "/": self.page,
             "/status.json": self.status_json,
@@ -61,6 +69,7 @@ class HealthServer:
             elif route is None:
                 code, ctype, body = 404, "text/plain", "not found\n"
             else:
+                self.requests[path] = self.requests.get(path, 0) + 1
                 code, ctype, body = route()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ValueError, UnicodeDecodeError):
@@ -110,7 +119,8 @@ class HealthServer:
         out: dict[str, dict[str, object]] = {}
         for r in self.gw.runners:
             st = r.stats
-            values = {n: p.last for n, p in r.pipeline.points.items() if p.last is not None}
+            values = {n: _json_safe(p.last) for n, p in r.pipeline.points.items()
+                      if p.last is not None}
             out[r.device.id] = {"state": st.state, "machine": r.pipeline.state,
                                 "last_ok": st.last_ok, "last_error": st.last_error,
                                 "values": values}
@@ -180,6 +190,10 @@ class HealthServer:
         return 200, "text/plain; version=0.0.4", "\n".join(lines) + "\n"
 
     def page(self) -> tuple[int, str, str]:
+        """The status page: rendered here for the first paint (and browsers without
+        JavaScript, which reload it every 5 s), then refreshed every 2 s from
+        /status.json by a small script that writes text only (never HTML), so a value
+        read from a device cannot inject markup."""
         h = self._health()
         rows = []
         for dev, d in self._devices().items():
@@ -191,18 +205,69 @@ class HealthServer:
                 f"<td>{html.escape(str(d['machine'] or ''))}</td><td>{age}</td>"
                 f"<td>{html.escape(vals)}</td>"
                 f"<td>{html.escape(str(d['last_error'] or ''))}</td></tr>")
+        warnings = "".join(f"<p class='warning'>{html.escape(w)}</p>"
+                           for w in self.gw.certs.warnings)
+        gw = html.escape(str(h["gateway"]))
         return 200, "text/html", f"""<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
-<title>edgegw {html.escape(str(h['gateway']))}</title>
+<html><head><meta charset="utf-8">
+<noscript><meta http-equiv="refresh" content="5"></noscript>
+<title>edgegw {gw}</title>
 <style>body{{font-family:sans-serif}} td,th{{padding:2px 8px;text-align:left}}
-tr.offline{{color:#b00}} .warning{{color:#b60}} tr.online{{color:#070}}</style></head><body>
-<h1>edgegw {html.escape(str(h['gateway']))}</h1>
-<p id="summary">status <b>{h['status']}</b>; {h['devices_online']}/{h['devices']} devices
-online; uplink {'connected' if h['uplink_connected'] else 'disconnected'};
-{h['queued_batches']} batch(es) queued</p>
-{''.join(f"<p class='warning'>{html.escape(w)}</p>" for w in self.gw.certs.warnings)}
-<table id="devices"><tr><th>device</th><th>link</th><th>machine</th><th>last read</th>
-<th>values</th><th>last error</th></tr>
-{''.join(rows)}
-</table></body></html>
+tr.offline{{color:#b00}} tr.online{{color:#070}} .warning{{color:#b60}}
+#updated{{color:#777}}</style></head><body>
+<h1>edgegw {gw}</h1>
+<p id="summary">{self._summary(h)}</p>
+<div id="warnings">{warnings}</div>
+<table id="devices"><thead><tr><th>device</th><th>link</th><th>machine</th>
+<th>last read</th><th>values</th><th>last error</th></tr></thead>
+<tbody>{''.join(rows)}</tbody></table>
+<p id="updated" data-refreshes="0"></p>
+<script>{_SCRIPT}</script>
+</body></html>
+"""
+
+    @staticmethod
+    def _summary(h: dict[str, object]) -> str:
+        return (f"status <b>{html.escape(str(h['status']))}</b>; {h['devices_online']}/"
+                f"{h['devices']} devices online; uplink "
+                f"{'connected' if h['uplink_connected'] else 'disconnected'}; "
+                f"{h['queued_batches']} batch(es) queued")
+
+
+#: the status page's refresh: text nodes only (textContent), never innerHTML
+_SCRIPT = """
+function cell(tr, text) { const td = document.createElement('td'); td.textContent = text;
+  tr.appendChild(td); }
+function render(s) {
+  const sum = document.getElementById('summary');
+  sum.textContent = '';
+  const b = document.createElement('b'); b.textContent = s.status;
+  sum.append('status ', b, '; ' + s.devices_online + '/' + s.devices + ' devices online; uplink '
+    + (s.uplink_connected ? 'connected' : 'disconnected') + '; ' + s.queued_batches
+    + ' batch(es) queued');
+  const warn = document.getElementById('warnings'); warn.textContent = '';
+  for (const w of s.cert_warnings || []) { const p = document.createElement('p');
+    p.className = 'warning'; p.textContent = w; warn.appendChild(p); }
+  const body = document.querySelector('#devices tbody'); body.textContent = '';
+  const now = Date.now() / 1000;
+  for (const [dev, d] of Object.entries(s.device_state)) {
+    const tr = document.createElement('tr'); tr.className = d.state;
+    const vals = Object.entries(d.values).slice(0, 6).map(([k, v]) => k + '=' + v).join(', ');
+    cell(tr, dev); cell(tr, d.state); cell(tr, d.machine || '');
+    cell(tr, d.last_ok ? (now - d.last_ok).toFixed(1) + ' s' : 'never');
+    cell(tr, vals); cell(tr, d.last_error || ''); body.appendChild(tr);
+  }
+}
+async function refresh() {
+  const up = document.getElementById('updated');
+  try {
+    const r = await fetch('/status.json', {cache: 'no-store'});
+    render(await r.json());
+    up.dataset.refreshes = String(Number(up.dataset.refreshes) + 1);
+    up.textContent = 'updated ' + new Date().toLocaleTimeString();
+  } catch (e) {
+    up.textContent = 'the gateway does not answer (' + e + '); retrying';
+  }
+}
+refresh(); setInterval(refresh, 2000);
 """

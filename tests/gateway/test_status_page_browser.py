@@ -1,0 +1,72 @@
+"""The status page in a real headless browser (Debian's chromium-headless-shell): the
+script renders every device from /status.json, refreshes by itself, and shows text from
+devices as text, never as markup."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from firmware_sim.sim import Simulator, write_yaml
+
+from gateway.app import Gateway
+from gateway.config import load_config
+from tests.servers import Mosquitto
+
+pytestmark = [pytest.mark.component, pytest.mark.timeout(90)]
+
+
+def browser() -> str:
+    for name in ("chromium-headless-shell", "chromium", "chromium-browser"):
+        if exe := shutil.which(name):
+            return exe
+    pytest.fail("no headless chromium: run scripts/setup (it installs "
+                "chromium-headless-shell)")
+
+
+def dump_dom(url: str, budget_ms: int) -> str:
+    r = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu",
+                        "--no-first-run", "--user-data-dir=/tmp/edgegw-chromium",
+                        f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+async def test_status_page_in_a_headless_browser(tmp_path: Path, sim: Simulator,
+                                                 broker: Mosquitto) -> None:
+    sim.add_profile_device("cnc", "acme/cnc-vmc850", port=0)
+    sim.add_profile_device("gone", "voltmeter/em340-3ph", port=0)
+    await sim.start()
+    await sim.tcp["gone"].stop()
+    cfg = sim.gateway_config("gw-page", mqtt_port=broker.port, store={"kind": "memory"},
+                             health={"port": 0})
+    for d in cfg["devices"]:  # type: ignore[attr-defined]
+        d["connection"].update({"timeout": "200ms", "retries": 0})
+    write_yaml(tmp_path / "gateway.yaml", cfg)
+    gw = Gateway(load_config(tmp_path / "gateway.yaml"))
+    task = asyncio.create_task(gw.run())
+    try:
+        for _ in range(200):
+            if gw.health and gw.health.port and gw.stats.devices["cnc"].polls >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert gw.health is not None
+        # text from the field that looks like markup must stay text
+        gw.stats.devices["cnc"].last_error = '<img id="xss" src="x" onerror="boom()">'
+        dom = await asyncio.to_thread(dump_dom, f"http://127.0.0.1:{gw.health.port}/", 7000)
+        refreshes = int(re.search(r'data-refreshes="(\d+)"', dom).group(1))  # type: ignore[union-attr]
+        assert refreshes >= 2, dom  # the page refreshed itself (2 s interval)
+        assert gw.health.requests.get("/status.json", 0) >= 2
+        assert "updated " in dom
+        assert re.search(r'<tr class="online"><td>cnc</td><td>online</td>', dom), dom
+        assert re.search(r'<tr class="offline"><td>gone</td><td>offline</td>', dom), dom
+        assert "spindle_speed=" in dom and "1/2 devices online" in dom
+        assert "<img" not in dom and '&lt;img id="xss"' in dom  # text, not an element
+    finally:
+        gw.stop()
+        await asyncio.wait_for(task, 15)
