@@ -110,3 +110,17 @@ def test_key_commands_refuse_to_overwrite_and_need_config(
     assert main(["certs", "spool-key", "-c", str(conf)]) == 0
     assert (tmp_path / "k" / "spool.key").stat().st_mode & 0o777 == 0o600
     assert main(["certs", "spool-key", "-c", str(conf)]) == 1
+
+
+def test_expiry_warning_goes_into_the_status_topic(tmp_path: Path) -> None:
+    from gateway.app import Gateway
+
+    ca = TestCA(tmp_path / "ca")
+    cert, key = ca.issue("gw-hall1", days=5)
+    conf = _config(tmp_path, f"uplink:\n  mqtt:\n    tls: {{cert_file: {cert}, key_file: {key}, "
+                   f"ca_file: {ca.path}}}\nstore: {{kind: memory}}\n")
+    gw = Gateway(load_config(conf))
+    assert "certs" not in gw._status()
+    gw.certs.check()
+    (line,) = gw._status()["certs"]  # type: ignore[misc]
+    assert "uplink.mqtt.tls.cert_file" in line and "expires in 4 day(s)" in line
