@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -78,32 +78,32 @@ def public_path(private: Path) -> Path:
     return private.with_name(f"{name}.pub.pem")
 
 
-def load_private(path: Path) -> PrivateKey:
+def _read_key(path: Path, what: str, form: str, parse: Callable[[bytes], object],
+              kinds: tuple[type, ...], use: str) -> object:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = parse(path.read_bytes())
     except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read the signing key: {exc.strerror}") from None
+        raise KeyFileError(f"{path}: cannot read the {what}: {exc.strerror}") from None
     except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: not an unencrypted PEM private key ({exc})") from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
-        raise KeyFileError(f"{path}: a {type(key).__name__} cannot sign payloads; "
-                        "use Ed25519 or EC P-256")
-    algorithm_of(key)
+        raise KeyFileError(f"{path}: not {form} ({exc})") from None
+    if not isinstance(key, kinds):
+        raise KeyFileError(f"{path}: a {type(key).__name__} cannot {use} payloads; "
+                           "use Ed25519 or EC P-256")
+    algorithm_of(key)  # type: ignore[arg-type]
     return key
+
+
+def load_private(path: Path) -> PrivateKey:
+    return cast(PrivateKey, _read_key(
+        path, "signing key", "an unencrypted PEM private key",
+        lambda b: serialization.load_pem_private_key(b, password=None),
+        (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey), "sign"))
 
 
 def load_public(path: Path) -> PublicKey:
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read the public key: {exc.strerror}") from None
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: not a PEM public key ({exc})") from None
-    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
-        raise KeyFileError(f"{path}: a {type(key).__name__} cannot verify payloads; "
-                        "use Ed25519 or EC P-256")
-    algorithm_of(key)
-    return key
+    return cast(PublicKey, _read_key(
+        path, "public key", "a PEM public key", serialization.load_pem_public_key,
+        (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey), "verify"))
 
 
 class Signer:

@@ -14,6 +14,7 @@ from firmware_sim.sim import Simulator, write_yaml
 
 from gateway.app import Gateway
 from gateway.config import load_config
+from tests.gateway.health_gateway import health_gateway
 from tests.servers import Mosquitto
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
@@ -40,23 +41,7 @@ async def raw(port: int, data: bytes) -> bytes:
 
 async def test_health_metrics_and_status_page(tmp_path: Path, sim: Simulator,
                                               broker: Mosquitto) -> None:
-    sim.add_profile_device("cnc", "acme/cnc-vmc850", port=0)
-    sim.add_profile_device("gone", "voltmeter/em340-3ph", port=0)
-    await sim.start()
-    await sim.tcp["gone"].stop()  # a device that does not answer
-    cfg = sim.gateway_config("gw-health", mqtt_port=broker.port, store={"kind": "memory"},
-                             health={"port": 0})
-    for d in cfg["devices"]:  # type: ignore[attr-defined]
-        d["connection"].update({"timeout": "200ms", "retries": 0})
-    write_yaml(tmp_path / "gateway.yaml", cfg)
-    gw = Gateway(load_config(tmp_path / "gateway.yaml"))
-    task = asyncio.create_task(gw.run())
-    try:
-        for _ in range(200):
-            if gw.health and gw.health.port and gw.stats.devices["cnc"].polls >= 2 \
-                    and gw.stats.published:
-                break
-            await asyncio.sleep(0.05)
+    async with health_gateway(tmp_path, sim, broker, "gw-health") as gw:
         assert gw.health is not None
         port = gw.health.port
         code, ctype, body = await asyncio.to_thread(get, port, "/healthz")
@@ -88,9 +73,6 @@ async def test_health_metrics_and_status_page(tmp_path: Path, sim: Simulator,
         assert (await raw(port, b"POST /healthz HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
         assert (await raw(port, b"GET /he")).startswith(b"HTTP/1.1 400")  # cut short
         assert (await asyncio.to_thread(get, port, "/healthz"))[0] == 200  # still serving
-    finally:
-        gw.stop()
-        await asyncio.wait_for(task, 15)
 
 
 async def test_a_taken_port_does_not_stop_the_gateway(tmp_path: Path, sim: Simulator,

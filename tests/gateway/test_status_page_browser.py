@@ -11,10 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from firmware_sim.sim import Simulator, write_yaml
+from firmware_sim.sim import Simulator
 
-from gateway.app import Gateway
-from gateway.config import load_config
+from tests.gateway.health_gateway import health_gateway
 from tests.servers import Mosquitto
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(90)]
@@ -39,22 +38,7 @@ def dump_dom(url: str, budget_ms: int) -> str:
 
 async def test_status_page_in_a_headless_browser(tmp_path: Path, sim: Simulator,
                                                  broker: Mosquitto) -> None:
-    sim.add_profile_device("cnc", "acme/cnc-vmc850", port=0)
-    sim.add_profile_device("gone", "voltmeter/em340-3ph", port=0)
-    await sim.start()
-    await sim.tcp["gone"].stop()
-    cfg = sim.gateway_config("gw-page", mqtt_port=broker.port, store={"kind": "memory"},
-                             health={"port": 0})
-    for d in cfg["devices"]:  # type: ignore[attr-defined]
-        d["connection"].update({"timeout": "200ms", "retries": 0})
-    write_yaml(tmp_path / "gateway.yaml", cfg)
-    gw = Gateway(load_config(tmp_path / "gateway.yaml"))
-    task = asyncio.create_task(gw.run())
-    try:
-        for _ in range(200):
-            if gw.health and gw.health.port and gw.stats.devices["cnc"].polls >= 2:
-                break
-            await asyncio.sleep(0.05)
+    async with health_gateway(tmp_path, sim, broker, "gw-page") as gw:
         assert gw.health is not None
         # text from the field that looks like markup must stay text
         gw.stats.devices["cnc"].last_error = '<img id="xss" src="x" onerror="boom()">'
@@ -67,6 +51,3 @@ async def test_status_page_in_a_headless_browser(tmp_path: Path, sim: Simulator,
         assert re.search(r'<tr class="offline"><td>gone</td><td>offline</td>', dom), dom
         assert "spindle_speed=" in dom and "1/2 devices online" in dom
         assert "<img" not in dom and '&lt;img id="xss"' in dom  # text, not an element
-    finally:
-        gw.stop()
-        await asyncio.wait_for(task, 15)
