@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--registers", "-R", type=int, default=100)
     b.add_argument("--interval", default="100ms", help="register update interval")
     b.add_argument("--poll", default="1s", help="poll period written to the gateway config")
+    b.add_argument("--changing", choices=["all", "half-slow"], default="all",
+                   help="all: every register changes on every update (the throughput "
+                   "bench); half-slow: half the registers drift slowly (each moves by 1 "
+                   "with probability 0.05 per update), the other half never change (the "
+                   "wire-size bench)")
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--port", type=int, default=16000, help="first TCP port (0 = any free)")
     _config_args(b)
@@ -142,7 +147,8 @@ def _build_bench(args: argparse.Namespace) -> Simulator:
     sim = Simulator(parse_duration(args.interval))
     for i in range(args.devices):
         sim.add_bench_device(f"bench-{i:03d}", args.registers, host=args.host,
-                             port=args.port + i if args.port else 0)
+                             port=args.port + i if args.port else 0,
+                             changing=getattr(args, "changing", "all"))
     return sim
 
 

@@ -147,16 +147,18 @@ def _is_float(p: Point) -> bool:
 
 
 class BenchDevice:
-    """D x R bench device: holding registers 0-1 hold the update time (ms, uint32 BE),
-    registers 2..R-1 change on every update."""
+    """D x R bench device: holding registers 0-1 hold the update time (ms, uint32 BE).
+    ``changing="all"``: registers 2..R-1 change on every update. ``"half-slow"``: the
+    first half of them drift (each moves by +-1 with probability 0.05 per update, like a
+    slow process value), the second half never change (setpoints, configuration)."""
 
-    def __init__(self, dev_id: str, registers: int, unit_id: int = 1) -> None:
+    def __init__(self, dev_id: str, registers: int, unit_id: int = 1,
+                 changing: str = "all") -> None:
         if registers < 2 or registers > 125:
             raise ValueError("bench devices have 2..125 registers")
         self.id = dev_id
         self.profile_name = f"bench/r{registers}"
         self.unit_id = unit_id
-        self.rng = random.Random(0)
         self.fault = Fault()
         self.requests = 0
         self.registers = registers
@@ -164,6 +166,9 @@ class BenchDevice:
         self._pack = struct.Struct(f">I{registers - 2}H")
         self._tick = 0
         self._base = list(range(registers - 2))
+        self.changing = changing
+        self.rng = random.Random(dev_id)
+        self._values = [1000 + 7 * i for i in self._base]
 
     def answer(self, pdu: bytes) -> bytes:
         return self.map.handle(pdu)
@@ -172,9 +177,15 @@ class BenchDevice:
         self._tick += 1
         t = self._tick
         now_ms = int(time.time() * 1000) & 0xFFFFFFFF
-        self._pack.pack_into(
-            self.map.regs["holding"], 0, now_ms, *[(t + i) & 0xFFFF for i in self._base]
-        )
+        if self.changing == "all":
+            values = [(t + i) & 0xFFFF for i in self._base]
+        else:
+            values = self._values
+            rnd = self.rng.random
+            for i in range(len(values) // 2):
+                if rnd() < 0.05:
+                    values[i] = (values[i] + (1 if rnd() < 0.5 else -1)) & 0xFFFF
+        self._pack.pack_into(self.map.regs["holding"], 0, now_ms, *values)
 
 
 class OpcuaBenchDevice:

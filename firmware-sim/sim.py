@@ -84,8 +84,8 @@ class Simulator:
         return dev
 
     def add_bench_device(self, dev_id: str, registers: int, *, port: int = 0,
-                         host: str = "127.0.0.1") -> BenchDevice:
-        dev = BenchDevice(dev_id, registers)
+                         host: str = "127.0.0.1", changing: str = "all") -> BenchDevice:
+        dev = BenchDevice(dev_id, registers, changing=changing)
         dev.profile_name = bench_profile_name(registers)
         self._add(dev, host, port, None)
         return dev

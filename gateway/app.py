@@ -9,6 +9,7 @@ import os
 import signal
 
 from drivers.base import DriverContext, driver_for
+from gateway.compact import Schemas, encode_record, pack_topic, schema_of
 from gateway.config import Device, LoadedConfig, load_config
 from gateway.crypto.certs import CertWatch
 from gateway.crypto.signing import load_signer
@@ -62,11 +63,20 @@ class Gateway:
             payload = encode_batch(b)
             return topic, payload if sign is None else sign(payload)
 
+        self.schemas = Schemas(schema_of(f"{d.profile_name}@{d.profile.version}", d.profile)
+                               for d in loaded.devices)
+        schema = self.schemas.get
+        packed = pack_topic(prefix, gw)
+
+        def encode_compact(b: Batch) -> tuple[str, bytes]:
+            return packed, encode_record(b, schema(b.profile))
+
         sc = cfg.store
         cipher = (SpoolCipher.from_file(loaded.resolve(sc.encryption_key_file))
                   if sc.encryption_key_file is not None else None)
         self.store: Store = open_store(
-            sc.kind, encode, Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy),
+            sc.kind, encode_compact if cfg.uplink.mqtt.encoding == "compact" else encode,
+            Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy),
             str(loaded.store_path), sc.sync_interval, cipher)
         self.ctx = DriverContext(cfg.gateway.id, loaded.state_dir, loaded.path.parent)
         ids = cfg.identifiers
@@ -234,6 +244,8 @@ class Gateway:
             self.stats.devices.pop(dev_id, None)
             self.faults.clear((dev_id, "unreachable"), f"device {dev_id}: removed")
         fresh = {d.id: d for d in [*p.added, *p.changed]}
+        for d in fresh.values():
+            self.schemas.add(schema_of(f"{d.profile_name}@{d.profile.version}", d.profile))
         runners = []
         for i, dev_id in enumerate(p.order):
             r = by_id.get(dev_id)

@@ -21,7 +21,8 @@ class DeviceStats:
 @dataclass(slots=True)
 class GatewayStats:
     devices: dict[str, DeviceStats] = field(default_factory=dict)
-    published: int = 0
+    published: int = 0  # batches acknowledged by the broker
+    messages: int = 0  # MQTT data messages acknowledged (compact: one pack, many batches)
     publish_errors: int = 0
     mqtt_connects: int = 0
     uplink_connected: bool = False

@@ -11,6 +11,15 @@ from typing import Any
 import aiomqtt
 import orjson
 
+from gateway.compact import PACK, Schemas, decode_pack, decode_record
+from gateway.profiles import default_profile_dirs
+
+
+def default_schemas() -> Schemas:
+    s = Schemas()
+    s.search = default_profile_dirs()
+    return s
+
 
 @dataclass
 class Received:
@@ -27,6 +36,9 @@ class Subscriber:
     topic: str = "edgegw/#"
     session: str | None = None  # a persistent session (survives broker restarts)
     messages: list[Received] = field(default_factory=list)
+    #: compact packs as they arrived (their records are in messages too)
+    packs: list[bytes] = field(default_factory=list)
+    schemas: Schemas = field(default_factory=default_schemas)
     _task: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -57,8 +69,17 @@ class Subscriber:
             self._ready.set()
             async for m in client.messages:
                 payload = m.payload if isinstance(m.payload, bytes) else b"{}"
+                topic = str(m.topic)
+                if payload[:2] == PACK:  # compact: one message per record, as if JSON
+                    self.packs.append(payload)
+                    prefix, gw = topic.rsplit("/", 2)[:2]
+                    for rec in decode_pack(payload):
+                        doc = decode_record(rec, gw, self.schemas)
+                        self.messages.append(Received(f"{prefix}/{gw}/{doc['dev']}/data", doc,
+                                                      time.monotonic(), m.retain, rec))
+                    continue
                 self.messages.append(
-                    Received(str(m.topic), orjson.loads(payload), time.monotonic(), m.retain,
+                    Received(topic, orjson.loads(payload), time.monotonic(), m.retain,
                              payload)
                 )
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.compact import Schemas
 from gateway.config import Backoff, MqttConfig
 from gateway.crypto.signing import Verifier, verifier_from_files
 from gateway.durations import Duration
@@ -73,6 +74,10 @@ class IngestConfig(_Strict):
     sink: SinkConfig
     batch: BatchConfig = BatchConfig()
     signatures: SignaturesConfig | None = None
+    profiles_dir: list[Path] = Field(
+        default_factory=list, description="profile folders for compact records (beside "
+        "the config file unless absolute), searched before the shipped profiles: the "
+        "gateway's own profiles must be here too")
     dead_letter: Path = Path("dead-letter.jsonl")
     max_payload: int = Field(default=1_048_576, ge=1024, description="bytes; larger -> dead letter")
     dedupe_window: int = Field(default=100_000, ge=0,
@@ -99,6 +104,14 @@ class LoadedIngest:
     @property
     def dead_letter(self) -> Path:
         return self.resolve(self.config.dead_letter)
+
+    def schemas(self) -> Schemas:
+        """Where compact records find their profiles (index -> point name)."""
+        from gateway.profiles import default_profile_dirs
+
+        s = Schemas()
+        s.search = [self.resolve(p) for p in self.config.profiles_dir] + default_profile_dirs()
+        return s
 
     def verifier(self) -> Verifier | None:
         """The signature checker, or None when ``signatures`` is not configured.

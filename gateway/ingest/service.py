@@ -33,6 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.backoff import Backoff
+from gateway.compact import PACK, CompactError, decode_pack, decode_record
 from gateway.encode import decode_batch
 from gateway.ingest.config import LoadedIngest
 from gateway.ingest.deadletter import DeadLetters
@@ -86,7 +87,10 @@ class IngestService:
         self._paho: object | None = None
         m = self.cfg.mqtt
         share = f"$share/{m.share_group}/" if m.share_group else ""
-        self.topics = [f"{share}{m.topic_prefix}/{gw}/+/data" for gw in m.gateways]
+        self.topics = [f"{share}{m.topic_prefix}/{gw}/+/data" for gw in m.gateways] + [
+            f"{share}{m.topic_prefix}/{gw}/pack" for gw in m.gateways]
+        self.schemas = loaded.schemas()
+        self._parts: dict[int, int] = {}  # pack mid -> records not yet settled
         self.connected = asyncio.Event()
         self._writer: BatchWriter[_Msg] = BatchWriter(
             self.sink, self.cfg.batch.retry, lambda m: m.lines, self._on_written, self._reject,
@@ -112,6 +116,11 @@ class IngestService:
         return client
 
     def _ack(self, mid: int) -> None:
+        """Acknowledge a message; a pack once every record in it is settled."""
+        left = self._parts.pop(mid, 1) - 1
+        if left > 0:
+            self._parts[mid] = left
+            return
         assert self._paho is not None
         self._paho.ack(mid, 1)  # type: ignore[attr-defined]
 
@@ -135,6 +144,7 @@ class IngestService:
                 self.connected.clear()
                 # unacknowledged messages come again on the next session
                 self._pending = _Pending()
+                self._parts.clear()
                 delay = backoff.next()
                 log.warning("ingest: mqtt: %s; reconnecting in %.1f s", eg.exceptions[0], delay)
                 await asyncio.sleep(delay)
@@ -170,6 +180,9 @@ class IngestService:
         if len(payload) > self.cfg.max_payload:
             self._dead(m.mid, topic, payload, f"payload of {len(payload)} bytes is too large")
             return
+        if payload[:2] == PACK:
+            self._take_pack(m.mid, topic, payload)
+            return
         message, kid = payload, None
         if self.verifier is not None:
             try:
@@ -190,16 +203,48 @@ class IngestService:
             self._dead(m.mid, topic, payload,
                        f"key id {kid!r} may not sign for gateway {key[0]!r}")
             return
-        if key in self._seen or key in self._pending.keys:
+        self._queue(_Msg(m.mid, topic, payload, key, lines))
+
+    def _queue(self, msg: _Msg) -> None:
+        if msg.key in self._seen or msg.key in self._pending.keys:
             self.stats.duplicates += 1
-            self._ack(m.mid)
+            self._ack(msg.mid)
             return
         p = self._pending
         if not p.msgs:
             p.since = time.monotonic()
-        p.msgs.append(_Msg(m.mid, topic, payload, key, lines))
-        p.keys.add(key)
-        p.lines += len(lines)
+        p.msgs.append(msg)
+        p.keys.add(msg.key)
+        p.lines += len(msg.lines)
+
+    def _take_pack(self, mid: int, topic: str, payload: bytes) -> None:
+        """A compact pack: each record is a batch of its own (deduplicated, written or
+        dead-lettered alone); the message is acknowledged when all are settled."""
+        parts = topic.split("/")
+        gateway = parts[-2] if len(parts) >= 3 else ""
+        if self.verifier is not None and self.verifier.require:
+            self.stats.refused_signatures += 1
+            self._dead(mid, topic, payload, "unsigned payload (signatures are required; "
+                       "compact packs are not signed)")
+            return
+        try:
+            records = decode_pack(payload)
+        except CompactError as exc:
+            self._dead(mid, topic, payload, f"cannot decode the pack: {exc}")
+            return
+        if not records:
+            self._ack(mid)
+            return
+        self._parts[mid] = len(records)
+        self.stats.received += len(records) - 1
+        for rec in records:
+            try:
+                doc = decode_record(rec, gateway, self.schemas)
+                msg = _Msg(mid, topic, rec, (gateway, int(doc["seq"])), batch_lines(doc))
+            except (ValueError, KeyError, TypeError) as exc:
+                self._dead(mid, topic, rec, f"cannot decode a record: {exc}")
+                continue
+            self._queue(msg)
 
     def _dead(self, mid: int, topic: str, payload: bytes, reason: str) -> None:
         self.dead.add(topic, payload, reason)

@@ -22,7 +22,8 @@ import orjson
 
 from gateway import __version__
 from gateway.backoff import Backoff
-from gateway.config import MqttConfig
+from gateway.compact import encode_pack, pack_topic
+from gateway.config import GatewayMqtt
 from gateway.encode import status_topic
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
@@ -31,10 +32,12 @@ log = logging.getLogger("edgegw.uplink")
 # aiomqtt warns about every publish beyond 10 pending; many in flight is our design
 _client_log = logging.getLogger("edgegw.uplink.client")
 _client_log.setLevel(logging.ERROR)
+#: records read from the store per pack round (several packs when over pack.max_bytes)
+PACK_RECORDS = 2000
 
 
 class MqttUplink:
-    def __init__(self, cfg: MqttConfig, gateway_id: str, store: Store, stats: GatewayStats,
+    def __init__(self, cfg: GatewayMqtt, gateway_id: str, store: Store, stats: GatewayStats,
                  status_extra: Callable[[], dict[str, object]] | None = None) -> None:
         self.cfg = cfg
         self.gateway_id = gateway_id
@@ -42,6 +45,7 @@ class MqttUplink:
         self.stats = stats
         self.status_extra = status_extra or (dict)
         self.topic_status = status_topic(cfg.topic_prefix, gateway_id)
+        self.topic_pack = pack_topic(cfg.topic_prefix, gateway_id)
         self._backoff = Backoff(cfg.reconnect.initial, cfg.reconnect.max, cfg.reconnect.jitter)
         self._stopping = False
         self._drained = asyncio.Event()
@@ -103,7 +107,10 @@ class MqttUplink:
             try:
                 await client.publish(self.topic_status, self._status(True), qos=1,
                                      retain=True)
-                await self._pump(client)
+                if self.cfg.encoding == "compact":
+                    await self._pump_packs(client)
+                else:
+                    await self._pump(client)
             finally:
                 self.stats.uplink_connected = False
             with contextlib.suppress(aiomqtt.MqttError):
@@ -130,6 +137,7 @@ class MqttUplink:
             finally:
                 sem.release()
             stats.published += 1
+            stats.messages += 1
             stats.publish_seconds += time.monotonic() - t0
             stats.bytes_sent += len(e.payload) + len(e.topic)
             await store.ack(e.seq)
@@ -172,6 +180,84 @@ class MqttUplink:
                         return
                     tg.create_task(send(e), name="mqtt-publish")
                     back_cur = e.seq
+            status.cancel()
+
+    async def _pump_packs(self, client: aiomqtt.Client) -> None:
+        """Compact encoding: many stored records per message. Live records wait up to
+        ``pack.max_delay`` after their read time for others to share the message (one
+        timer, not a wake-up per record); backlog after an outage goes out at once, in
+        full packs, after the live data. A pack is acknowledged record by record after
+        its PUBACK."""
+        pc = self.cfg.pack
+        sem = asyncio.Semaphore(self.cfg.max_inflight)
+        qos = self.cfg.qos
+        store, stats, topic = self.store, self.stats, self.topic_pack
+        failed = False
+
+        async def send(entries: list[Entry]) -> None:
+            nonlocal failed
+            t0 = time.monotonic()
+            payload = encode_pack([e.payload for e in entries], pc.compression)
+            try:
+                await client.publish(topic, payload, qos=qos)
+            except aiomqtt.MqttError:
+                stats.publish_errors += 1
+                failed = True
+                raise
+            finally:
+                sem.release()
+            stats.published += len(entries)
+            stats.messages += 1
+            stats.publish_seconds += time.monotonic() - t0
+            stats.bytes_sent += len(payload) + len(topic)
+            for e in entries:
+                await store.ack(e.seq)
+
+        def packs(entries: list[Entry]) -> list[list[Entry]]:
+            out: list[list[Entry]] = [[]]
+            size = 0
+            for e in entries:
+                if out[-1] and size + len(e.payload) > pc.max_bytes:
+                    out.append([])
+                    size = 0
+                out[-1].append(e)
+                size += len(e.payload)
+            return out if out[0] else []
+
+        n = PACK_RECORDS
+        live_from = store.last_seq
+        live_cur, back_cur = live_from, 0
+        async with asyncio.TaskGroup() as tg:
+            status = tg.create_task(self._status_loop(client), name="mqtt-status")
+            while not (self._stopping and store.stats.entries == 0):
+                live = await store.peek(n, after=live_cur)
+                if live and not self._stopping and len(live) < n:
+                    linger = live[0].ts_ms / 1000 + pc.max_delay - time.time()
+                    if linger > 0:
+                        await asyncio.sleep(min(linger, pc.max_delay))
+                        live = await store.peek(n, after=live_cur)
+                back: list[Entry] = []
+                if len(live) < n and back_cur < live_from:
+                    back = await store.peek(n - len(live), after=back_cur, before=live_from + 1)
+                    if not back:
+                        back_cur = live_from
+                if not live and not back:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(store.wait(live_cur),
+                                               0.2 if self._stopping else 1.0)
+                    continue
+                for chunk in packs(live):
+                    await sem.acquire()
+                    if failed:
+                        return
+                    tg.create_task(send(chunk), name="mqtt-publish-pack")
+                    live_cur = chunk[-1].seq
+                for chunk in packs(back):
+                    await sem.acquire()
+                    if failed:
+                        return
+                    tg.create_task(send(chunk), name="mqtt-publish-pack")
+                    back_cur = chunk[-1].seq
             status.cancel()
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:

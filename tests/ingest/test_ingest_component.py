@@ -322,3 +322,36 @@ async def test_signatures_required_dead_letters_unsigned_and_tampered(
                        "key)", "key id 'gw9-2026' may not sign for gateway 'gw1'"]
     (s,) = influx.query('SELECT speed FROM "acme/cnc-vmc850"', "edgegw")
     assert [v[1] for v in s["values"]] == [8001, 8002, 8005]  # type: ignore[index]
+
+
+async def test_compact_pack_records_written_and_bad_ones_dead_lettered(
+    broker: Mosquitto, influx: Influxd, tmp_path: Path
+) -> None:
+    from gateway.compact import Schema, encode_pack, encode_record
+    from gateway.profiles import default_profile_dirs, load_profile
+
+    prof = load_profile("acme/cnc-vmc850", default_profile_dirs())
+    schema = Schema.of("acme/cnc-vmc850@1.2", [p.name for p in prof.expanded_points()])
+    assert prof.version == "1.2"
+
+    def rec(seq: int, profile: str = "acme/cnc-vmc850@1.2") -> bytes:
+        b = Batch("gw1", "cnc-01", profile, TS + seq * 1000, {"spindle_speed": 8000 + seq},
+                  state="running", seq=seq)
+        return encode_record(b, schema)
+
+    svc = IngestService(loaded(tmp_path, broker.port, {"kind": "influxdb-v1", "url": influx.url,
+                                                       "database": "edgegw"}))
+    good = encode_pack([rec(1), rec(2), rec(3, "nobody/unknown@1"), rec(4)])
+    async with ingest(svc):
+        await publish(broker.port, [("edgegw/gw1/pack", good),
+                                    ("edgegw/gw1/pack", b"\xed\x02\x01garbage"),
+                                    ("edgegw/gw1/pack", encode_pack([rec(5), rec(1)]))])
+        await until(lambda: svc.stats.written_batches == 4 and svc.stats.dead_letters == 2
+                    and svc.stats.duplicates == 1, what="4 written, 2 dead, 1 duplicate")
+        assert not svc._parts  # every pack acknowledged once all its records settled
+    (s,) = influx.query('SELECT spindle_speed FROM "acme/cnc-vmc850"', "edgegw")
+    assert [v[1] for v in s["values"]] == [8001, 8002, 8004, 8005]  # type: ignore[index]
+    reasons = [orjson.loads(x)["reason"] for x in
+               (tmp_path / "dead-letter.jsonl").read_bytes().splitlines()]
+    assert any("unknown profile 'nobody/unknown@1'" in r for r in reasons)
+    assert any("cannot decode the pack" in r for r in reasons)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from firmware_sim.servers import Mosquitto, free_port
 
-from gateway.config import MqttConfig
+from gateway.config import GatewayMqtt
 from gateway.stats import GatewayStats
 from gateway.uplink.mqtt import MqttUplink
 from tests.mqtt_sub import Subscriber
@@ -38,12 +38,12 @@ def tls_broker(tmp_path: Path, pki: TestCA) -> Iterator[Mosquitto]:
 
 
 def tls_cfg(broker: Mosquitto, ca: Path, cert: Path | None, key: Path | None,
-            host: str = "127.0.0.1") -> MqttConfig:
+            host: str = "127.0.0.1") -> GatewayMqtt:
     assert broker.tls is not None
     tls: dict[str, object] = {"ca_file": str(ca)}
     if cert is not None:
         tls.update(cert_file=str(cert), key_file=str(key))
-    return MqttConfig.model_validate({"host": host, "port": broker.tls["port"], "tls": tls,
+    return GatewayMqtt.model_validate({"host": host, "port": broker.tls["port"], "tls": tls,
                                       "reconnect": {"initial": "100ms", "max": "300ms"}})
 
 
@@ -57,7 +57,7 @@ async def test_mutual_tls_delivers(tls_broker: Mosquitto, pki: TestCA) -> None:
     assert store.stats.entries == 0
 
 
-async def _refused(broker: Mosquitto, cfg: MqttConfig, caplog: pytest.LogCaptureFixture) -> str:
+async def _refused(broker: Mosquitto, cfg: GatewayMqtt, caplog: pytest.LogCaptureFixture) -> str:
     store = make_store()
     await fill(store, 1)
     stats = GatewayStats()

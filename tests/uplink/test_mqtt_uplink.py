@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import pytest
 
-from gateway.config import MqttConfig
+from gateway.config import GatewayMqtt
 from gateway.encode import data_topic, encode_batch
 from gateway.model import Batch
 from gateway.stats import GatewayStats
@@ -25,8 +26,8 @@ def make_store() -> MemoryStore:
                        Limits(10_000, 10**8))
 
 
-def cfg(port: int) -> MqttConfig:
-    return MqttConfig.model_validate({"port": port, "reconnect": {"initial": "100ms",
+def cfg(port: int) -> GatewayMqtt:
+    return GatewayMqtt.model_validate({"port": port, "reconnect": {"initial": "100ms",
                                                                   "max": "500ms"}})
 
 
@@ -81,7 +82,7 @@ async def test_broker_down_at_start_then_everything_arrives(broker: Mosquitto) -
 
 async def test_broker_restart_mid_stream_loses_nothing(broker: Mosquitto) -> None:
     store = make_store()
-    slow_reconnect = MqttConfig.model_validate({"port": broker.port,
+    slow_reconnect = GatewayMqtt.model_validate({"port": broker.port,
                                                "reconnect": {"initial": "1s", "max": "1s"}})
     uplink = MqttUplink(slow_reconnect, "gw", store, GatewayStats())
     sent: list[int] = []
@@ -106,3 +107,31 @@ async def test_broker_restart_mid_stream_loses_nothing(broker: Mosquitto) -> Non
             seqs = [d["seq"] for d in sub.data()]
     assert seqs == sorted(seqs), "replayed in order"
     assert store.stats.entries == 0
+
+
+async def test_compact_packs_many_batches_per_message(broker: Mosquitto) -> None:
+    from gateway.compact import Schema, Schemas, encode_record
+
+    schema = Schema.of("p@1", ["i"])
+    store = MemoryStore(lambda b: ("edgegw/gw/pack", encode_record(b, schema)),
+                        Limits(10_000, 10**8))
+    conf = GatewayMqtt.model_validate({"port": broker.port, "encoding": "compact",
+                                       "pack": {"max_delay": "300ms", "max_bytes": 2048},
+                                       "reconnect": {"initial": "100ms", "max": "500ms"}})
+    stats = GatewayStats()
+    backlog = await fill(store, 400)  # before the session: sent at once, in full packs
+    async with Subscriber(broker.port, "edgegw/gw/pack",
+                          schemas=Schemas([schema])) as sub:
+        uplink = MqttUplink(conf, "gw", store, stats)
+        async with running(uplink):
+            await sub.wait_for(lambda: len(sub.data()) == 400, what="the backlog")
+            t0 = asyncio.get_running_loop().time()
+            live = [await store.append(Batch("gw", "d1", "p@1", int(time.time() * 1000),
+                                             {"i": i})) for i in range(5)]
+            await sub.wait_for(lambda: len(sub.data()) == 405, what="5 live batches")
+            waited = asyncio.get_running_loop().time() - t0
+    assert [d["seq"] for d in sub.data()] == backlog + live
+    assert store.stats.entries == 0 and stats.published == 405
+    assert len(sub.packs) == stats.messages < 405 / 10  # many batches per message
+    assert 0.2 < waited < 1.0  # the live batches shared one message, after max_delay
+    assert len(sub.packs[-1]) < 5 * 20
