@@ -133,8 +133,24 @@ class Gateway:
                         for k, v in self.stats.devices.items()},
             "store": self.store.stats.as_status(),
             "published": self.stats.published,
+            **self._link_status(),
             **({"certs": self.certs.warnings} if self.certs.warnings else {}),
         }
+
+    def _link_status(self) -> dict[str, object]:
+        link = getattr(self.uplink, "link", None)
+        if link is None:
+            return {}
+        out: dict[str, object] = {"puback_ms": round(link.rtt * 1000, 1),
+                                  "puback_max_ms": round(link.rtt_max * 1000, 1),
+                                  "failures": link.failures, "pack_delay_factor": link.factor,
+                                  "urgent": self.stats.urgent}
+        link.rtt_max = 0.0
+        budget = getattr(self.uplink, "budget", None)
+        if budget is not None:
+            out["budget_bytes_per_s"] = budget.rate
+            out["budget_wait_s"] = round(budget.waited, 1)
+        return {"link": out}
 
     def stop(self) -> None:
         self._stop.set()

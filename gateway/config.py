@@ -114,12 +114,27 @@ class PackConfig(_Strict):
     compression: int = Field(default=6, ge=0, le=9, description="zlib level; 0 = none")
 
 
+class BudgetConfig(_Strict):
+    """Bandwidth budget for the uplink (all MQTT bytes, approximately)."""
+
+    bytes_per_s: int = Field(ge=100, description="e.g. 8000 for 64 kbit/s; set it below "
+                             "what the link carries, so alarms never queue behind our own data")
+    burst: int | None = Field(default=None, ge=100, description="bytes that may go at "
+                              "once after a quiet time (default: one second's worth)")
+
+
 class GatewayMqtt(MqttConfig):
     encoding: Literal["json", "compact"] = Field(
         default="json", description="json: one JSON message per batch on "
         "<prefix>/<gw>/<device>/data; compact: binary records packed into compressed "
         "messages on <prefix>/<gw>/pack (docs/wire-format.md)")
     pack: PackConfig = PackConfig()
+    budget: BudgetConfig | None = Field(
+        default=None, description="bytes/s for ordinary data; alarm and state batches go "
+        "first and are never held back; what waits stays in the store")
+    slow_publish: Duration = Field(
+        default=2.0, description="a PUBACK slower than this means a bad link: the pack "
+        "delay doubles (up to 8x) until publishes are fast again")
 
 
 class UplinkConfig(_Strict):

@@ -174,6 +174,22 @@ class HealthServer:
                [({}, s.bytes_sent)])
         metric("uplink_publish_seconds_total", "counter", "time from publish to PUBACK",
                [({}, round(s.publish_seconds, 6))])
+        metric("uplink_messages_total", "counter", "data messages acknowledged (compact: "
+               "one pack holds many batches)", [({}, s.messages)])
+        metric("uplink_urgent_total", "counter", "alarm/state batches sent ahead of the rest",
+               [({}, s.urgent)])
+        link = getattr(gw.uplink, "link", None)
+        if link is not None:
+            metric("uplink_puback_seconds", "gauge", "time to PUBACK, moving average",
+                   [({}, round(link.rtt, 4))])
+            metric("uplink_pack_delay_factor", "gauge", "pack delay multiplier (1 on a good "
+                   "link, up to 8 on a slow one)", [({}, link.factor)])
+        budget = getattr(gw.uplink, "budget", None)
+        if budget is not None:
+            metric("uplink_budget_bytes_per_second", "gauge", "the configured budget",
+                   [({}, budget.rate)])
+            metric("uplink_budget_wait_seconds_total", "counter", "time ordinary data waited "
+                   "for the budget", [({}, round(budget.waited, 3))])
         metric("config_reloads_total", "counter", "config reloads applied", [({}, s.reloads)])
         metric("config_reload_errors_total", "counter", "reloads refused (invalid config; the "
                "running one kept)", [({}, s.reload_errors)])

@@ -21,6 +21,10 @@ class Quality(enum.IntEnum):
     BAD = 2
 
 
+ALARM, STATE, PROCESS, BULK = 0, 1, 2, 3
+PRIORITY = {"alarm": ALARM, "state": STATE, "process": PROCESS, "bulk": BULK}
+
+
 @dataclass(slots=True)
 class Reading:
     """What a driver read for a list of points in one request (or one failed request).
@@ -62,6 +66,9 @@ class Batch:
     error: str | None = None  # device-level fault: every point is bad for this reason
     #: source timestamps (ms) of reported points whose own time differs from ``ts_ms``
     src: dict[str, int] = field(default_factory=dict)
+    #: uplink priority: ALARM or STATE (an alarm/state point or the machine state
+    #: changed) goes first; PROCESS is everything else
+    priority: int = 2
 
     @property
     def point_count(self) -> int:

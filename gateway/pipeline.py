@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from gateway.config import Device
-from gateway.model import Batch, Quality, Reading, Value
+from gateway.model import PRIORITY, PROCESS, STATE, Batch, Quality, Reading, Value
 from gateway.profiles import Point
 from gateway.state import OFFLINE, derive_state
 
@@ -74,6 +74,10 @@ class DevicePipeline:
         self.state: str | None = None
         self.ids = {"device": device.config.identifier} if device.config.identifier else {}
         self._by_tuple: dict[int, tuple[tuple[str, ...], list[_PointState]]] = {}
+        #: alarm/state-class points -> priority; a change of one makes the batch urgent
+        self.urgent = {p.name: PRIORITY[p.priority] for p in prof.expanded_points()
+                       if p.priority in ("alarm", "state")}
+        self._urgent_last: dict[str, Value] = {}
 
     def _states(self, names: tuple[str, ...]) -> list[_PointState]:
         hit = self._by_tuple.get(id(names))
@@ -134,8 +138,24 @@ class DevicePipeline:
         self.state = state
         if not out and not changed_state:
             return None
+        prio = STATE if changed_state else PROCESS
+        if self.urgent:
+            prio = min(prio, self._urgency(out))
         return Batch(self.gateway_id, self.device.id, self.profile_tag, int(ts * 1000), out,
-                     bad, state, self.ids, group=group, src=src)
+                     bad, state, self.ids, group=group, src=src, priority=prio)
+
+    def _urgency(self, out: dict[str, Value]) -> int:
+        """The highest priority among alarm/state points whose value changed (not a
+        heartbeat's repetition)."""
+        prio = PROCESS
+        last = self._urgent_last
+        for name, p in self.urgent.items():
+            if name in out:
+                v = out[name]
+                if name not in last or last[name] != v:
+                    last[name] = v
+                    prio = min(prio, p)
+        return prio
 
     def _detailed(self, r: Reading, rts: list[_PointState], ts: float,
                   out: dict[str, Value], bad: dict[str, tuple[Quality, str]],
@@ -203,4 +223,4 @@ class DevicePipeline:
         self.current.clear()
         self.state = OFFLINE
         return Batch(self.gateway_id, self.device.id, self.profile_tag, int(ts * 1000), {},
-                     state=OFFLINE, ids=self.ids, error=reason)
+                     state=OFFLINE, ids=self.ids, error=reason, priority=STATE)

@@ -98,6 +98,10 @@ class Point(_Strict):
     deadband: Deadband | None = None
     description: str = ""
     sim: PointSim | None = None
+    priority: Literal["alarm", "state", "process", "bulk"] = Field(
+        default="process", description="uplink priority: a batch in which an alarm or "
+        "state point changed (or the machine state changed) goes out before everything "
+        "else, without waiting for the pack delay or the bandwidth budget")
     context: Literal["product", "batch"] | None = Field(
         default=None, description="this point's value (a code read by a scanner, or a "
         "PLC's string register) is the current product (or batch) code of the devices "

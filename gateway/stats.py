@@ -28,6 +28,7 @@ class GatewayStats:
     uplink_connected: bool = False
     bytes_sent: int = 0  # payload + topic of acknowledged publishes
     publish_seconds: float = 0.0  # total time from publish to its PUBACK
+    urgent: int = 0  # alarm/state batches sent through the fast lane
     reloads: int = 0  # config reloads applied
     reload_errors: int = 0  # reloads refused (invalid config; the old one kept running)
 

@@ -7,9 +7,13 @@ import contextlib
 
 
 class Proxy:
-    def __init__(self, upstream_port: int, delay: float = 0.0) -> None:
+    def __init__(self, upstream_port: int, delay: float = 0.0, rate: float = 0.0) -> None:
+        """``rate``: bytes per second in each direction (0 = unlimited), like a narrow
+        link: data is forwarded in chunks of at most 512 bytes, each after its
+        transmission time."""
         self.upstream_port = upstream_port
         self.delay = delay
+        self.rate = rate
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -41,9 +45,11 @@ class Proxy:
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
+                while data := await src.read(512 if self.rate else 65536):
                     if self.delay:
                         await asyncio.sleep(self.delay)
+                    if self.rate:
+                        await asyncio.sleep(len(data) / self.rate)
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()

@@ -2,6 +2,9 @@
 
 ``append(batch) -> seq`` encodes the batch, gives it the next sequence number and keeps
 it (for a durable backend: on disk, committed, before it returns);
+``urgent`` is a fast lane: the alarm and state batches (``Batch.priority``) just
+appended, which the uplink sends before anything else (they are stored like every
+batch, and acknowledged the same way); ``urgent_ready`` is set when one arrives.
 ``peek(n, after, before)`` returns up to ``n`` of the oldest entries with
 ``after < seq < before`` without waiting; ``wait(after)`` returns once an entry newer
 than ``after`` exists; ``ack(seq)`` removes one entry for good (unknown or already
@@ -21,11 +24,12 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from gateway.model import Batch
+from gateway.model import STATE, Batch
 
 if TYPE_CHECKING:
     from gateway.crypto.spool import SpoolCipher
@@ -72,6 +76,8 @@ class Limits:
 
 class Store(Protocol):
     stats: StoreStats
+    urgent: deque[Entry]
+    urgent_ready: asyncio.Event
 
     @property
     def last_seq(self) -> int: ...
@@ -114,6 +120,10 @@ class BoundedStore(ABC):
         self._room = asyncio.Event()
         self._warned: set[str] = set()
         self._next_age_check = 0.0
+        #: alarm/state batches just stored, for the uplink to send before anything else
+        #: (they are in the store like every batch; this is only the fast lane's queue)
+        self.urgent: deque[Entry] = deque(maxlen=10_000)
+        self.urgent_ready = asyncio.Event()
 
     # -- primitives of a backend ---------------------------------------------------------
     @abstractmethod
@@ -165,6 +175,9 @@ class BoundedStore(ABC):
         st.bytes += size
         st.appended += 1
         self._last_inserted = seq
+        if batch.priority <= STATE:
+            self.urgent.append(Entry(seq, topic, payload, batch.ts_ms))
+            self.urgent_ready.set()
         self._new.set()
         return seq
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiomqtt
 import orjson
@@ -27,11 +27,13 @@ from gateway.config import GatewayMqtt
 from gateway.encode import status_topic
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
+from gateway.uplink.link import MQTT_OVERHEAD, Budget, LinkQuality
 
 log = logging.getLogger("edgegw.uplink")
 # aiomqtt warns about every publish beyond 10 pending; many in flight is our design
 _client_log = logging.getLogger("edgegw.uplink.client")
 _client_log.setLevel(logging.ERROR)
+SENT, YIELDED, FAILED = 0, 1, 2
 #: records read from the store per pack round (several packs when over pack.max_bytes)
 PACK_RECORDS = 2000
 
@@ -46,6 +48,10 @@ class MqttUplink:
         self.status_extra = status_extra or (dict)
         self.topic_status = status_topic(cfg.topic_prefix, gateway_id)
         self.topic_pack = pack_topic(cfg.topic_prefix, gateway_id)
+        self.compact = cfg.encoding == "compact"
+        self.link = LinkQuality(slow=cfg.slow_publish)
+        b = cfg.budget
+        self.budget = Budget(b.bytes_per_s, b.burst or b.bytes_per_s) if b else None
         self._backoff = Backoff(cfg.reconnect.initial, cfg.reconnect.max, cfg.reconnect.jitter)
         self._stopping = False
         self._drained = asyncio.Event()
@@ -107,44 +113,95 @@ class MqttUplink:
             try:
                 await client.publish(self.topic_status, self._status(True), qos=1,
                                      retain=True)
-                if self.cfg.encoding == "compact":
-                    await self._pump_packs(client)
-                else:
-                    await self._pump(client)
+                await self._pump(client)
             finally:
                 self.stats.uplink_connected = False
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(self.topic_status, self._status(False), qos=1,
                                      retain=True, timeout=2)
 
+    def _messages(self, entries: list[Entry]) -> list[list[Entry]]:
+        """Entries grouped into messages: one each (JSON), or packs up to
+        ``pack.max_bytes`` (compact)."""
+        if not self.compact:
+            return [[e] for e in entries]
+        limit = self.cfg.pack.max_bytes
+        out: list[list[Entry]] = [[]]
+        size = 0
+        for e in entries:
+            if out[-1] and size + len(e.payload) > limit:
+                out.append([])
+                size = 0
+            out[-1].append(e)
+            size += len(e.payload)
+        return out if out[0] else []
+
+    def _encode(self, msg: list[Entry]) -> tuple[str, bytes]:
+        if not self.compact:
+            return msg[0].topic, msg[0].payload
+        return self.topic_pack, encode_pack([e.payload for e in msg], self.cfg.pack.compression)
+
     async def _pump(self, client: aiomqtt.Client) -> None:
-        """Publish until stopping and drained; an MqttError ends the session."""
+        """Publish until stopping and drained; an MqttError ends the session.
+
+        Order: the store's urgent lane (alarm and state batches) at once, then live
+        entries (newer than the session's start), then the backlog, in sequence order.
+        Ordinary data waits for the budget (when one is set) and, compact, up to the
+        pack delay after its read time for others to share its message; an urgent batch
+        interrupts both waits."""
         sem = asyncio.Semaphore(self.cfg.max_inflight)
         qos = self.cfg.qos
-        store = self.store
-        stats = self.stats
+        store, stats, link, budget = self.store, self.stats, self.link, self.budget
+        urgent_ready = store.urgent_ready
         failed = False
+        sent_urgent: set[int] = set()  # sent through the fast lane: skipped by the others
 
-        async def send(e: Entry) -> None:
+        async def send(msg: list[Entry], topic: str, payload: bytes) -> None:
             nonlocal failed
             t0 = time.monotonic()
             try:
-                await client.publish(e.topic, e.payload, qos=qos)
+                await client.publish(topic, payload, qos=qos)
             except aiomqtt.MqttError:
                 stats.publish_errors += 1
+                link.failed()
                 failed = True
                 raise
             finally:
                 sem.release()
-            stats.published += 1
+            took = time.monotonic() - t0
+            link.sample(took)
+            stats.published += len(msg)
             stats.messages += 1
-            stats.publish_seconds += time.monotonic() - t0
-            stats.bytes_sent += len(e.payload) + len(e.topic)
-            await store.ack(e.seq)
+            stats.publish_seconds += took
+            stats.bytes_sent += len(payload) + len(topic)
+            for e in msg:
+                await store.ack(e.seq)
 
-        # Live first: entries newer than the session's start go out before the backlog,
-        # which fills the remaining in-flight capacity in sequence order.
-        n = self.cfg.max_inflight
+        async def publish(msg: list[Entry], urgent: bool = False) -> int:
+            """Start one publish: SENT; YIELDED when ordinary data gave way to urgent
+            data; FAILED when a publish failed (the session is ending)."""
+            topic, payload = self._encode(msg)
+            size = len(payload) + len(topic) + MQTT_OVERHEAD
+            if budget is not None:
+                if urgent:
+                    budget.charge(size)
+                elif not await budget.take(size, urgent_ready):
+                    return YIELDED
+            await sem.acquire()
+            if failed:  # the TaskGroup is shutting down with the MqttError
+                return FAILED
+            tg.create_task(send(msg, topic, payload), name="mqtt-publish")
+            return SENT
+
+        def fresh(entries: list[Entry]) -> list[Entry]:
+            if not sent_urgent:
+                return entries
+            return [e for e in entries if e.seq not in sent_urgent]
+
+        n = PACK_RECORDS if self.compact else self.cfg.max_inflight
+        # the fast lane is for fresh alarms: what queued while disconnected goes out with
+        # the backlog, in order
+        store.urgent.clear()
         live_from = store.last_seq
         live_cur, back_cur = live_from, 0
         backlog = store.stats.entries
@@ -154,111 +211,59 @@ class MqttUplink:
         async with asyncio.TaskGroup() as tg:
             status = tg.create_task(self._status_loop(client), name="mqtt-status")
             while not (self._stopping and store.stats.entries == 0):
+                urgent_ready.clear()
+                if store.urgent:
+                    now = [store.urgent.popleft() for _ in range(len(store.urgent))]
+                    sent_urgent.update(e.seq for e in now)
+                    stats.urgent += len(now)
+                    for msg in self._messages(now):
+                        if await publish(msg, urgent=True) == FAILED:
+                            return
                 live = await store.peek(n, after=live_cur)
+                if self.compact and live and not self._stopping and len(live) < n:
+                    delay = self.cfg.pack.max_delay * link.factor
+                    linger = live[0].ts_ms / 1000 + delay - time.time()
+                    if linger > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(urgent_ready.wait(), min(linger, delay))
+                        if urgent_ready.is_set():
+                            continue
+                        live = await store.peek(n, after=live_cur)
                 back: list[Entry] = []
                 if len(live) < n and back_cur < live_from:
-                    back = await store.peek(n - len(live), after=back_cur, before=live_from + 1)
+                    back = await store.peek(n - len(live), after=back_cur,
+                                            before=live_from + 1)
                     if not back:
                         back_cur = live_from
                         if backlog:
-                            log.info("mqtt: backlog of %d batch(es) sent in %.1f s", backlog,
-                                     time.monotonic() - t0)
+                            log.info("mqtt: backlog of %d batch(es) sent in %.1f s",
+                                     backlog, time.monotonic() - t0)
                 if not live and not back:
                     with contextlib.suppress(TimeoutError):  # re-check stopping now and then
                         await asyncio.wait_for(store.wait(live_cur),
                                                0.2 if self._stopping else 1.0)
                     continue
-                for e in live:
-                    await sem.acquire()
-                    if failed:  # the TaskGroup is shutting down with the MqttError
-                        return
-                    tg.create_task(send(e), name="mqtt-publish")
-                    live_cur = e.seq
-                for e in back:
-                    await sem.acquire()
-                    if failed:
-                        return
-                    tg.create_task(send(e), name="mqtt-publish")
-                    back_cur = e.seq
+                live_cur, r = await self._send_all(publish, fresh(live), live, live_cur)
+                if r == SENT:
+                    back_cur, r = await self._send_all(publish, fresh(back), back, back_cur)
+                if r == FAILED:
+                    return
+                if sent_urgent:  # forget what both cursors have passed
+                    sent_urgent = {s for s in sent_urgent
+                                   if s > live_cur or back_cur < s <= live_from}
             status.cancel()
 
-    async def _pump_packs(self, client: aiomqtt.Client) -> None:
-        """Compact encoding: many stored records per message. Live records wait up to
-        ``pack.max_delay`` after their read time for others to share the message (one
-        timer, not a wake-up per record); backlog after an outage goes out at once, in
-        full packs, after the live data. A pack is acknowledged record by record after
-        its PUBACK."""
-        pc = self.cfg.pack
-        sem = asyncio.Semaphore(self.cfg.max_inflight)
-        qos = self.cfg.qos
-        store, stats, topic = self.store, self.stats, self.topic_pack
-        failed = False
-
-        async def send(entries: list[Entry]) -> None:
-            nonlocal failed
-            t0 = time.monotonic()
-            payload = encode_pack([e.payload for e in entries], pc.compression)
-            try:
-                await client.publish(topic, payload, qos=qos)
-            except aiomqtt.MqttError:
-                stats.publish_errors += 1
-                failed = True
-                raise
-            finally:
-                sem.release()
-            stats.published += len(entries)
-            stats.messages += 1
-            stats.publish_seconds += time.monotonic() - t0
-            stats.bytes_sent += len(payload) + len(topic)
-            for e in entries:
-                await store.ack(e.seq)
-
-        def packs(entries: list[Entry]) -> list[list[Entry]]:
-            out: list[list[Entry]] = [[]]
-            size = 0
-            for e in entries:
-                if out[-1] and size + len(e.payload) > pc.max_bytes:
-                    out.append([])
-                    size = 0
-                out[-1].append(e)
-                size += len(e.payload)
-            return out if out[0] else []
-
-        n = PACK_RECORDS
-        live_from = store.last_seq
-        live_cur, back_cur = live_from, 0
-        async with asyncio.TaskGroup() as tg:
-            status = tg.create_task(self._status_loop(client), name="mqtt-status")
-            while not (self._stopping and store.stats.entries == 0):
-                live = await store.peek(n, after=live_cur)
-                if live and not self._stopping and len(live) < n:
-                    linger = live[0].ts_ms / 1000 + pc.max_delay - time.time()
-                    if linger > 0:
-                        await asyncio.sleep(min(linger, pc.max_delay))
-                        live = await store.peek(n, after=live_cur)
-                back: list[Entry] = []
-                if len(live) < n and back_cur < live_from:
-                    back = await store.peek(n - len(live), after=back_cur, before=live_from + 1)
-                    if not back:
-                        back_cur = live_from
-                if not live and not back:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(store.wait(live_cur),
-                                               0.2 if self._stopping else 1.0)
-                    continue
-                for chunk in packs(live):
-                    await sem.acquire()
-                    if failed:
-                        return
-                    tg.create_task(send(chunk), name="mqtt-publish-pack")
-                    live_cur = chunk[-1].seq
-                for chunk in packs(back):
-                    await sem.acquire()
-                    if failed:
-                        return
-                    tg.create_task(send(chunk), name="mqtt-publish-pack")
-                    back_cur = chunk[-1].seq
-            status.cancel()
+    async def _send_all(self, publish: Callable[[list[Entry]], Awaitable[int]],
+                        entries: list[Entry], seen: list[Entry],
+                        cursor: int) -> tuple[int, int]:
+        """Publish ``entries`` (``seen`` without the ones the fast lane sent) in order;
+        the new cursor and SENT, or the cursor where it stopped and why."""
+        for msg in self._messages(entries):
+            r = await publish(msg)
+            if r != SENT:
+                return cursor, r
+            cursor = msg[-1].seq
+        return (seen[-1].seq if seen else cursor), SENT
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         while True:

@@ -22,7 +22,7 @@ PROFILE = Profile.model_validate({
         {"name": "flow", "table": "holding", "address": 2, "type": "float32",
          "deadband": {"percent": 10}},
         {"name": "mode", "table": "holding", "address": 4},
-        {"name": "alarm", "table": "coil", "address": 0, "type": "bool"},
+        {"name": "alarm", "table": "coil", "address": 0, "type": "bool", "priority": "alarm"},
     ],
 })
 NAMES = ("speed", "temp", "flow", "mode")
@@ -155,3 +155,22 @@ def test_product_context_tags_later_batches_only() -> None:
     assert before.ids == {"device": "88.1.2/D1"}  # made earlier: unchanged
     assert after.ids == {"device": "88.1.2/D1", "product": "88.118.8/TYRE-2026-000123"}
     assert p.offline("gone", 12.0).ids["product"] == "88.118.8/TYRE-2026-000123"
+
+
+def test_priority_alarm_and_state_changes_only() -> None:
+    from gateway.model import ALARM, PROCESS, STATE
+
+    p = pipe(heartbeat=10.0)
+    first = p.process("g", [rd([100, 2, 3.0, 1], 0.0), rd([False], 0.0, ("alarm",))])
+    assert first is not None and first.priority == ALARM  # first value of an alarm point
+    b = p.process("g", [rd([200, 2, 3.0, 1], 1.0), rd([False], 1.0, ("alarm",))])
+    assert b is not None and b.priority == PROCESS  # only a process value changed
+    b = p.process("g", [rd([200, 2, 3.0, 1], 2.0), rd([True], 2.0, ("alarm",))])
+    assert b is not None and b.priority == ALARM and b.state == "fault"
+    b = p.process("g", [rd([200, 2, 3.0, 1], 13.0), rd([True], 13.0, ("alarm",))])
+    assert b is not None and "alarm" in b.values and b.priority == PROCESS  # a heartbeat
+    b = p.process("g", [rd([0, 2, 3.0, 1], 14.0), rd([False], 14.0, ("alarm",))])
+    assert b is not None and b.priority == ALARM
+    b = p.process("g", [rd([300, 2, 3.0, 1], 15.0)])  # speed > 0: running, a state change
+    assert b is not None and b.state == "running" and b.priority == STATE
+    assert p.offline("gone", 16.0).priority == STATE

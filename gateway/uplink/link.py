@@ -1,0 +1,92 @@
+"""The uplink's view of a scarce, flaky 5G link: a bandwidth budget (token bucket) and
+link quality (time to PUBACK, failures) that stretches the pack delay on a bad link.
+
+The budget holds back ordinary data only: alarm and state batches (the store's urgent
+lane) are sent at once and their bytes are charged afterwards, so ordinary data waits
+longer instead. What waits stays in the durable store: nothing is dropped for the
+budget (the store's own limits and policy still apply, and are counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+#: MQTT bytes per message beyond topic and payload: PUBLISH fixed header (2-5), topic
+#: length (2), packet id (2), and the PUBACK (4)
+MQTT_OVERHEAD = 10
+
+
+class Budget:
+    """Token bucket: ``rate`` bytes per second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self._t = time.monotonic()
+        self.waited = 0.0  # seconds ordinary data waited for the budget
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self._t) * self.rate)
+        self._t = now
+
+    def charge(self, nbytes: int) -> None:
+        """Spend without waiting (urgent data; may go into debt)."""
+        self._refill()
+        self.tokens -= nbytes
+
+    async def take(self, nbytes: int, interrupt: asyncio.Event) -> bool:
+        """Wait until ``nbytes`` fit, then spend them: True. False, having spent
+        nothing, as soon as ``interrupt`` is set (urgent data arrived)."""
+        need = min(nbytes, self.burst)  # a message larger than the burst goes when full
+        while True:
+            self._refill()
+            if self.tokens >= need:
+                self.tokens -= nbytes
+                return True
+            if interrupt.is_set():
+                return False
+            delay = (need - self.tokens) / self.rate
+            t0 = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupt.wait(), delay)
+            self.waited += time.monotonic() - t0
+
+
+@dataclass(slots=True)
+class LinkQuality:
+    """Time to PUBACK (exponentially weighted), failures, and the pack delay factor:
+    doubled (up to ``max_factor``) while publishes are slow or fail, halved back when
+    the link is good again."""
+
+    slow: float = 2.0  # seconds to PUBACK that count as a bad link
+    max_factor: float = 8.0
+    rtt: float = 0.0  # EWMA, seconds
+    rtt_max: float = 0.0  # since the last status
+    samples: int = 0
+    failures: int = 0
+    factor: float = 1.0
+    _changed: float = 0.0
+
+    def sample(self, seconds: float) -> None:
+        self.samples += 1
+        self.rtt = seconds if self.samples == 1 else 0.8 * self.rtt + 0.2 * seconds
+        self.rtt_max = max(self.rtt_max, seconds)
+        now = time.monotonic()
+        if now - self._changed < 5.0:
+            return
+        if self.rtt > self.slow and self.factor < self.max_factor:
+            self.factor = min(self.max_factor, self.factor * 2)
+            self._changed = now
+        elif self.rtt < self.slow / 4 and self.factor > 1.0:
+            self.factor = max(1.0, self.factor / 2)
+            self._changed = now
+
+    def failed(self) -> None:
+        self.failures += 1
+        self.factor = min(self.max_factor, self.factor * 2)
+        self._changed = time.monotonic()
