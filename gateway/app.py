@@ -75,7 +75,7 @@ class Gateway:
         cipher = (SpoolCipher.from_file(loaded.resolve(sc.encryption_key_file))
                   if sc.encryption_key_file is not None else None)
         self.store: Store = open_store(
-            sc.kind, encode_compact if cfg.uplink.mqtt.encoding == "compact" else encode,
+            sc.kind, encode if cfg.uplink.mqtt.encoding == "json" else encode_compact,
             Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy),
             str(loaded.store_path), sc.sync_interval, cipher)
         self.ctx = DriverContext(cfg.gateway.id, loaded.state_dir, loaded.path.parent)
@@ -94,7 +94,8 @@ class Gateway:
                                        loaded.store_path.with_name("dead-letter.jsonl"),
                                        cfg.uplink.mqtt.reconnect)
         else:
-            self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status)
+            self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status,
+                                     self.schemas, self._point_types())
         self.certs = CertWatch(loaded)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -136,6 +137,12 @@ class Gateway:
             **self._link_status(),
             **({"certs": self.certs.warnings} if self.certs.warnings else {}),
         }
+
+    def _point_types(self) -> dict[str, list[tuple[str | None, bool]]]:
+        """Profile tag -> (type, scaled) of each point, for Sparkplug datatypes."""
+        return {f"{d.profile_name}@{d.profile.version}":
+                [(p.type, p.scaled) for p in d.profile.expanded_points()]
+                for d in self.loaded.devices}
 
     def _link_status(self) -> dict[str, object]:
         link = getattr(self.uplink, "link", None)

@@ -123,11 +123,19 @@ class BudgetConfig(_Strict):
                               "once after a quiet time (default: one second's worth)")
 
 
+class SparkplugConfig(_Strict):
+    group_id: str = Field(default="edgegw", pattern=r"^[^/#+]+$")
+    node_id: str | None = Field(default=None, pattern=r"^[^/#+]+$",
+                                description="edge node id (default: the gateway id)")
+
+
 class GatewayMqtt(MqttConfig):
-    encoding: Literal["json", "compact"] = Field(
+    encoding: Literal["json", "compact", "sparkplug"] = Field(
         default="json", description="json: one JSON message per batch on "
         "<prefix>/<gw>/<device>/data; compact: binary records packed into compressed "
-        "messages on <prefix>/<gw>/pack (docs/wire-format.md)")
+        "messages on <prefix>/<gw>/pack (docs/wire-format.md); sparkplug: Sparkplug B "
+        "(spBv1.0/<group>/...) for a SCADA that expects it")
+    sparkplug: SparkplugConfig = SparkplugConfig()
     pack: PackConfig = PackConfig()
     budget: BudgetConfig | None = Field(
         default=None, description="bytes/s for ordinary data; alarm and state batches go "
@@ -464,9 +472,10 @@ class GatewayConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> GatewayConfig:
-        if self.signing is not None and self.uplink.mqtt.encoding == "compact":
+        if self.signing is not None and self.uplink.mqtt.encoding != "json":
             raise ValueError("signing: signatures are made per JSON batch; with "
-                             "uplink.mqtt.encoding: compact they are not supported yet")
+                             f"uplink.mqtt.encoding: {self.uplink.mqtt.encoding} they are "
+                             "not supported yet")
         seen: set[str] = set()
         for i, d in enumerate(self.devices):
             if d.id in seen:

@@ -22,12 +22,13 @@ import orjson
 
 from gateway import __version__
 from gateway.backoff import Backoff
-from gateway.compact import encode_pack, pack_topic
+from gateway.compact import CompactError, Schemas, encode_pack, pack_topic
 from gateway.config import GatewayMqtt
 from gateway.encode import status_topic
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
 from gateway.uplink.link import MQTT_OVERHEAD, Budget, LinkQuality
+from gateway.uplink.sparkplug import REBIRTH, SparkplugSession, read_metrics
 
 log = logging.getLogger("edgegw.uplink")
 # aiomqtt warns about every publish beyond 10 pending; many in flight is our design
@@ -40,7 +41,9 @@ PACK_RECORDS = 2000
 
 class MqttUplink:
     def __init__(self, cfg: GatewayMqtt, gateway_id: str, store: Store, stats: GatewayStats,
-                 status_extra: Callable[[], dict[str, object]] | None = None) -> None:
+                 status_extra: Callable[[], dict[str, object]] | None = None,
+                 schemas: Schemas | None = None,
+                 point_types: dict[str, list[tuple[str | None, bool]]] | None = None) -> None:
         self.cfg = cfg
         self.gateway_id = gateway_id
         self.store = store
@@ -49,6 +52,13 @@ class MqttUplink:
         self.topic_status = status_topic(cfg.topic_prefix, gateway_id)
         self.topic_pack = pack_topic(cfg.topic_prefix, gateway_id)
         self.compact = cfg.encoding == "compact"
+        self.spb: SparkplugSession | None = None
+        if cfg.encoding == "sparkplug":
+            sp = cfg.sparkplug
+            self.spb = SparkplugSession(sp.group_id, sp.node_id or gateway_id,
+                                        schemas or Schemas(), point_types or {})
+        self._rebirth = False
+        self._live_from = 0
         self.link = LinkQuality(slow=cfg.slow_publish)
         b = cfg.budget
         self.budget = Budget(b.bytes_per_s, b.burst or b.bytes_per_s) if b else None
@@ -66,6 +76,12 @@ class MqttUplink:
             doc["version"] = __version__
             doc.update(self.status_extra())
         return orjson.dumps(doc)
+
+    def _will(self) -> aiomqtt.Will:
+        if self.spb is not None:  # NDEATH with this connect's bdSeq
+            topic, body = self.spb.connect()
+            return aiomqtt.Will(topic, body, qos=1, retain=False)
+        return aiomqtt.Will(self.topic_status, self._status(False), qos=1, retain=True)
 
     def _client(self) -> aiomqtt.Client:
         cfg = self.cfg
@@ -85,7 +101,7 @@ class MqttUplink:
             logger=_client_log,
             username=cfg.username, password=cfg.password(),
             keepalive=cfg.keepalive,
-            will=aiomqtt.Will(self.topic_status, self._status(False), qos=1, retain=True),
+            will=self._will(),
             tls_context=tls_context,
             max_inflight_messages=cfg.max_inflight,
             clean_session=True,
@@ -113,6 +129,10 @@ class MqttUplink:
             try:
                 await client.publish(self.topic_status, self._status(True), qos=1,
                                      retain=True)
+                if self.spb is not None:
+                    topic, body = self.spb.nbirth()
+                    await client.publish(topic, body, qos=self.cfg.qos)
+                    await client.subscribe(self.spb.topic("NCMD"), qos=1)
                 await self._pump(client)
             finally:
                 self.stats.uplink_connected = False
@@ -136,10 +156,23 @@ class MqttUplink:
             size += len(e.payload)
         return out if out[0] else []
 
-    def _encode(self, msg: list[Entry]) -> tuple[str, bytes]:
+    def _encode(self, msg: list[Entry]) -> list[tuple[str, bytes]]:
+        """The MQTT messages for one group of entries, in order (Sparkplug: a DBIRTH may
+        come first, an offline device becomes a DDEATH, or nothing at all)."""
+        if self.spb is not None:
+            e = msg[0]
+            try:
+                return self.spb.record(e.payload, self.gateway_id, e.seq <= self._live_from)
+            except CompactError as exc:
+                log.error("sparkplug: batch %d cannot be sent (%s); dropped", e.seq, exc)
+                st = self.store.stats
+                st.dropped += 1
+                st.dropped_by["unsendable"] = st.dropped_by.get("unsendable", 0) + 1
+                return []
         if not self.compact:
-            return msg[0].topic, msg[0].payload
-        return self.topic_pack, encode_pack([e.payload for e in msg], self.cfg.pack.compression)
+            return [(msg[0].topic, msg[0].payload)]
+        return [(self.topic_pack,
+                 encode_pack([e.payload for e in msg], self.cfg.pack.compression))]
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         """Publish until stopping and drained; an MqttError ends the session.
@@ -156,7 +189,7 @@ class MqttUplink:
         failed = False
         sent_urgent: set[int] = set()  # sent through the fast lane: skipped by the others
 
-        async def send(msg: list[Entry], topic: str, payload: bytes) -> None:
+        async def send(msg: list[Entry], topic: str, payload: bytes, last: bool) -> None:
             nonlocal failed
             t0 = time.monotonic()
             try:
@@ -170,27 +203,45 @@ class MqttUplink:
                 sem.release()
             took = time.monotonic() - t0
             link.sample(took)
-            stats.published += len(msg)
             stats.messages += 1
             stats.publish_seconds += took
             stats.bytes_sent += len(payload) + len(topic)
-            for e in msg:
-                await store.ack(e.seq)
+            if last:
+                stats.published += len(msg)
+                for e in msg:
+                    await store.ack(e.seq)
 
         async def publish(msg: list[Entry], urgent: bool = False) -> int:
-            """Start one publish: SENT; YIELDED when ordinary data gave way to urgent
-            data; FAILED when a publish failed (the session is ending)."""
-            topic, payload = self._encode(msg)
-            size = len(payload) + len(topic) + MQTT_OVERHEAD
-            if budget is not None:
-                if urgent:
-                    budget.charge(size)
-                elif not await budget.take(size, urgent_ready):
+            """Start the publishes of one message: SENT; YIELDED when ordinary data gave
+            way to urgent data; FAILED when a publish failed (the session is ending).
+            Tasks start in creation order, so paho queues the parts in order."""
+            if budget is not None and not urgent:
+                size = sum(len(e.payload) for e in msg) + MQTT_OVERHEAD
+                if not await budget.take(size, urgent_ready):
                     return YIELDED
-            await sem.acquire()
-            if failed:  # the TaskGroup is shutting down with the MqttError
-                return FAILED
-            tg.create_task(send(msg, topic, payload), name="mqtt-publish")
+            parts = self._encode(msg)
+            if not parts:
+                for e in msg:
+                    await store.ack(e.seq)
+                return SENT
+            if budget is not None and urgent:
+                budget.charge(sum(len(p) + len(t) + MQTT_OVERHEAD for t, p in parts))
+            for k, (topic, payload) in enumerate(parts):
+                await sem.acquire()
+                if failed:  # the TaskGroup is shutting down with the MqttError
+                    return FAILED
+                tg.create_task(send(msg, topic, payload, k == len(parts) - 1),
+                               name="mqtt-publish")
+            return SENT
+
+        async def rebirth() -> int:
+            assert self.spb is not None
+            self._rebirth = False
+            for topic, payload in self.spb.rebirth():
+                await sem.acquire()
+                if failed:
+                    return FAILED
+                tg.create_task(send([], topic, payload, False), name="mqtt-rebirth")
             return SENT
 
         def fresh(entries: list[Entry]) -> list[Entry]:
@@ -202,7 +253,7 @@ class MqttUplink:
         # the fast lane is for fresh alarms: what queued while disconnected goes out with
         # the backlog, in order
         store.urgent.clear()
-        live_from = store.last_seq
+        live_from = self._live_from = store.last_seq
         live_cur, back_cur = live_from, 0
         backlog = store.stats.entries
         t0 = time.monotonic()
@@ -210,8 +261,12 @@ class MqttUplink:
             log.info("mqtt: replaying %d stored batch(es), live data first", backlog)
         async with asyncio.TaskGroup() as tg:
             status = tg.create_task(self._status_loop(client), name="mqtt-status")
+            commands = (tg.create_task(self._commands(client), name="sparkplug-ncmd")
+                        if self.spb is not None else None)
             while not (self._stopping and store.stats.entries == 0):
                 urgent_ready.clear()
+                if self._rebirth and await rebirth() == FAILED:
+                    return
                 if store.urgent:
                     now = [store.urgent.popleft() for _ in range(len(store.urgent))]
                     sent_urgent.update(e.seq for e in now)
@@ -252,6 +307,23 @@ class MqttUplink:
                     sent_urgent = {s for s in sent_urgent
                                    if s > live_cur or back_cur < s <= live_from}
             status.cancel()
+            if commands is not None:
+                commands.cancel()
+
+    async def _commands(self, client: aiomqtt.Client) -> None:
+        """Sparkplug NCMD: ``Node Control/Rebirth`` = true asks for every birth again."""
+        async for m in client.messages:
+            body = m.payload if isinstance(m.payload, bytes) else b""
+            try:
+                metrics = read_metrics(body)
+            except ValueError as exc:
+                log.warning("sparkplug: unreadable NCMD on %s: %s", m.topic, exc)
+                continue
+            for mt in metrics:
+                if mt.get(1) == REBIRTH.encode() and mt.get(14) == 1:
+                    log.info("sparkplug: rebirth requested")
+                    self._rebirth = True
+                    self.store.urgent_ready.set()
 
     async def _send_all(self, publish: Callable[[list[Entry]], Awaitable[int]],
                         entries: list[Entry], seen: list[Entry],
