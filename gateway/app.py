@@ -269,6 +269,9 @@ class Gateway:
         fresh = {d.id: d for d in [*p.added, *p.changed]}
         for d in fresh.values():
             self.schemas.add(schema_of(f"{d.profile_name}@{d.profile.version}", d.profile))
+        spb = getattr(self.uplink, "spb", None)
+        if spb is not None:
+            spb.point_types.update(self._point_types())
         runners = []
         for i, dev_id in enumerate(p.order):
             r = by_id.get(dev_id)

@@ -215,11 +215,16 @@ class MqttUplink:
             """Start the publishes of one message: SENT; YIELDED when ordinary data gave
             way to urgent data; FAILED when a publish failed (the session is ending).
             Tasks start in creation order, so paho queues the parts in order."""
+            # JSON and compact encode first and charge what goes on the wire; Sparkplug
+            # estimates, since encoding it spends a seq number
+            parts = self._encode(msg) if self.spb is None else None
             if budget is not None and not urgent:
-                size = sum(len(e.payload) for e in msg) + MQTT_OVERHEAD
+                size = (sum(len(t) + len(p) for t, p in parts) if parts is not None
+                        else sum(len(e.payload) for e in msg)) + MQTT_OVERHEAD
                 if not await budget.take(size, urgent_ready):
                     return YIELDED
-            parts = self._encode(msg)
+            if parts is None:
+                parts = self._encode(msg)
             if not parts:
                 for e in msg:
                     await store.ack(e.seq)
