@@ -11,9 +11,8 @@ import signal
 from drivers.base import DriverContext, driver_for
 from gateway.compact import Schemas, encode_record, pack_topic, schema_of
 from gateway.config import Device, LoadedConfig, load_config
-from gateway.crypto.certs import CertWatch
-from gateway.crypto.signing import load_signer
 from gateway.crypto.spool import SpoolCipher
+from gateway.crypto.watch import CertWatch
 from gateway.encode import data_topic, encode_batch
 from gateway.errors import ConfigError
 from gateway.faultlog import FaultLog
@@ -52,6 +51,8 @@ class Gateway:
 
         sign = None
         if cfg.signing is not None:
+            from gateway.crypto.signing import load_signer  # cryptography: only when used
+
             s = cfg.signing
             sign = load_signer(loaded.resolve(s.key_file), s.key_id, s.algorithm).sign
             log.info("signing batches with %s key %s", s.algorithm, s.key_id)

@@ -4,10 +4,8 @@ expiry warnings in the log, the status topic and /metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,13 +15,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.config import LoadedConfig, Opcua
+from gateway.config import LoadedConfig
 from gateway.crypto.files import write_private
+from gateway.crypto.watch import WARN_DAYS, configured_certs
 from gateway.errors import KeyFileError
 
-log = logging.getLogger("edgegw")
 KeyType = Literal["ec-p256", "rsa-2048"]
-WARN_DAYS = 30
+__all__ = ["WARN_DAYS", "CertInfo", "configured_certs", "init", "read_cert"]
 
 
 def default_key_path(loaded: LoadedConfig) -> Path:
@@ -120,30 +118,6 @@ def read_cert(where: str, path: Path) -> CertInfo:
                     cert.not_valid_after_utc, ":".join(fp[i:i + 2] for i in range(0, 64, 2)))
 
 
-def configured_certs(loaded: LoadedConfig) -> list[tuple[str, Path]]:
-    """Every certificate the config uses, ``(config field, path)``; OPC UA client
-    certificates only once they exist (the driver creates them on first connect)."""
-    cfg = loaded.config
-    out: list[tuple[str, Path]] = []
-    tls = cfg.uplink.mqtt.tls
-    if tls is not None:
-        if tls.cert_file is not None:
-            out.append(("uplink.mqtt.tls.cert_file", loaded.resolve(tls.cert_file)))
-        if tls.ca_file is not None:
-            out.append(("uplink.mqtt.tls.ca_file", loaded.resolve(tls.ca_file)))
-    for i, d in enumerate(cfg.devices):
-        c = d.connection
-        if isinstance(c, Opcua) and c.security.policy != "None":
-            p = (loaded.resolve(c.security.certificate) if c.security.certificate
-                 else loaded.state_dir / "pki" / "own" / "cert.der")
-            if c.security.certificate or p.exists():
-                out.append((f"devices[{i}].connection.security.certificate", p))
-    unique: dict[Path, str] = {}
-    for where, p in out:
-        unique.setdefault(p, where)
-    return [(where, p) for p, where in unique.items()]
-
-
 def public_key_fingerprint(path: Path) -> str:
     """SHA-256 of a private or public key's SubjectPublicKeyInfo (colon hex)."""
     data = path.read_bytes()
@@ -155,27 +129,3 @@ def public_key_fingerprint(path: Path) -> str:
                            serialization.PublicFormat.SubjectPublicKeyInfo)
     fp = hashlib.sha256(der).hexdigest().upper()
     return ":".join(fp[i:i + 2] for i in range(0, 64, 2))
-
-
-class CertWatch:
-    """Reads the configured certificates at start and every ``interval``; warns in the
-    log (and through :attr:`warnings`, in the status topic and on the status page)
-    from ``WARN_DAYS`` before one expires."""
-
-    def __init__(self, loaded: LoadedConfig, interval: float = 12 * 3600) -> None:
-        self.loaded = loaded
-        self.interval = interval
-        self.infos: list[CertInfo] = []
-        self.warnings: list[str] = []
-
-    def check(self) -> list[str]:
-        self.infos = [read_cert(w, p) for w, p in configured_certs(self.loaded)]
-        self.warnings = [w for i in self.infos if (w := i.warning()) is not None]
-        for w in self.warnings:
-            (log.error if "EXPIRED" in w else log.warning)("certificate: %s", w)
-        return self.warnings
-
-    async def run(self) -> None:
-        while True:
-            self.check()
-            await asyncio.sleep(self.interval)

@@ -19,9 +19,6 @@ import os
 import struct
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from gateway.crypto.files import require_private, write_private
 from gateway.errors import KeyFileError
 
@@ -30,8 +27,15 @@ OVERHEAD = 1 + 12 + 16
 _SEQ = struct.Struct(">Q")
 
 
+class SealError(Exception):
+    """A sealed payload that does not open: another key, or damaged on disk."""
+
+
 class SpoolCipher:
     def __init__(self, key: bytes) -> None:
+        # imported here: cryptography costs ~7 MB of RSS, paid only when a key is set
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         if len(key) != 32:
             raise ValueError("the spool key is 32 bytes")
         self._aead = AESGCM(key)
@@ -55,8 +59,13 @@ class SpoolCipher:
         return SEALED + nonce + self._aead.encrypt(nonce, payload, _aad(seq, topic))
 
     def open(self, seq: int, topic: str, blob: bytes) -> bytes:
-        """The payload; raises InvalidTag for a wrong key or a damaged row."""
-        return self._aead.decrypt(blob[1:13], blob[13:], _aad(seq, topic))
+        """The payload; raises SealError for a wrong key or a damaged row."""
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            return self._aead.decrypt(blob[1:13], blob[13:], _aad(seq, topic))
+        except InvalidTag:
+            raise SealError(f"batch {seq} does not decrypt") from None
 
 
 def _aad(seq: int, topic: str) -> bytes:
@@ -71,4 +80,4 @@ def generate(path: Path, overwrite: bool = False) -> None:
     write_private(path, base64.b64encode(os.urandom(32)) + b"\n", overwrite)
 
 
-__all__ = ["OVERHEAD", "InvalidTag", "SpoolCipher", "generate", "is_sealed"]
+__all__ = ["OVERHEAD", "SealError", "SpoolCipher", "generate", "is_sealed"]

@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from gateway.crypto.spool import OVERHEAD, InvalidTag, SpoolCipher, is_sealed
+from gateway.crypto.spool import OVERHEAD, SealError, SpoolCipher, is_sealed
 from gateway.errors import StoreError
 from gateway.store import BoundedStore, Encoder, Entry, Limits, StoreFull, initial_seq
 
@@ -165,7 +165,7 @@ class SqliteStore(BoundedStore):
                              "store.encryption_key_file to the key they were written with")
         try:
             self._cipher.open(row[0], row[1], row[2])
-        except InvalidTag:
+        except SealError:
             self._db.close()
             raise StoreError(f"the spool {self.path} holds batches encrypted with another "
                              "key than store.encryption_key_file: give the key they were "
@@ -226,7 +226,7 @@ class SqliteStore(BoundedStore):
         for seq, topic, blob, ts in rows:
             try:
                 payload = self._cipher.open(seq, topic, blob) if is_sealed(blob) else blob
-            except InvalidTag:
+            except SealError:
                 self._unreadable(seq)
                 continue
             out.append(Entry(seq, topic, payload, ts))

@@ -13,7 +13,8 @@ from cryptography.x509.oid import NameOID
 
 from gateway.cli import main
 from gateway.config import load_config
-from gateway.crypto.certs import CertWatch, read_cert
+from gateway.crypto.certs import read_cert
+from gateway.crypto.watch import CertWatch
 from tests.pki import TestCA
 
 
