@@ -1,0 +1,1 @@
+"""The 5G module beside the gateway: link quality and identity (issue 11)."""
