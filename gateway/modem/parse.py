@@ -210,9 +210,9 @@ def qeng_servingcell(text: str) -> LinkSample:
                 _nsa(s, r[1:])
     except IndexError:
         raise ParseError(f"+QENG: too few fields in {lines}") from None
-    if s.tech is None:
+    if s.tech is None and "state" not in s.extra:
         raise ParseError(f"+QENG: no serving cell in {lines}")
-    return s
+    return s  # with only extra.state when searching: no cell to report
 
 
 def _lte(s: LinkSample, f: list[str]) -> None:

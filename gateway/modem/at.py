@@ -1,0 +1,165 @@
+"""The AT backend: commands over the module's AT port (pyserial-asyncio-fast).
+
+One command at a time: write ``<cmd>\\r``, collect lines until a final result code
+(``OK``, ``ERROR``, ``+CME ERROR: n``, ``+CMS ERROR: n``) or the timeout. Unsolicited
+lines that arrive meanwhile stay in the answer; the parsers take the line with their
+prefix. A vendor command the module refuses (``ERROR``) is not asked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import serial_asyncio_fast
+
+from gateway.modem.parse import (
+    LinkSample,
+    ParseError,
+    cesq,
+    csq,
+    iccid,
+    imei,
+    qeng_servingcell,
+    registration,
+)
+
+log = logging.getLogger("edgegw.modem")
+FINAL = ("OK", "ERROR", "+CME ERROR", "+CMS ERROR", "NO CARRIER")
+
+
+class AtError(Exception):
+    """The module answered with an error result, or not at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    imei: str | None
+    iccid: str | None
+
+
+class AtPort:
+    def __init__(self, path: str, baudrate: int = 115200, timeout: float = 2.0) -> None:
+        self.path = path
+        self.baudrate = baudrate
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        try:
+            self._reader, self._writer = await serial_asyncio_fast.open_serial_connection(
+                url=self.path, baudrate=self.baudrate)
+        except (OSError, ValueError) as exc:
+            raise AtError(f"{self.path}: cannot open the AT port: {exc}") from None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await self._writer.wait_closed()
+        self._reader = self._writer = None
+
+    async def command(self, cmd: str) -> str:
+        """The answer's lines (final result included); raises AtError."""
+        if self._reader is None or self._writer is None:
+            raise AtError("the AT port is not open")
+        async with self._lock:
+            r, w = self._reader, self._writer
+            stale = getattr(r, "_buffer", None)  # a late answer to a timed-out command
+            if stale:
+                stale.clear()
+            w.write(cmd.encode("ascii") + b"\r")
+            lines: list[str] = []
+            loop = asyncio.get_running_loop()
+            end = loop.time() + self.timeout
+            try:
+                while True:
+                    raw = await asyncio.wait_for(r.readline(), max(0.0, end - loop.time()))
+                    if not raw:
+                        raise AtError(f"{cmd}: the AT port closed")
+                    line = raw.decode("ascii", "replace").strip()
+                    if not line or line == cmd:  # blank lines, the echo
+                        continue
+                    lines.append(line)
+                    if line.startswith(FINAL):
+                        break
+            except TimeoutError:
+                raise AtError(f"{cmd}: no answer within {self.timeout:.1f} s") from None
+            except OSError as exc:
+                raise AtError(f"{cmd}: {exc}") from None
+        if lines[-1] != "OK":
+            raise AtError(f"{cmd}: {lines[-1]}")
+        return "\n".join(lines)
+
+
+class AtModem:
+    """Link samples and identity over AT commands."""
+
+    kind = "at"
+
+    def __init__(self, port: AtPort, vendor_commands: bool = True) -> None:
+        self.port = port
+        self._skip: set[str] = set()  # commands the module refused
+        self._warned: set[str] = set()
+        self._vendor = vendor_commands
+
+    async def open(self) -> None:
+        await self.port.open()
+        await self.port.command("ATE0")
+
+    async def close(self) -> None:
+        await self.port.close()
+
+    async def identity(self) -> Identity:
+        imei_v = iccid_v = None
+        with contextlib.suppress(AtError, ParseError):
+            imei_v = imei(await self.port.command("AT+CGSN"))
+        for cmd in ("AT+ICCID", "AT+QCCID", "AT+CCID"):
+            try:
+                iccid_v = iccid(await self.port.command(cmd))
+                break
+            except (AtError, ParseError):
+                continue
+        return Identity(imei_v, iccid_v)
+
+    async def sample(self) -> LinkSample:
+        """One round: the richest report first, then the standard ones; a command that
+        fails or answers garbage is logged (once per kind) and skipped."""
+        s = LinkSample()
+        rounds = [("AT+CSQ", csq), ("AT+CESQ", cesq),
+                  ("AT+CEREG?", lambda t: registration(t, "+CEREG")),
+                  ("AT+C5GREG?", lambda t: registration(t, "+C5GREG"))]
+        if self._vendor:
+            rounds.append(('AT+QENG="servingcell"', qeng_servingcell))
+        answered = False
+        for cmd, parser in rounds:
+            if cmd in self._skip:
+                continue
+            try:
+                text = await self.port.command(cmd)
+            except AtError as exc:
+                if "ERROR" in str(exc) and "no answer" not in str(exc):
+                    self._skip.add(cmd)
+                    log.info("modem: %s is not supported here (%s); not asked again", cmd,
+                             exc)
+                    continue
+                raise
+            answered = True
+            try:
+                part = parser(text)
+            except ParseError as exc:
+                if cmd not in self._warned:
+                    self._warned.add(cmd)
+                    log.warning("modem: cannot read the answer to %s: %s", cmd, exc)
+                continue
+            if cmd.startswith("AT+C5GREG") and part.registered is False \
+                    and s.registration is not None:
+                continue  # not on 5GC (EN-DC or LTE): keep the EPS registration
+            s.merge(part)
+        if not answered:
+            raise AtError("the module answered none of the link commands")
+        return s
