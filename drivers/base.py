@@ -97,6 +97,10 @@ def driver_for(device: Device, ctx: DriverContext) -> Driver:
         from drivers.serial.driver import SerialDriver
 
         factory = SerialDriver
+    elif kind == "modem-at":
+        from drivers.modem.driver import ModemDriver
+
+        factory = ModemDriver
     else:
         raise ValueError(f"no driver for connection kind {kind!r}")
     return factory(device, ctx)

@@ -94,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
                    help="accounts (default edgegw:123456)")
 
+    md = sub.add_parser("modem", help="a 5G module's AT port on a pty (signal scenario: "
+                        "good, interference at 20 s, loss at 40 s, recovery at 50 s)")
+    md.add_argument("--link", type=Path, default=Path("ttyModem"),
+                    help="symlink to the pty (default ./ttyModem): use it as the port of a "
+                    "modem-at device")
+    md.add_argument("--steady", action="store_true", help="a good signal, no scenario")
+    md.add_argument("--fault", choices=["", "garbage", "silence"], default="")
+
     sub.add_parser("profiles", help="list the profiles the simulator can serve")
     return ap
 
@@ -216,11 +224,31 @@ def _idnode(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _modem(args: argparse.Namespace) -> None:
+    from firmware_sim.modem import SCENARIO, SimModem
+
+    m = SimModem(args.link.absolute(), None if args.steady else SCENARIO)
+    m.fault = args.fault
+    await m.start()
+    print(f"modem AT port {m.link} -> {m.slave_path}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await m.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.cmd == "idnode":
         return _idnode(args)
+    if args.cmd == "modem":
+        asyncio.run(_modem(args))
+        return 0
     if args.cmd == "profiles":
         for name in list_profiles(default_profile_dirs()):
             print(name)

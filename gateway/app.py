@@ -97,6 +97,7 @@ class Gateway:
         else:
             self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status,
                                      self.schemas, self._point_types())
+        self._wire_radio()
         self.certs = CertWatch(loaded)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -139,6 +140,14 @@ class Gateway:
             **({"certs": self.certs.warnings} if self.certs.warnings else {}),
         }
 
+    def _wire_radio(self) -> None:
+        """Give the uplink the modem's latest link sample (the first modem device)."""
+        from drivers.modem.driver import ModemDriver
+
+        modems = [r.driver for r in self.runners if isinstance(r.driver, ModemDriver)]
+        if isinstance(self.uplink, MqttUplink):
+            self.uplink.radio_sample = (lambda m=modems[0]: m.latest) if modems else None
+
     def _point_types(self) -> dict[str, list[tuple[str | None, bool]]]:
         """Profile tag -> (type, scaled) of each point, for Sparkplug datatypes."""
         return {f"{d.profile_name}@{d.profile.version}":
@@ -149,11 +158,14 @@ class Gateway:
         link = getattr(self.uplink, "link", None)
         if link is None:
             return {}
+        radio = getattr(self.uplink, "radio", None)
         out: dict[str, object] = {"puback_ms": round(link.rtt * 1000, 1),
                                   "puback_max_ms": round(link.rtt_max * 1000, 1),
                                   "failures": link.failures, "pack_delay_factor": link.factor,
                                   "urgent": self.stats.urgent}
         link.rtt_max = 0.0
+        if radio is not None and getattr(self.uplink, "radio_sample", None) is not None:
+            out["radio"] = f"poor: {radio.reason}" if radio.poor else "good"
         budget = getattr(self.uplink, "budget", None)
         if budget is not None:
             out["budget_bytes_per_s"] = budget.rate
@@ -283,6 +295,7 @@ class Gateway:
             runners.append(r)
         self.runners = runners
         self._wire()
+        self._wire_radio()
         for r in runners:
             if r.device.id not in self._device_tasks:
                 self._start(r)

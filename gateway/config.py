@@ -129,6 +129,16 @@ class SparkplugConfig(_Strict):
                                 description="edge node id (default: the gateway id)")
 
 
+class RadioPolicy(_Strict):
+    """How sending adapts to the modem's radio (a ``modem-at`` device must be configured)."""
+
+    poor_rsrp_dbm: float = Field(default=-110.0, description="at or below: a poor signal")
+    poor_sinr_db: float = Field(default=0.0, description="at or below: a poor signal")
+    factor: float = Field(default=4.0, ge=1, le=16, description="pack delay multiplier on a "
+                          "poor signal (bigger packs, fewer messages)")
+    compression: int = Field(default=9, ge=0, le=9, description="zlib level on a poor signal")
+
+
 class GatewayMqtt(MqttConfig):
     encoding: Literal["json", "compact", "sparkplug"] = Field(
         default="json", description="json: one JSON message per batch on "
@@ -140,6 +150,7 @@ class GatewayMqtt(MqttConfig):
     budget: BudgetConfig | None = Field(
         default=None, description="bytes/s for ordinary data; alarm and state batches go "
         "first and are never held back; what waits stays in the store")
+    radio: RadioPolicy = RadioPolicy()
     slow_publish: Duration = Field(
         default=2.0, description="a PUBACK slower than this means a bad link: the pack "
         "delay doubles (up to 8x) until publishes are fast again")
@@ -379,9 +390,22 @@ class Serial(_Strict):
         return [self.port] if isinstance(self.port, str) else list(self.port)
 
 
-Connection = Annotated[ModbusTcp | ModbusRtu | Opcua | Serial, Field(discriminator="kind")]
+class ModemAt(_Strict):
+    """The 5G module's AT port (gateway/modem/at.py)."""
+
+    kind: Literal["modem-at"]
+    port: str = Field(description="the module's AT port, e.g. /dev/ttyUSB2 or "
+                      "/dev/serial/by-id/...-if02-port0")
+    baudrate: int = Field(default=115200, ge=300)
+    timeout: Duration = Field(default=2.0, description="per AT command")
+    vendor_commands: bool = Field(default=True, description="also ask vendor reports "
+                                  "(Quectel AT+QENG); a refused one is not asked again")
+
+
+Connection = Annotated[ModbusTcp | ModbusRtu | Opcua | Serial | ModemAt,
+                       Field(discriminator="kind")]
 PROTOCOL_OF_KIND = {"modbus-tcp": "modbus", "modbus-rtu": "modbus", "opcua": "opcua",
-                    "serial": "serial"}
+                    "serial": "serial", "modem-at": "modem"}
 
 
 class DeviceConfig(_Strict):

@@ -184,6 +184,10 @@ class HealthServer:
                    [({}, round(link.rtt, 4))])
             metric("uplink_pack_delay_factor", "gauge", "pack delay multiplier (1 on a good "
                    "link, up to 8 on a slow one)", [({}, link.factor)])
+        radio = getattr(gw.uplink, "radio", None)
+        if radio is not None and getattr(gw.uplink, "radio_sample", None) is not None:
+            metric("uplink_radio_poor", "gauge", "1 while the modem reports a poor signal "
+                   "(packs grow, compression is harder)", [({}, 1.0 if radio.poor else 0.0)])
         budget = getattr(gw.uplink, "budget", None)
         if budget is not None:
             metric("uplink_budget_bytes_per_second", "gauge", "the configured budget",

@@ -328,8 +328,18 @@ class SerialSettings(_Strict):
         return self.request.encode("latin-1").decode("unicode_escape").encode("latin-1")
 
 
+class ModemPoint(Point):
+    """A link property the modem monitor reads (gateway/modem/parse.py LinkSample):
+    ``field`` is its name there (``rsrp_dbm``, ``tech``, ``registered``, ``imei`` ...,
+    or ``extra.<key>``)."""
+
+    field: str = Field(pattern=r"^[a-z_]+(\.[a-z_]+)?$")
+
+
 def _point_kind(v: object) -> str:
     if isinstance(v, dict):
+        if "field" in v:
+            return "modem"
         if "node" in v or "path" in v:
             return "opcua"
         if "table" in v or "address" in v:
@@ -337,12 +347,14 @@ def _point_kind(v: object) -> str:
         return _PROTOCOL.get()
     if isinstance(v, OpcuaPoint):
         return "opcua"
+    if isinstance(v, ModemPoint):
+        return "modem"
     return "serial" if isinstance(v, SerialPoint) else "modbus"
 
 
 AnyPoint = Annotated[
     Annotated[ModbusPoint, Tag("modbus")] | Annotated[OpcuaPoint, Tag("opcua")]
-    | Annotated[SerialPoint, Tag("serial")],
+    | Annotated[SerialPoint, Tag("serial")] | Annotated[ModemPoint, Tag("modem")],
     Discriminator(_point_kind),
 ]
 
@@ -443,7 +455,7 @@ class Profile(_Strict):
     vendor: str
     model: str
     version: str = "1"
-    protocol: Literal["modbus", "opcua", "serial"] = "modbus"
+    protocol: Literal["modbus", "opcua", "serial", "modem"] = "modbus"
     description: str = ""
     byte_order: Order = "big"
     word_order: Order = "big"
@@ -485,11 +497,13 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
         seen: set[str] = set()
-        want = {"opcua": OpcuaPoint, "serial": SerialPoint}.get(self.protocol, ModbusPoint)
+        want = {"opcua": OpcuaPoint, "serial": SerialPoint,
+                "modem": ModemPoint}.get(self.protocol, ModbusPoint)
         for i, p in enumerate(self.points):
             if not isinstance(p, want):
                 how = {OpcuaPoint: "by 'node' or 'path'", SerialPoint: "by regex 'group' or "
-                       "binary 'at'"}.get(want, "by 'table' and 'address'")
+                       "binary 'at'", ModemPoint: "by 'field'"}.get(
+                           want, "by 'table' and 'address'")
                 raise ValueError(
                     f"points[{i}] ({p.name}): a {self.protocol} profile addresses points {how}")
             if p.name in seen:

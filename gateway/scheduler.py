@@ -38,6 +38,8 @@ from gateway.stats import DeviceStats
 from gateway.store import Store
 
 log = logging.getLogger("edgegw.scheduler")
+#: a poll group whose first aligned tick is further away than this is read at once too
+FIRST_READ_WAIT = 5.0
 
 
 class DeviceRunner:
@@ -196,7 +198,15 @@ class DeviceRunner:
         emit = self._emit
         first = (self.phase * period - time.time()) % period
         deadline = loop.time() + first
-        await asyncio.sleep(first)
+        if first > FIRST_READ_WAIT:
+            # a slow group (identity, recipe: minutes or hours) is read once at connect
+            # rather than at its first aligned tick, which may be far away
+            t0 = loop.time()
+            readings = await read(points)
+            st.read_seconds += loop.time() - t0
+            st.polls += 1
+            await emit(group, readings)
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
         clock = loop.time
         while True:
             t0 = clock()

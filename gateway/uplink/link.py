@@ -90,3 +90,39 @@ class LinkQuality:
         self.failures += 1
         self.factor = min(self.max_factor, self.factor * 2)
         self._changed = time.monotonic()
+
+
+@dataclass(slots=True)
+class RadioState:
+    """The modem's latest link sample, judged against the policy: a poor signal (or no
+    registration) stretches the pack delay and compresses harder; when the signal is
+    good again, the backlog drains at the normal pace."""
+
+    poor_rsrp: float = -110.0
+    poor_sinr: float = 0.0
+    factor: float = 4.0
+    compression: int = 9
+    poor: bool = False
+    reason: str = ""
+    changes: int = 0
+
+    def judge(self, sample: object | None) -> bool:
+        """Update from a LinkSample (None: no modem reading); True when poor."""
+        reason = ""
+        if sample is not None:
+            registered = getattr(sample, "registered", None)
+            rsrp = getattr(sample, "rsrp_dbm", None)
+            nr = getattr(sample, "nr_rsrp_dbm", None)
+            sinr = getattr(sample, "sinr_db", None)
+            best = max((x for x in (rsrp, nr) if x is not None), default=None)
+            if registered is False:
+                reason = "not registered"
+            elif best is not None and best <= self.poor_rsrp:
+                reason = f"RSRP {best:.0f} dBm"
+            elif sinr is not None and sinr <= self.poor_sinr:
+                reason = f"SINR {sinr:.0f} dB"
+        poor = bool(reason)
+        if poor != self.poor:
+            self.changes += 1
+        self.poor, self.reason = poor, reason
+        return poor

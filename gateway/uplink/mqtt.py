@@ -27,7 +27,7 @@ from gateway.config import GatewayMqtt
 from gateway.encode import status_topic
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
-from gateway.uplink.link import MQTT_OVERHEAD, Budget, LinkQuality
+from gateway.uplink.link import MQTT_OVERHEAD, Budget, LinkQuality, RadioState
 from gateway.uplink.sparkplug import REBIRTH, SparkplugSession, read_metrics
 
 log = logging.getLogger("edgegw.uplink")
@@ -59,6 +59,10 @@ class MqttUplink:
                                         schemas or Schemas(), point_types or {})
         self._rebirth = False
         self._live_from = 0
+        rp = cfg.radio
+        self.radio = RadioState(rp.poor_rsrp_dbm, rp.poor_sinr_db, rp.factor, rp.compression)
+        #: the modem's latest link sample (set by the gateway when a modem is configured)
+        self.radio_sample: Callable[[], object | None] | None = None
         self.link = LinkQuality(slow=cfg.slow_publish)
         b = cfg.budget
         self.budget = Budget(b.bytes_per_s, b.burst or b.bytes_per_s) if b else None
@@ -171,8 +175,8 @@ class MqttUplink:
                 return []
         if not self.compact:
             return [(msg[0].topic, msg[0].payload)]
-        return [(self.topic_pack,
-                 encode_pack([e.payload for e in msg], self.cfg.pack.compression))]
+        level = self.radio.compression if self.radio.poor else self.cfg.pack.compression
+        return [(self.topic_pack, encode_pack([e.payload for e in msg], level))]
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         """Publish until stopping and drained; an MqttError ends the session.
@@ -270,6 +274,7 @@ class MqttUplink:
                         if self.spb is not None else None)
             while not (self._stopping and store.stats.entries == 0):
                 urgent_ready.clear()
+                factor = self.delay_factor()
                 if self._rebirth and await rebirth() == FAILED:
                     return
                 if store.urgent:
@@ -281,7 +286,7 @@ class MqttUplink:
                             return
                 live = await store.peek(n, after=live_cur)
                 if self.compact and live and not self._stopping and len(live) < n:
-                    delay = self.cfg.pack.max_delay * link.factor
+                    delay = self.cfg.pack.max_delay * factor
                     linger = live[0].ts_ms / 1000 + delay - time.time()
                     if linger > 0:
                         with contextlib.suppress(TimeoutError):
@@ -329,6 +334,16 @@ class MqttUplink:
                     log.info("sparkplug: rebirth requested")
                     self._rebirth = True
                     self.store.urgent_ready.set()
+
+    def delay_factor(self) -> float:
+        """Pack delay multiplier: the larger of what the PUBACK times and the radio say."""
+        r = self.radio
+        if self.radio_sample is not None:
+            was = r.poor
+            if r.judge(self.radio_sample()) != was:
+                log.warning("uplink: radio %s%s", "poor: " if r.poor else "good again",
+                            r.reason if r.poor else "; packs back to normal")
+        return max(self.link.factor, r.factor if r.poor else 1.0)
 
     async def _send_all(self, publish: Callable[[list[Entry]], Awaitable[int]],
                         entries: list[Entry], seen: list[Entry],

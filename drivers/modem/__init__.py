@@ -1,0 +1,1 @@
+"""The 5G module as a device: its link quality and identity as telemetry."""

@@ -1,0 +1,86 @@
+"""The modem as a polled device: each read asks the module for a link sample (and, for
+``imei``/``iccid`` points, its identity once per connection) and returns the profile's
+points from it. Values the module did not report are bad ("not reported by the
+module"); a module that does not answer makes the device offline, like any device.
+
+The latest sample is kept on the driver (``latest``): the uplink's link-aware policy
+reads it (gateway/uplink/link.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from drivers.base import DriverContext
+from gateway.config import Device, ModemAt
+from gateway.errors import DeviceUnreachable, WriteRejected
+from gateway.model import Quality, Reading, Value
+from gateway.modem.at import AtError, AtModem, AtPort, Identity
+from gateway.modem.parse import LinkSample
+from gateway.profiles import ModemPoint, Point
+
+_MISSING = (Quality.BAD, "not reported by the module")
+
+
+class ModemDriver:
+    streaming = False
+
+    def __init__(self, device: Device, ctx: DriverContext) -> None:
+        conn = device.config.connection
+        assert isinstance(conn, ModemAt)
+        self.device = device
+        self.conn = conn
+        self.backend = AtModem(AtPort(conn.port, conn.baudrate, conn.timeout),
+                               conn.vendor_commands)
+        self._open = False
+        self.identity: Identity | None = None
+        self.latest: LinkSample | None = None
+        self.latest_at = 0.0
+
+    @property
+    def connected(self) -> bool:
+        return self._open
+
+    async def connect(self) -> None:
+        if self._open:
+            return
+        try:
+            await self.backend.open()
+            self.identity = await self.backend.identity()
+        except AtError as exc:
+            await self.backend.close()
+            raise DeviceUnreachable(str(exc)) from None
+        self._open = True
+
+    async def read(self, points: Sequence[Point]) -> list[Reading]:
+        try:
+            sample = await self.backend.sample()
+        except AtError as exc:
+            await self.close()
+            raise DeviceUnreachable(str(exc)) from None
+        now = time.time()
+        self.latest, self.latest_at = sample, now
+        values: list[Value] = []
+        status: dict[int, tuple[Quality, str]] = {}
+        ident = self.identity
+        for i, p in enumerate(points):
+            assert isinstance(p, ModemPoint)
+            v: object
+            if p.field in ("imei", "iccid"):
+                v = getattr(ident, p.field, None) if ident is not None else None
+            elif p.field.startswith("extra."):
+                v = sample.extra.get(p.field[6:])
+            else:
+                v = getattr(sample, p.field, None)
+            if v is None:
+                status[i] = _MISSING
+            values.append(v if isinstance(v, int | float | str | bool) else None)
+        return [Reading(tuple(p.name for p in points), values, now, status=status or None)]
+
+    async def write(self, point: Point, value: Value) -> None:
+        raise WriteRejected(f"{point.name}: the modem's link values are read-only")
+
+    async def close(self) -> None:
+        self._open = False
+        await self.backend.close()

@@ -1,0 +1,97 @@
+"""The radio degrades, sending adapts: a simulated 5G module on a pty (AT port) is a
+device of an in-process gateway beside a CNC machine, compact encoding. Good signal,
+then interference (packs grow: fewer, larger messages, asserted from the gateway's own
+state and /metrics), loss (registration lost: the modem's state changes), recovery; the
+module falling silent makes only the modem device offline. Nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from pathlib import Path
+
+import pytest
+from firmware_sim.modem import GOOD, INTERFERENCE, LOST, SimModem
+from firmware_sim.sim import Simulator, write_yaml
+
+from gateway.app import Gateway
+from gateway.config import load_config
+from tests.mqtt_sub import Subscriber
+from tests.servers import Mosquitto
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+async def test_sending_adapts_to_the_radio_and_loses_nothing(
+    tmp_path: Path, sim: Simulator, broker: Mosquitto
+) -> None:
+    modem = SimModem(tmp_path / "ttyModem")
+    await modem.start()
+    sim.add_profile_device("cnc", "acme/cnc-vmc850", port=0)
+    await sim.start()
+    cfg = sim.gateway_config("gw-radio", mqtt_port=broker.port, health={"port": 0},
+                             pipeline={"report": "always"})
+    cfg["uplink"]["mqtt"].update(  # type: ignore[index]
+        encoding="compact", pack={"max_delay": "250ms"})
+    cfg["devices"][0]["poll"] = {"fast": "200ms", "slow": "1s"}  # type: ignore[index]
+    cfg["devices"].append({"id": "modem", "profile": "edgegw/modem",  # type: ignore[attr-defined]
+                           "poll": {"radio": "300ms"},
+                           "connection": {"kind": "modem-at", "port": str(modem.link),
+                                          "timeout": "500ms"}})
+    write_yaml(tmp_path / "gateway.yaml", cfg)
+    gw = Gateway(load_config(tmp_path / "gateway.yaml"))
+    task = asyncio.create_task(gw.run())
+    try:
+        async with Subscriber(broker.port, "edgegw/gw-radio/#") as sub:
+            def modem_docs() -> list[dict[str, object]]:
+                return sub.data("modem")
+
+            await sub.wait_for(lambda: any(d["p"].get("rsrp") == -85.0 for d in modem_docs()),
+                               20, "the modem's link values")
+            first = {k: v for d in modem_docs() for k, v in d["p"].items()}
+            assert first["imei"] == SimModem.IMEI and first["iccid"] == SimModem.ICCID
+            assert first["tech"] == "NR5G-NSA" and first["band"] == "B20"
+            assert modem_docs()[-1]["state"] == "connected"
+            await asyncio.sleep(1.5)
+            n0, t0 = len(sub.packs), asyncio.get_running_loop().time()
+            good_rate = None
+
+            modem.radio_override = INTERFERENCE
+            await sub.wait_for(lambda: gw.uplink.radio.poor, 10, "the gateway to see it")  # type: ignore[union-attr]
+            assert gw.health is not None
+            body = await asyncio.to_thread(metrics, gw.health.port)
+            assert "edgegw_uplink_radio_poor 1.0" in body
+            good_rate = (len(sub.packs) - n0) / (asyncio.get_running_loop().time() - t0)
+            n1, t1 = len(sub.packs), asyncio.get_running_loop().time()
+            await asyncio.sleep(4.0)
+            poor_rate = (len(sub.packs) - n1) / (asyncio.get_running_loop().time() - t1)
+            print(f"packs/s: good signal {good_rate:.2f}, poor signal {poor_rate:.2f}")
+            assert poor_rate < good_rate / 2, (good_rate, poor_rate)  # bigger, fewer packs
+
+            modem.radio_override = LOST
+            await sub.wait_for(lambda: modem_docs()[-1].get("state") == "no_service", 10,
+                               "registration lost")
+            modem.radio_override = GOOD
+            await sub.wait_for(lambda: not gw.uplink.radio.poor  # type: ignore[union-attr]
+                               and modem_docs()[-1].get("state") == "connected", 10,
+                               "recovery")
+            modem.fault = "silence"
+            await sub.wait_for(lambda: modem_docs()[-1].get("state") == "offline", 10,
+                               "the modem device offline")
+            n = len(sub.data("cnc"))
+            await sub.wait_for(lambda: len(sub.data("cnc")) > n + 3, 5, "the CNC unaffected")
+            gw.stop()
+            await asyncio.wait_for(task, 15)
+            await asyncio.sleep(0.5)
+        seqs = sorted({d["seq"] for d in sub.data()})
+        assert seqs == list(range(seqs[0], seqs[-1] + 1)), "a batch was lost"
+    finally:
+        gw.stop()
+        if not task.done():
+            await asyncio.wait_for(task, 15)
+        await modem.stop()
