@@ -97,7 +97,7 @@ def driver_for(device: Device, ctx: DriverContext) -> Driver:
         from drivers.serial.driver import SerialDriver
 
         factory = SerialDriver
-    elif kind == "modem-at":
+    elif kind in ("modem-at", "modem-mm"):
         from drivers.modem.driver import ModemDriver
 
         factory = ModemDriver

@@ -402,10 +402,20 @@ class ModemAt(_Strict):
                                   "(Quectel AT+QENG); a refused one is not asked again")
 
 
-Connection = Annotated[ModbusTcp | ModbusRtu | Opcua | Serial | ModemAt,
+class ModemMm(_Strict):
+    """The module through ModemManager (``mmcli --output-json``; gateway/modem/mm.py)."""
+
+    kind: Literal["modem-mm"]
+    modem: str = Field(default="any", description="mmcli's -m argument: an index, a D-Bus "
+                       "path, or 'any'")
+    mmcli: str = "mmcli"
+    timeout: Duration = Field(default=5.0, description="per mmcli call")
+
+
+Connection = Annotated[ModbusTcp | ModbusRtu | Opcua | Serial | ModemAt | ModemMm,
                        Field(discriminator="kind")]
 PROTOCOL_OF_KIND = {"modbus-tcp": "modbus", "modbus-rtu": "modbus", "opcua": "opcua",
-                    "serial": "serial", "modem-at": "modem"}
+                    "serial": "serial", "modem-at": "modem", "modem-mm": "modem"}
 
 
 class DeviceConfig(_Strict):

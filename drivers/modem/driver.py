@@ -13,10 +13,10 @@ import time
 from collections.abc import Sequence
 
 from drivers.base import DriverContext
-from gateway.config import Device, ModemAt
+from gateway.config import Device, ModemAt, ModemMm
 from gateway.errors import DeviceUnreachable, WriteRejected
 from gateway.model import Quality, Reading, Value
-from gateway.modem.at import AtError, AtModem, AtPort, Identity
+from gateway.modem.at import AtModem, AtPort, Identity, ModemBackend, ModemError
 from gateway.modem.parse import LinkSample
 from gateway.profiles import ModemPoint, Point
 
@@ -28,11 +28,16 @@ class ModemDriver:
 
     def __init__(self, device: Device, ctx: DriverContext) -> None:
         conn = device.config.connection
-        assert isinstance(conn, ModemAt)
         self.device = device
-        self.conn = conn
-        self.backend = AtModem(AtPort(conn.port, conn.baudrate, conn.timeout),
-                               conn.vendor_commands)
+        self.backend: ModemBackend
+        if isinstance(conn, ModemAt):
+            self.backend = AtModem(AtPort(conn.port, conn.baudrate, conn.timeout),
+                                   conn.vendor_commands)
+        else:
+            assert isinstance(conn, ModemMm)
+            from gateway.modem.mm import MmcliModem
+
+            self.backend = MmcliModem(conn.modem, conn.mmcli, conn.timeout)
         self._open = False
         self.identity: Identity | None = None
         self.latest: LinkSample | None = None
@@ -48,7 +53,7 @@ class ModemDriver:
         try:
             await self.backend.open()
             self.identity = await self.backend.identity()
-        except AtError as exc:
+        except ModemError as exc:
             await self.backend.close()
             raise DeviceUnreachable(str(exc)) from None
         self._open = True
@@ -56,7 +61,7 @@ class ModemDriver:
     async def read(self, points: Sequence[Point]) -> list[Reading]:
         try:
             sample = await self.backend.sample()
-        except AtError as exc:
+        except ModemError as exc:
             await self.close()
             raise DeviceUnreachable(str(exc)) from None
         now = time.time()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import serial_asyncio_fast
 
@@ -30,7 +31,11 @@ log = logging.getLogger("edgegw.modem")
 FINAL = ("OK", "ERROR", "+CME ERROR", "+CMS ERROR", "NO CARRIER")
 
 
-class AtError(Exception):
+class ModemError(Exception):
+    """The module (or ModemManager) cannot be read: the modem device goes offline."""
+
+
+class AtError(ModemError):
     """The module answered with an error result, or not at all."""
 
 
@@ -94,6 +99,20 @@ class AtPort:
         if lines[-1] != "OK":
             raise AtError(f"{cmd}: {lines[-1]}")
         return "\n".join(lines)
+
+
+class ModemBackend(Protocol):
+    """What the modem driver needs from a backend (AT commands, ModemManager)."""
+
+    kind: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def identity(self) -> Identity: ...
+
+    async def sample(self) -> LinkSample: ...
 
 
 class AtModem:
