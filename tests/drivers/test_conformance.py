@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from firmware_sim.modem import SimModem
 from firmware_sim.servers import free_port
 from firmware_sim.sim import Simulator, write_yaml
 
@@ -25,6 +26,7 @@ CASES = [
     ("opcua", "moldtech/imm-ua-e77"),
     ("serial", "weightec/scale-ws300"),
     ("serial", "thermoline/tc-96"),
+    ("modem-at", "edgegw/modem"),
 ]
 
 
@@ -40,7 +42,23 @@ def _device(sim: Simulator, tmp: Path) -> Device:
 @pytest.fixture(params=CASES, ids=[f"{k}:{p}" for k, p in CASES])
 async def served(request: pytest.FixtureRequest,
                  tmp_path: Path) -> AsyncIterator[tuple[Simulator, Device, Driver]]:
-    _, profile = request.param
+    kind, profile = request.param
+    if kind == "modem-at":  # the simulated module is not one of the Simulator's devices
+        modem = SimModem(tmp_path / "ttyModem")
+        await modem.start()
+        write_yaml(tmp_path / "gateway.yaml", {"gateway": {"id": "gw-conf"}, "devices": [
+            {"id": "dev", "profile": profile, "connection": {
+                "kind": kind, "port": str(modem.link), "timeout": "1s"}}]})
+        dev = load_config(tmp_path / "gateway.yaml").devices[0]
+        ctx = DriverContext("gw-conf", tmp_path, tmp_path)
+        drv = driver_for(dev, ctx)
+        try:
+            yield Simulator(), dev, drv
+        finally:
+            await drv.close()
+            ctx.close()
+            await modem.stop()
+        return
     async with Simulator(0.05, serial_dir=tmp_path / "tty") as sim:
         sim.add_profile_device("dev", profile, port=0)
         if "dev" in sim.opcua:
@@ -88,7 +106,7 @@ async def test_writes_rw_points_and_refuses_the_others(
     await drv.connect()
     points = dev.profile.expanded_points()
     rw = [p for p in points if p.access == "rw" and p.type != "string"]
-    if dev.profile.protocol == "serial":  # read-only devices: every write is refused
+    if dev.profile.protocol in ("serial", "modem"):  # read-only: every write is refused
         with pytest.raises(WriteRejected):
             await drv.write(points[0], 1)
         return
@@ -123,6 +141,7 @@ async def test_unreachable_device(tmp_path: Path, kind: str, profile: str) -> No
         "modbus-tcp": {"kind": kind, "host": "127.0.0.1", "port": port, "timeout": "500ms"},
         "opcua": {"kind": kind, "endpoint": f"opc.tcp://127.0.0.1:{port}", "timeout": "500ms"},
         "serial": {"kind": kind, "port": str(tmp_path / "ttyUSB9")},
+        "modem-at": {"kind": kind, "port": str(tmp_path / "ttyUSB9")},
     }[kind]
     write_yaml(tmp_path / "gateway.yaml", {"gateway": {"id": "g"}, "devices": [
         {"id": "d", "profile": profile, "connection": conn}]})
