@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gateway.modem.parse import LinkSample
+
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
@@ -184,6 +186,7 @@ class HealthServer:
                    [({}, round(link.rtt, 4))])
             metric("uplink_pack_delay_factor", "gauge", "pack delay multiplier (1 on a good "
                    "link, up to 8 on a slow one)", [({}, link.factor)])
+        self._modem_metrics(metric)
         radio = getattr(gw.uplink, "radio", None)
         if radio is not None and getattr(gw.uplink, "radio_sample", None) is not None:
             metric("uplink_radio_poor", "gauge", "1 while the modem reports a poor signal "
@@ -208,6 +211,33 @@ class HealthServer:
                                 i.not_after.timestamp()) for i in certs
                                if i.not_after is not None])
         return 200, "text/plain; version=0.0.4", "\n".join(lines) + "\n"
+
+    def _modem_metrics(self, metric: Callable[[str, str, str, list[tuple[dict[str, str],
+                                                                           float]]], None]
+                       ) -> None:
+        """The modem devices' latest link sample as gauges (absent values are left out)."""
+        samples: list[tuple[str, LinkSample]] = []
+        for r in self.gw.runners:
+            latest = getattr(r.driver, "latest", None)
+            if isinstance(latest, LinkSample):
+                samples.append((r.device.id, latest))
+        if not samples:
+            return
+        for field, name, unit in (("rssi_dbm", "rssi", "dBm"), ("rsrp_dbm", "rsrp", "dBm"),
+                                  ("rsrq_db", "rsrq", "dB"), ("sinr_db", "sinr", "dB"),
+                                  ("nr_rsrp_dbm", "nr_rsrp", "dBm"),
+                                  ("nr_rsrq_db", "nr_rsrq", "dB"),
+                                  ("nr_sinr_db", "nr_sinr", "dB")):
+            values = [({"device": d}, float(getattr(s, field))) for d, s in samples
+                      if getattr(s, field) is not None]
+            if values:
+                unit_name = "dbm" if unit == "dBm" else "db"
+                metric(f"modem_{name}_{unit_name}", "gauge", f"{name.upper()} ({unit})", values)
+        metric("modem_registered", "gauge", "1 while the module is registered",
+               [({"device": d}, 1.0 if s.registered else 0.0) for d, s in samples])
+        metric("modem_info", "gauge", "the serving cell (labels), always 1",
+               [({"device": d, "tech": s.tech or "", "band": s.band or "", "cell": s.cell or "",
+                  "operator": s.mcc_mnc or ""}, 1.0) for d, s in samples])
 
     def page(self) -> tuple[int, str, str]:
         """The status page: rendered here for the first paint (and browsers without

@@ -66,6 +66,9 @@ async def test_sending_adapts_to_the_radio_and_loses_nothing(
             assert gw.health is not None
             body = await asyncio.to_thread(metrics, gw.health.port)
             assert "edgegw_uplink_radio_poor 1.0" in body
+            assert 'edgegw_modem_rsrp_dbm{device="modem"} -108.0' in body
+            assert 'edgegw_modem_registered{device="modem"} 1.0' in body
+            assert 'band="B20"' in body and 'tech="NR5G-NSA"' in body
             good_rate = (len(sub.packs) - n0) / (asyncio.get_running_loop().time() - t0)
             n1, t1 = len(sub.packs), asyncio.get_running_loop().time()
             await asyncio.sleep(4.0)
