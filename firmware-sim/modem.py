@@ -136,6 +136,9 @@ class SimModem:
                     else "\r\n+CEREG: 2,2\r\n")
         if cmd == "AT+C5GREG?":
             return "\r\n+C5GREG: 2,0\r\n"
+        if cmd == "AT+QGDCNT?":
+            up = int((time.monotonic() - self._t0) * 1000)  # 1 kB/s up, 3 kB/s down
+            return f"\r\n+QGDCNT: {up},{3 * up}\r\n"
         if cmd == 'AT+QENG="SERVINGCELL"':
             if not r.registered:
                 return '\r\n+QENG: "servingcell","SEARCH"\r\n'

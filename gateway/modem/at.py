@@ -24,6 +24,7 @@ from gateway.modem.parse import (
     iccid,
     imei,
     qeng_servingcell,
+    qgdcnt,
     registration,
 )
 
@@ -153,7 +154,7 @@ class AtModem:
                   ("AT+CEREG?", lambda t: registration(t, "+CEREG")),
                   ("AT+C5GREG?", lambda t: registration(t, "+C5GREG"))]
         if self._vendor:
-            rounds.append(('AT+QENG="servingcell"', qeng_servingcell))
+            rounds += [('AT+QENG="servingcell"', qeng_servingcell), ("AT+QGDCNT?", qgdcnt)]
         answered = False
         for cmd, parser in rounds:
             if cmd in self._skip:

@@ -53,6 +53,8 @@ class LinkSample:
     pci: int | None = None
     arfcn: int | None = None
     mcc_mnc: str | None = None
+    tx_bytes: int | None = None  # data counters of the module, where it keeps them
+    rx_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def merge(self, other: LinkSample) -> LinkSample:
@@ -244,3 +246,14 @@ def _nsa(s: LinkSample, f: list[str]) -> None:
     s.tech = "NR5G-NSA"
     s.nr_rsrp_dbm, s.nr_sinr_db, s.nr_rsrq_db = _num(f[3]), _num(f[4]), _num(f[5])
     s.extra["nr_band"] = f"n{f[7]}"
+
+
+def qgdcnt(text: str) -> LinkSample:
+    """Quectel ``AT+QGDCNT?``: ``+QGDCNT: <bytes_sent>,<bytes_recv>`` since reset."""
+    f = _payload(text, "+QGDCNT")
+    if len(f) != 2:
+        raise ParseError(f"+QGDCNT wants 2 fields, got {f}")
+    tx, rx = _int(f[0], "bytes sent"), _int(f[1], "bytes received")
+    if tx < 0 or rx < 0:
+        raise ParseError(f"+QGDCNT: negative counter {f}")
+    return LinkSample(tx_bytes=tx, rx_bytes=rx)

@@ -22,7 +22,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "creg": lambda t: parse.registration(t, "+CREG"),
     "cereg": lambda t: parse.registration(t, "+CEREG"),
     "c5greg": lambda t: parse.registration(t, "+C5GREG"),
-    "imei": parse.imei, "iccid": parse.iccid,
+    "imei": parse.imei, "iccid": parse.iccid, "qgdcnt": parse.qgdcnt,
 }
 
 
