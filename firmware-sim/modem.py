@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import os
 import time
-import tty
 from dataclasses import dataclass
 from pathlib import Path
+
+from firmware_sim.pty import close_pty, open_pty
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +66,7 @@ class SimModem:
         return current
 
     async def start(self) -> None:
-        self.fd, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        tty.setraw(self.fd)
-        os.set_blocking(self.fd, False)
-        self.slave_path = os.ttyname(self._slave)
-        self.link.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.link.unlink()
-        self.link.symlink_to(self.slave_path)
+        self.fd, self._slave, self.slave_path = open_pty(self.link)
         self._t0 = time.monotonic()
         asyncio.get_running_loop().add_reader(self.fd, self._readable)
 
@@ -81,10 +74,7 @@ class SimModem:
         if self.fd < 0:
             return
         asyncio.get_running_loop().remove_reader(self.fd)
-        with contextlib.suppress(FileNotFoundError):
-            self.link.unlink()
-        os.close(self.fd)
-        os.close(self._slave)
+        close_pty(self.fd, self._slave, self.link)
         self.fd = self._slave = -1
 
     def _readable(self) -> None:

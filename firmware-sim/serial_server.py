@@ -27,10 +27,10 @@ import os
 import random
 import struct
 import time
-import tty
 from pathlib import Path
 
 from firmware_sim.machine import SimDevice
+from firmware_sim.pty import close_pty, open_pty
 
 from drivers.serial.framing import encode_frame
 from gateway.profiles import BINARY_CODES, SerialPoint, SerialSettings
@@ -64,17 +64,7 @@ class SerialSimServer:
     async def start(self) -> None:
         if self.fd >= 0:
             return
-        self.fd, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        tty.setraw(self.fd)
-        os.set_blocking(self.fd, False)
-        self.slave_path = os.ttyname(self._slave)
-        self.link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.link.with_name(self.link.name + ".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(self.slave_path)
-        tmp.replace(self.link)
+        self.fd, self._slave, self.slave_path = open_pty(self.link)
         asyncio.get_running_loop().add_reader(self.fd, self._readable)
         self.plugs += 1
 
@@ -83,10 +73,7 @@ class SerialSimServer:
         if self.fd < 0:
             return
         asyncio.get_running_loop().remove_reader(self.fd)
-        with contextlib.suppress(FileNotFoundError):
-            self.link.unlink()
-        os.close(self.fd)
-        os.close(self._slave)
+        close_pty(self.fd, self._slave, self.link)
         self.fd = self._slave = -1
         for t in self._tasks:
             t.cancel()
