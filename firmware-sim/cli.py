@@ -160,6 +160,15 @@ def _build_bench(args: argparse.Namespace) -> Simulator:
     return sim
 
 
+async def until_signal() -> None:
+    """Return on SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def _run(args: argparse.Namespace) -> None:
     sim = _build_bench(args) if args.cmd == "bench" else \
         _build_opcua_bench(args) if args.cmd == "opcua-bench" else _build_serve(args)
@@ -199,12 +208,8 @@ async def _run(args: argparse.Namespace) -> None:
         write_yaml(out, cfg)
         print(f"gateway config written to {out}", flush=True)
     print("simulator ready", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_signal()
     finally:
         await sim.stop()
 
@@ -231,12 +236,8 @@ async def _modem(args: argparse.Namespace) -> None:
     m.fault = args.fault
     await m.start()
     print(f"modem AT port {m.link} -> {m.slave_path}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_signal()
     finally:
         await m.stop()
 

@@ -73,7 +73,6 @@ class SimModem:
     async def stop(self) -> None:
         if self.fd < 0:
             return
-        asyncio.get_running_loop().remove_reader(self.fd)
         close_pty(self.fd, self._slave, self.link)
         self.fd = self._slave = -1
 

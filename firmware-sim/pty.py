@@ -3,6 +3,7 @@ simulated serial devices and the simulated modem listen on."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tty
@@ -27,7 +28,9 @@ def open_pty(link: Path) -> tuple[int, int, str]:
 
 
 def close_pty(fd: int, slave: int, link: Path) -> None:
-    """Unplug: the link goes, then both ends (a reader gets an I/O error)."""
+    """Unplug: the event loop stops watching the master, the link goes, then both ends
+    (a reader gets an I/O error)."""
+    asyncio.get_running_loop().remove_reader(fd)
     with contextlib.suppress(FileNotFoundError):
         link.unlink()
     os.close(fd)

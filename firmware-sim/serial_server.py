@@ -72,7 +72,6 @@ class SerialSimServer:
         """Unplug: the pty goes away, a reader on it gets an I/O error."""
         if self.fd < 0:
             return
-        asyncio.get_running_loop().remove_reader(self.fd)
         close_pty(self.fd, self._slave, self.link)
         self.fd = self._slave = -1
         for t in self._tasks:

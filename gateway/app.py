@@ -64,8 +64,7 @@ class Gateway:
             payload = encode_batch(b)
             return topic, payload if sign is None else sign(payload)
 
-        self.schemas = Schemas(schema_of(f"{d.profile_name}@{d.profile.version}", d.profile)
-                               for d in loaded.devices)
+        self.schemas = Schemas(schema_of(d.profile_tag, d.profile) for d in loaded.devices)
         schema = self.schemas.get
         packed = pack_topic(prefix, gw)
 
@@ -150,8 +149,7 @@ class Gateway:
 
     def _point_types(self) -> dict[str, list[tuple[str | None, bool]]]:
         """Profile tag -> (type, scaled) of each point, for Sparkplug datatypes."""
-        return {f"{d.profile_name}@{d.profile.version}":
-                [(p.type, p.scaled) for p in d.profile.expanded_points()]
+        return {d.profile_tag: [(p.type, p.scaled) for p in d.profile.expanded_points()]
                 for d in self.loaded.devices}
 
     def _link_status(self) -> dict[str, object]:
@@ -281,7 +279,7 @@ class Gateway:
             self.faults.clear((dev_id, "unreachable"), f"device {dev_id}: removed")
         fresh = {d.id: d for d in [*p.added, *p.changed]}
         for d in fresh.values():
-            self.schemas.add(schema_of(f"{d.profile_name}@{d.profile.version}", d.profile))
+            self.schemas.add(schema_of(d.profile_tag, d.profile))
         spb = getattr(self.uplink, "spb", None)
         if spb is not None:
             spb.point_types.update(self._point_types())

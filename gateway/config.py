@@ -537,6 +537,11 @@ class Device:
     def id(self) -> str:
         return self.config.id
 
+    @property
+    def profile_tag(self) -> str:
+        """``vendor/model@version``: the ``prof`` of its payloads, the compact schema key."""
+        return f"{self.profile_name}@{self.profile.version}"
+
 
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:

@@ -62,7 +62,7 @@ class DevicePipeline:
         self.gateway_id = gateway_id
         self.device = device
         prof = device.profile
-        self.profile_tag = f"{device.profile_name}@{prof.version}"
+        self.profile_tag = device.profile_tag
         self.state_spec = prof.state
         tracked = set()
         if prof.state is not None:
