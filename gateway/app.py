@@ -164,6 +164,7 @@ class Gateway:
         link.rtt_max = 0.0
         if radio is not None and getattr(self.uplink, "radio_sample", None) is not None:
             out["radio"] = f"poor: {radio.reason}" if radio.poor else "good"
+            out["bulk_held"] = radio.deferred
         budget = getattr(self.uplink, "budget", None)
         if budget is not None:
             out["budget_bytes_per_s"] = budget.rate

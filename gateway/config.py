@@ -137,6 +137,9 @@ class RadioPolicy(_Strict):
     factor: float = Field(default=4.0, ge=1, le=16, description="pack delay multiplier on a "
                           "poor signal (bigger packs, fewer messages)")
     compression: int = Field(default=9, ge=0, le=9, description="zlib level on a poor signal")
+    defer_bulk: bool = Field(default=True, description="on a poor signal, batches of "
+                             "bulk-priority points only wait in the store; they follow "
+                             "once the signal is good again")
 
 
 class GatewayMqtt(MqttConfig):

@@ -190,7 +190,10 @@ class HealthServer:
         radio = getattr(gw.uplink, "radio", None)
         if radio is not None and getattr(gw.uplink, "radio_sample", None) is not None:
             metric("uplink_radio_poor", "gauge", "1 while the modem reports a poor signal "
-                   "(packs grow, compression is harder)", [({}, 1.0 if radio.poor else 0.0)])
+                   "(packs grow, compression is harder, bulk waits)",
+                   [({}, 1.0 if radio.poor else 0.0)])
+            metric("uplink_bulk_held_batches", "gauge", "bulk batches held back in the store "
+                   "for a good signal", [({}, radio.deferred)])
         budget = getattr(gw.uplink, "budget", None)
         if budget is not None:
             metric("uplink_budget_bytes_per_second", "gauge", "the configured budget",

@@ -67,7 +67,8 @@ class Batch:
     #: source timestamps (ms) of reported points whose own time differs from ``ts_ms``
     src: dict[str, int] = field(default_factory=dict)
     #: uplink priority: ALARM or STATE (an alarm/state point or the machine state
-    #: changed) goes first; PROCESS is everything else
+    #: changed) goes first; BULK (only bulk points) may wait for a good radio signal;
+    #: PROCESS is everything else
     priority: int = 2
 
     @property

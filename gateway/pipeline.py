@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from gateway.config import Device
-from gateway.model import PRIORITY, PROCESS, STATE, Batch, Quality, Reading, Value
+from gateway.model import BULK, PRIORITY, PROCESS, STATE, Batch, Quality, Reading, Value
 from gateway.profiles import Point
 from gateway.state import OFFLINE, derive_state
 
@@ -78,6 +78,8 @@ class DevicePipeline:
         self.urgent = {p.name: PRIORITY[p.priority] for p in prof.expanded_points()
                        if p.priority in ("alarm", "state")}
         self._urgent_last: dict[str, Value] = {}
+        #: bulk-priority points: a batch of these only may wait for a good radio signal
+        self.bulk = frozenset(p.name for p in prof.expanded_points() if p.priority == "bulk")
 
     def _states(self, names: tuple[str, ...]) -> list[_PointState]:
         hit = self._by_tuple.get(id(names))
@@ -141,6 +143,8 @@ class DevicePipeline:
         prio = STATE if changed_state else PROCESS
         if self.urgent:
             prio = min(prio, self._urgency(out))
+        if prio == PROCESS and self.bulk and self.bulk.issuperset(out):
+            prio = BULK
         return Batch(self.gateway_id, self.device.id, self.profile_tag, int(ts * 1000), out,
                      bad, state, self.ids, group=group, src=src, priority=prio)
 

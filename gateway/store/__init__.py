@@ -5,6 +5,8 @@ it (for a durable backend: on disk, committed, before it returns);
 ``urgent`` is a fast lane: the alarm and state batches (``Batch.priority``) just
 appended, which the uplink sends before anything else (they are stored like every
 batch, and acknowledged the same way); ``urgent_ready`` is set when one arrives.
+``Entry.bulk`` marks a batch of bulk-priority points only (kept with the entry, also
+across restarts), which the uplink may hold back while the radio is poor.
 ``peek(n, after, before)`` returns up to ``n`` of the oldest entries with
 ``after < seq < before`` without waiting; ``wait(after)`` returns once an entry newer
 than ``after`` exists; ``ack(seq)`` removes one entry for good (unknown or already
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from gateway.model import STATE, Batch
+from gateway.model import BULK, STATE, Batch
 
 if TYPE_CHECKING:
     from gateway.crypto.spool import SpoolCipher
@@ -43,6 +45,7 @@ class Entry:
     topic: str
     payload: bytes
     ts_ms: int
+    bulk: bool = False
 
 
 @dataclass(slots=True)
@@ -127,7 +130,8 @@ class BoundedStore(ABC):
 
     # -- primitives of a backend ---------------------------------------------------------
     @abstractmethod
-    def _insert(self, seq: int, topic: str, payload: bytes, ts_ms: int, points: int) -> None:
+    def _insert(self, seq: int, topic: str, payload: bytes, ts_ms: int, points: int,
+                bulk: bool) -> None:
         """Keep one entry (raise StoreFull when out of space)."""
 
     @abstractmethod
@@ -159,7 +163,7 @@ class BoundedStore(ABC):
         if not await self._make_room(size, points):
             return seq
         try:
-            self._insert(seq, topic, payload, batch.ts_ms, points)
+            self._insert(seq, topic, payload, batch.ts_ms, points, batch.priority == BULK)
         except StoreFull as exc:
             self._count_drop("disk_full", 1, points)
             if self.stats.degraded is None:

@@ -14,8 +14,9 @@ class MemoryStore(BoundedStore):
         self._entries: OrderedDict[int, tuple[Entry, int]] = OrderedDict()
         self._seq = initial_seq() if first_seq is None else first_seq
 
-    def _insert(self, seq: int, topic: str, payload: bytes, ts_ms: int, points: int) -> None:
-        self._entries[seq] = (Entry(seq, topic, payload, ts_ms), points)
+    def _insert(self, seq: int, topic: str, payload: bytes, ts_ms: int, points: int,
+                bulk: bool) -> None:
+        self._entries[seq] = (Entry(seq, topic, payload, ts_ms, bulk), points)
 
     def _oldest(self, n: int) -> list[tuple[int, int, int]]:
         out = []

@@ -33,14 +33,16 @@ from gateway.store import BoundedStore, Encoder, Entry, Limits, StoreFull, initi
 
 log = logging.getLogger("edgegw.store")
 
-SCHEMA = 1
+#: 2: the ``bulk`` column (a spool of schema 1 gets it, 0 for its rows, when opened)
+SCHEMA = 2
 _CREATE = """
 CREATE TABLE IF NOT EXISTS spool (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     ts INTEGER NOT NULL,
-    points INTEGER NOT NULL
+    points INTEGER NOT NULL,
+    bulk INTEGER NOT NULL DEFAULT 0
 );
 """
 #: a batch's size as counted in the stats: its payload, without the encryption overhead
@@ -57,6 +59,16 @@ def _connect(path: Path, sync_interval: float) -> sqlite3.Connection:
     return db
 
 
+def _create(db: sqlite3.Connection) -> None:
+    """The table, in the current schema (a spool written by an older version is
+    upgraded in place: its rows stay)."""
+    db.execute(_CREATE)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(spool)")}
+    if "bulk" not in columns:
+        db.execute("ALTER TABLE spool ADD COLUMN bulk INTEGER NOT NULL DEFAULT 0")
+    db.execute(f"PRAGMA user_version={SCHEMA}")
+
+
 def _is_ok(path: Path) -> str | None:
     """None if the file is a healthy spool, else what is wrong with it."""
     try:
@@ -65,7 +77,7 @@ def _is_ok(path: Path) -> str | None:
             rows = db.execute("PRAGMA quick_check").fetchall()
             if rows != [("ok",)]:
                 return "; ".join(str(r[0]) for r in rows[:3])
-            db.execute(_CREATE)
+            _create(db)
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
@@ -81,7 +93,7 @@ def _salvage(src: Path, dst: sqlite3.Connection) -> int:
     except sqlite3.DatabaseError:
         return 0
     try:
-        cur = old.execute("SELECT seq, topic, payload, ts, points FROM spool ORDER BY seq")
+        cur = old.execute("SELECT * FROM spool ORDER BY seq")
         while True:
             try:
                 row = cur.fetchone()
@@ -89,7 +101,9 @@ def _salvage(src: Path, dst: sqlite3.Connection) -> int:
                 break
             if row is None:
                 break
-            dst.execute("INSERT OR IGNORE INTO spool VALUES (?,?,?,?,?)", row)
+            if len(row) == 5:  # a spool of schema 1: no bulk column
+                row = (*row, 0)
+            dst.execute("INSERT OR IGNORE INTO spool VALUES (?,?,?,?,?,?)", row[:6])
             copied += 1
     except sqlite3.DatabaseError:
         pass
@@ -140,15 +154,13 @@ class SqliteStore(BoundedStore):
                 if src.exists():
                     src.replace(Path(str(bad) + suffix))
             db = _connect(self.path, sync_interval)
-            db.execute(_CREATE)
-            db.execute(f"PRAGMA user_version={SCHEMA}")
+            _create(db)
             saved = _salvage(bad, db)
             log.error("store: spool %s was damaged (%s); moved to %s, %d readable batch(es) "
                       "copied into a new spool", self.path, problem, bad.name, saved)
             return db
         db = _connect(self.path, sync_interval)
-        db.execute(_CREATE)
-        db.execute(f"PRAGMA user_version={SCHEMA}")
+        _create(db)
         return db
 
     def _check_sealed(self) -> None:
@@ -182,12 +194,13 @@ class SqliteStore(BoundedStore):
             db.close()
 
     # -- backend primitives --------------------------------------------------------------
-    def _insert(self, seq: int, topic: str, payload: bytes, ts_ms: int, points: int) -> None:
+    def _insert(self, seq: int, topic: str, payload: bytes, ts_ms: int, points: int,
+                bulk: bool) -> None:
         if self._cipher is not None:
             payload = self._cipher.seal(seq, topic, payload)
         try:
-            self._db.execute("INSERT INTO spool VALUES (?,?,?,?,?)",
-                             (seq, topic, payload, ts_ms, points))
+            self._db.execute("INSERT INTO spool VALUES (?,?,?,?,?,?)",
+                             (seq, topic, payload, ts_ms, points, bulk))
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorcode", None) in _OUT_OF_SPACE or "full" in str(exc):
                 raise StoreFull(str(exc)) from exc
@@ -214,22 +227,23 @@ class SqliteStore(BoundedStore):
     def _select(self, n: int, after: int, before: int | None) -> list[Entry]:
         if before is None:
             rows = self._db.execute(
-                "SELECT seq, topic, payload, ts FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, n))
+                "SELECT seq, topic, payload, ts, bulk FROM spool WHERE seq > ? "
+                "ORDER BY seq LIMIT ?", (after, n))
         else:
             rows = self._db.execute(
-                "SELECT seq, topic, payload, ts FROM spool WHERE seq > ? AND seq < ? "
+                "SELECT seq, topic, payload, ts, bulk FROM spool WHERE seq > ? AND seq < ? "
                 "ORDER BY seq LIMIT ?", (after, before, n))
         if self._cipher is None:
-            return [Entry(seq, topic, payload, ts) for seq, topic, payload, ts in rows]
+            return [Entry(seq, topic, payload, ts, bool(bulk))
+                    for seq, topic, payload, ts, bulk in rows]
         out = []
-        for seq, topic, blob, ts in rows:
+        for seq, topic, blob, ts, bulk in rows:
             try:
                 payload = self._cipher.open(seq, topic, blob) if is_sealed(blob) else blob
             except SealError:
                 self._unreadable(seq)
                 continue
-            out.append(Entry(seq, topic, payload, ts))
+            out.append(Entry(seq, topic, payload, ts, bool(bulk)))
         return out
 
     def _unreadable(self, seq: int) -> None:

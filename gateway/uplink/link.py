@@ -95,8 +95,8 @@ class LinkQuality:
 @dataclass(slots=True)
 class RadioState:
     """The modem's latest link sample, judged against the policy: a poor signal (or no
-    registration) stretches the pack delay and compresses harder; when the signal is
-    good again, the backlog drains at the normal pace."""
+    registration) stretches the pack delay, compresses harder and holds bulk batches
+    back; when the signal is good again, they drain at the normal pace."""
 
     poor_rsrp: float = -110.0
     poor_sinr: float = 0.0
@@ -105,6 +105,8 @@ class RadioState:
     poor: bool = False
     reason: str = ""
     changes: int = 0
+    deferred: int = 0  # bulk batches held back now
+    deferred_total: int = 0  # held back since start (each time it was passed over)
 
     def judge(self, sample: object | None) -> bool:
         """Update from a LinkSample (None: no modem reading); True when poor."""

@@ -11,6 +11,7 @@ backend drops duplicates by gateway id + sequence number).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import ssl
@@ -182,16 +183,22 @@ class MqttUplink:
         """Publish until stopping and drained; an MqttError ends the session.
 
         Order: the store's urgent lane (alarm and state batches) at once, then live
-        entries (newer than the session's start), then the backlog, in sequence order.
-        Ordinary data waits for the budget (when one is set) and, compact, up to the
-        pack delay after its read time for others to share its message; an urgent batch
-        interrupts both waits."""
+        entries (newer than the session's start), then bulk batches held back while the
+        radio was poor, then the backlog, each in sequence order. Ordinary data waits
+        for the budget (when one is set) and, compact, up to the pack delay after its
+        read time for others to share its message; an urgent batch interrupts both
+        waits. While the radio is poor (``radio.defer_bulk``), bulk batches are passed
+        over and remembered; they stay in the store (a new session starts from the
+        oldest entry anyway)."""
         sem = asyncio.Semaphore(self.cfg.max_inflight)
         qos = self.cfg.qos
         store, stats, link, budget = self.store, self.stats, self.link, self.budget
         urgent_ready = store.urgent_ready
         failed = False
         sent_urgent: set[int] = set()  # sent through the fast lane: skipped by the others
+        deferred: set[int] = set()  # bulk batches passed over while the radio was poor
+        defer_bulk = self.cfg.radio.defer_bulk and self.radio_sample is not None
+        hold = False  # holding bulk back now
 
         async def send(msg: list[Entry], topic: str, payload: bytes, last: bool) -> None:
             nonlocal failed
@@ -254,9 +261,35 @@ class MqttUplink:
             return SENT
 
         def fresh(entries: list[Entry]) -> list[Entry]:
-            if not sent_urgent:
-                return entries
-            return [e for e in entries if e.seq not in sent_urgent]
+            if sent_urgent:
+                entries = [e for e in entries if e.seq not in sent_urgent]
+            if hold:
+                held = [e.seq for e in entries if e.bulk]
+                if held:
+                    deferred.update(held)
+                    self.radio.deferred_total += len(held)
+                    entries = [e for e in entries if not e.bulk]
+            return entries
+
+        async def drain() -> int:
+            """Send the oldest held-back bulk batches (up to n) still in the store."""
+            want = sorted(deferred)[:n]
+            wanted = set(want)
+            found: list[Entry] = []
+            i = 0
+            while i < len(want):
+                chunk = await store.peek(n, after=want[i] - 1, before=want[-1] + 1)
+                if not chunk:
+                    break
+                found += [e for e in chunk if e.seq in wanted]
+                i = bisect.bisect_right(want, chunk[-1].seq)
+            for msg in self._messages(found):
+                r = await publish(msg)
+                if r != SENT:
+                    return r
+                deferred.difference_update(e.seq for e in msg)
+            deferred.difference_update(want)  # the rest is gone (store limits)
+            return SENT
 
         n = PACK_RECORDS if self.compact else self.cfg.max_inflight
         # the fast lane is for fresh alarms: what queued while disconnected goes out with
@@ -275,6 +308,8 @@ class MqttUplink:
             while not (self._stopping and store.stats.entries == 0):
                 urgent_ready.clear()
                 factor = self.delay_factor()
+                hold = defer_bulk and self.radio.poor and not self._stopping
+                self.radio.deferred = len(deferred)
                 if self._rebirth and await rebirth() == FAILED:
                     return
                 if store.urgent:
@@ -303,12 +338,14 @@ class MqttUplink:
                         if backlog:
                             log.info("mqtt: backlog of %d batch(es) sent in %.1f s",
                                      backlog, time.monotonic() - t0)
-                if not live and not back:
+                if not live and not back and (hold or not deferred):
                     with contextlib.suppress(TimeoutError):  # re-check stopping now and then
                         await asyncio.wait_for(store.wait(live_cur),
                                                0.2 if self._stopping else 1.0)
                     continue
                 live_cur, r = await self._send_all(publish, fresh(live), live, live_cur)
+                if r == SENT and deferred and not hold:
+                    r = await drain()
                 if r == SENT:
                     back_cur, r = await self._send_all(publish, fresh(back), back, back_cur)
                 if r == FAILED:

@@ -1,12 +1,15 @@
 """The radio degrades, sending adapts: a simulated 5G module on a pty (AT port) is a
-device of an in-process gateway beside a CNC machine, compact encoding. Good signal,
-then interference (packs grow: fewer, larger messages, asserted from the gateway's own
-state and /metrics), loss (registration lost: the modem's state changes), recovery; the
-module falling silent makes only the modem device offline. Nothing is lost."""
+device of an in-process gateway beside a CNC machine and an energy meter, compact
+encoding. Good signal, then interference (packs grow: fewer, larger messages, asserted
+from the gateway's own state and /metrics; the meter's bulk counters wait in the store),
+loss (registration lost: the modem's state changes), recovery (the held counters
+follow); the module falling silent makes only the modem device offline. Nothing is
+lost."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
 from pathlib import Path
 
@@ -33,12 +36,14 @@ async def test_sending_adapts_to_the_radio_and_loses_nothing(
     modem = SimModem(tmp_path / "ttyModem")
     await modem.start()
     sim.add_profile_device("cnc", "acme/cnc-vmc850", port=0)
+    sim.add_profile_device("meter", "voltmeter/em340-3ph", port=0)
     await sim.start()
     cfg = sim.gateway_config("gw-radio", mqtt_port=broker.port, health={"port": 0},
                              pipeline={"report": "always"})
     cfg["uplink"]["mqtt"].update(  # type: ignore[index]
         encoding="compact", pack={"max_delay": "250ms"})
     cfg["devices"][0]["poll"] = {"fast": "200ms", "slow": "1s"}  # type: ignore[index]
+    cfg["devices"][1]["poll"] = {"realtime": "500ms", "energy": "500ms"}  # type: ignore[index]
     cfg["devices"].append({"id": "modem", "profile": "edgegw/modem",  # type: ignore[attr-defined]
                            "poll": {"radio": "300ms"},
                            "connection": {"kind": "modem-at", "port": str(modem.link),
@@ -51,8 +56,12 @@ async def test_sending_adapts_to_the_radio_and_loses_nothing(
             def modem_docs() -> list[dict[str, object]]:
                 return sub.data("modem")
 
-            await sub.wait_for(lambda: any(d["p"].get("rsrp") == -85.0 for d in modem_docs()),
-                               20, "the modem's link values")
+            def energy() -> int:  # the meter's bulk batches received
+                return sum("energy_import" in d["p"] for d in sub.data("meter"))
+
+            await sub.wait_for(lambda: any(d["p"].get("rsrp") == -85.0 for d in modem_docs())
+                               and any("imei" in d["p"] for d in modem_docs()),
+                               20, "the modem's link values and identity")
             first = {k: v for d in modem_docs() for k, v in d["p"].items()}
             assert first["imei"] == SimModem.IMEI and first["iccid"] == SimModem.ICCID
             assert first["tech"] == "NR5G-NSA" and first["band"] == "B20"
@@ -71,10 +80,19 @@ async def test_sending_adapts_to_the_radio_and_loses_nothing(
             assert 'band="B20"' in body and 'tech="NR5G-NSA"' in body
             good_rate = (len(sub.packs) - n0) / (asyncio.get_running_loop().time() - t0)
             n1, t1 = len(sub.packs), asyncio.get_running_loop().time()
-            await asyncio.sleep(4.0)
+            await asyncio.sleep(1.0)  # what was in flight when the signal fell arrives
+            e1, m1 = energy(), len(sub.data("meter"))
+            await asyncio.sleep(3.0)
             poor_rate = (len(sub.packs) - n1) / (asyncio.get_running_loop().time() - t1)
             print(f"packs/s: good signal {good_rate:.2f}, poor signal {poor_rate:.2f}")
             assert poor_rate < good_rate / 2, (good_rate, poor_rate)  # bigger, fewer packs
+            assert energy() == e1 > 0, "bulk counters were sent on a poor signal"
+            assert len(sub.data("meter")) > m1  # the meter's process data still flows
+            held = gw.uplink.radio.deferred  # type: ignore[union-attr]
+            assert held >= 4, held
+            body = await asyncio.to_thread(metrics, gw.health.port)
+            shown = re.search(r"^edgegw_uplink_bulk_held_batches (\S+)$", body, re.M)
+            assert shown and float(shown[1]) >= 4, shown
 
             modem.radio_override = LOST
             await sub.wait_for(lambda: modem_docs()[-1].get("state") == "no_service", 10,
@@ -83,6 +101,9 @@ async def test_sending_adapts_to_the_radio_and_loses_nothing(
             await sub.wait_for(lambda: not gw.uplink.radio.poor  # type: ignore[union-attr]
                                and modem_docs()[-1].get("state") == "connected", 10,
                                "recovery")
+            await sub.wait_for(lambda: energy() >= e1 + held, 10, "the held counters")
+            await sub.wait_for(lambda: gw.uplink.radio.deferred == 0, 5,  # type: ignore[union-attr]
+                               "nothing held")
             modem.fault = "silence"
             await sub.wait_for(lambda: modem_docs()[-1].get("state") == "offline", 10,
                                "the modem device offline")

@@ -23,6 +23,10 @@ PROFILE = Profile.model_validate({
          "deadband": {"percent": 10}},
         {"name": "mode", "table": "holding", "address": 4},
         {"name": "alarm", "table": "coil", "address": 0, "type": "bool", "priority": "alarm"},
+        {"name": "energy", "table": "input", "address": 0, "type": "uint32",
+         "priority": "bulk"},
+        {"name": "hours", "table": "input", "address": 2, "type": "uint32",
+         "priority": "bulk"},
     ],
 })
 NAMES = ("speed", "temp", "flow", "mode")
@@ -174,3 +178,18 @@ def test_priority_alarm_and_state_changes_only() -> None:
     b = p.process("g", [rd([300, 2, 3.0, 1], 15.0)])  # speed > 0: running, a state change
     assert b is not None and b.state == "running" and b.priority == STATE
     assert p.offline("gone", 16.0).priority == STATE
+
+
+def test_a_batch_of_bulk_points_only_is_bulk() -> None:
+    from gateway.model import BULK, PROCESS
+
+    p = pipe(heartbeat=10.0)
+    p.process("g", [rd([100, 2, 3.0, 1], 0.0), rd([False], 0.0, ("alarm",))])
+    b = p.process("g", [rd([5, 7], 1.0, ("energy", "hours"))])
+    assert b is not None and b.priority == BULK
+    b = p.process("g", [rd([6, 7], 2.0, ("energy", "hours")), rd([200, 2, 3.0, 1], 2.0)])
+    assert b is not None and b.priority == PROCESS  # with process data: not held back
+    b = p.process("g", [rd([6, 7], 3.0, ("energy", "hours")), rd([200, 2, 3.0, 1], 3.0)])
+    assert b is None
+    b = p.process("g", [rd([7, 7], 4.0, ("energy", "hours")), rd([200, 2, 3.0, 1], 4.0)])
+    assert b is not None and b.priority == BULK  # only the bulk point changed

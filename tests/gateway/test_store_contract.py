@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.crypto.spool import SpoolCipher
-from gateway.model import Batch
+from gateway.model import BULK, Batch
 from gateway.store import BoundedStore, Limits
 from gateway.store.memory import MemoryStore
 from gateway.store.sqlite import SqliteStore
@@ -62,6 +62,17 @@ async def test_append_peek_ack_in_order(make: Make) -> None:
     assert s.stats.entries == 3
     e = (await s.peek(1))[0]
     assert e.topic == "t/d" and e.payload.startswith(f"d:{seqs[1]}".encode())
+    await s.close()
+
+
+async def test_bulk_flag_is_kept_with_the_entry(make: Make) -> None:
+    s = make()
+    b = batch()
+    b.priority = BULK
+    seqs = [await s.append(batch()), await s.append(b), await s.append(batch())]
+    assert [e.bulk for e in await s.peek(10)] == [False, True, False]
+    assert [e.seq for e in await s.peek(10) if e.bulk] == [seqs[1]]
+    assert not s.urgent  # bulk is never in the fast lane
     await s.close()
 
 
@@ -306,3 +317,61 @@ async def test_wait_sees_entries_stored_before_a_restart(tmp_path: Path) -> None
     s2 = sqlite_store(tmp_path / "spool.db")
     await asyncio.wait_for(s2.wait(0), 1)
     await s2.close()
+
+
+async def test_bulk_flag_survives_a_restart(tmp_path: Path) -> None:
+    s = sqlite_store(tmp_path / "spool.db")
+    b = batch()
+    b.priority = BULK
+    await s.append(batch())
+    bulk_seq = await s.append(b)
+    await s.close()
+    s2 = sqlite_store(tmp_path / "spool.db")
+    assert [e.seq for e in await s2.peek(10) if e.bulk] == [bulk_seq]
+    await s2.close()
+
+
+def test_a_spool_of_schema_1_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A spool written before the bulk column existed keeps its rows (not bulk)."""
+    path = tmp_path / "spool.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT "
+               "NULL, payload BLOB NOT NULL, ts INTEGER NOT NULL, points INTEGER NOT NULL)")
+    db.execute("INSERT INTO spool VALUES (7, 't/d', x'00', 1, 1)")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+
+    async def check() -> None:
+        s = sqlite_store(path)
+        assert [(e.seq, e.bulk) for e in await s.peek(10)] == [(7, False)]
+        b = batch()
+        b.priority = BULK
+        seq = await s.append(b)
+        assert [(e.seq, e.bulk) for e in await s.peek(10)] == [(7, False), (seq, True)]
+        await s.close()
+
+    asyncio.run(check())
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (2,)
+
+
+def test_a_damaged_spool_of_schema_1_is_salvaged(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT "
+               "NULL, payload BLOB NOT NULL, ts INTEGER NOT NULL, points INTEGER NOT NULL)")
+    db.executemany("INSERT INTO spool VALUES (?, 't/d', ?, 1, 1)",
+                   [(i, b"x" * 90) for i in range(1, 401)])
+    db.commit()
+    db.close()
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 4096] = os.urandom(4096)
+    path.write_bytes(bytes(raw))
+
+    async def check() -> None:
+        s = sqlite_store(path)
+        got = await s.peek(1000)
+        assert 0 < len(got) < 400 and not any(e.bulk for e in got)
+        await s.close()
+
+    asyncio.run(check())

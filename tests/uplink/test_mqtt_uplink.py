@@ -135,3 +135,51 @@ async def test_compact_packs_many_batches_per_message(broker: Mosquitto) -> None
     assert len(sub.packs) == stats.messages < 405 / 10  # many batches per message
     assert 0.2 < waited < 1.0  # the live batches shared one message, after max_delay
     assert len(sub.packs[-1]) < 5 * 20
+
+
+async def test_bulk_waits_for_a_good_signal_then_drains(broker: Mosquitto) -> None:
+    """A poor radio: process data flows, bulk batches stay in the store; a good signal
+    again: they follow, each once; a stop while poor sends them too (nothing waits)."""
+    from types import SimpleNamespace
+
+    from gateway.model import BULK
+
+    store = make_store()
+    stats = GatewayStats()
+    uplink = MqttUplink(cfg(broker.port), "gw", store, stats)
+    sample = SimpleNamespace(registered=True, rsrp_dbm=-118.0, nr_rsrp_dbm=None, sinr_db=3.0)
+    uplink.radio_sample = lambda: sample
+
+    async def add(n: int, bulk: bool) -> list[int]:
+        out = []
+        for i in range(n):
+            b = Batch("gw", "meter" if bulk else "cnc", "p@1", i, {"i": i})
+            b.priority = BULK if bulk else b.priority
+            out.append(await store.append(b))
+        return out
+
+    async with Subscriber(broker.port, "edgegw/gw/+/data") as sub:
+        held = await add(5, True)  # a backlog at session start: held too
+        async with running(uplink):
+            process = await add(10, False)
+            held += await add(5, True)
+            process += await add(10, False)
+            await sub.wait_for(lambda: len(sub.data("cnc")) == 20, what="process data")
+            await asyncio.sleep(0.5)
+            assert sub.data("meter") == [] and uplink.radio.poor
+            assert store.stats.entries == 10 and uplink.radio.deferred == 10
+            sample.rsrp_dbm = -90.0  # recovery
+            await sub.wait_for(lambda: len(sub.data("meter")) == 10, what="bulk after recovery")
+            await sub.wait_for(lambda: store.stats.entries == 0, what="all acked")
+            assert uplink.radio.deferred == 0
+
+            sample.rsrp_dbm = -118.0
+            await sub.wait_for(lambda: store.stats.entries == 0 and uplink.radio.poor)
+            late = await add(3, True)
+            await asyncio.sleep(0.3)
+            assert store.stats.entries == 3  # held again
+        # leaving `running` stops the uplink: held batches go out before the offline status
+        await sub.wait_for(lambda: len(sub.data("meter")) == 13, what="held bulk on stop")
+    assert sorted(d["seq"] for d in sub.data("cnc")) == process
+    assert sorted(d["seq"] for d in sub.data("meter")) == held + late
+    assert store.stats.entries == 0 and stats.published == 33
