@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
                     "modem-at device")
     md.add_argument("--steady", action="store_true", help="a good signal, no scenario")
     md.add_argument("--fault", choices=["", "garbage", "silence"], default="")
+    md.add_argument("--carrier", metavar="CODE", help="an identifier code held in the SIM "
+                    "(active identifier carrier: EF 6FF0 and the applet "
+                    "A000000863454447570001)")
 
     sub.add_parser("profiles", help="list the profiles the simulator can serve")
     return ap
@@ -232,10 +235,11 @@ def _idnode(args: argparse.Namespace) -> int:
 async def _modem(args: argparse.Namespace) -> None:
     from firmware_sim.modem import SCENARIO, SimModem
 
-    m = SimModem(args.link.absolute(), None if args.steady else SCENARIO)
+    m = SimModem(args.link.absolute(), None if args.steady else SCENARIO, args.carrier)
     m.fault = args.fault
     await m.start()
-    print(f"modem AT port {m.link} -> {m.slave_path}", flush=True)
+    print(f"modem AT port {m.link} -> {m.slave_path}"
+          + (f", identifier carrier {args.carrier}" if args.carrier else ""), flush=True)
     try:
         await until_signal()
     finally:

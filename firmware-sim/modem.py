@@ -3,9 +3,13 @@ sends, with a signal that follows a scenario (good -> interference -> loss ->
 recovery), and can answer garbage or fall silent.
 
 Commands: ``AT``, ``ATE0``, ``AT+CGSN``, ``AT+ICCID``, ``AT+CSQ``, ``AT+CESQ``,
-``AT+CEREG?``, ``AT+C5GREG?``, ``AT+QENG="servingcell"`` (Quectel RM50xQ EN-DC form);
-anything else is ``ERROR``. Faults (``fault``): ``garbage`` (noise instead of answers),
-``silence`` (no answer).
+``AT+CEREG?``, ``AT+C5GREG?``, ``AT+QENG="servingcell"`` (Quectel RM50xQ EN-DC form),
+``AT+QGDCNT?``, and the SIM access of an active identifier carrier (``carrier``: the
+gateway's code in the UICC): ``AT+CRSM`` READ BINARY of EF ``6FF0`` (and of EF_ICCID
+``2FE2``, BCD as on a real card), ``AT+CCHO`` / ``AT+CGLA`` / ``AT+CCHC`` with the
+applet ``CARRIER_AID`` (GET DATA ``80CA00FE00``). The code is stored as BER-TLV tag 80,
+padded with FF. Anything else is ``ERROR``. Faults (``fault``): ``garbage`` (noise
+instead of answers), ``silence`` (no answer).
 """
 
 from __future__ import annotations
@@ -43,9 +47,16 @@ SCENARIO: list[tuple[float, Radio]] = [(0, GOOD), (20, INTERFERENCE), (40, LOST)
 class SimModem:
     IMEI = "867698040123456"
     ICCID = "89860121801234567890"
+    CARRIER_FILE = 0x6FF0
+    CARRIER_AID = "A000000863454447570001"
+    CARRIER_APDU = "80CA00FE00"
 
-    def __init__(self, link: Path, scenario: list[tuple[float, Radio]] | None = None) -> None:
+    def __init__(self, link: Path, scenario: list[tuple[float, Radio]] | None = None,
+                 carrier: str | None = None) -> None:
         self.link = link
+        #: the identifier code held in the simulated UICC (None: no carrier applet/file)
+        self.carrier = carrier
+        self._channels: set[int] = set()
         self.scenario = scenario or [(0, GOOD)]
         self.fault = ""
         self.fd = self._slave = -1
@@ -128,6 +139,8 @@ class SimModem:
         if cmd == "AT+QGDCNT?":
             up = int((time.monotonic() - self._t0) * 1000)  # 1 kB/s up, 3 kB/s down
             return f"\r\n+QGDCNT: {up},{3 * up}\r\n"
+        if cmd.startswith(("AT+CRSM=", "AT+CCHO=", "AT+CGLA=", "AT+CCHC=")):
+            return self._sim_access(cmd)
         if cmd == 'AT+QENG="SERVINGCELL"':
             if not r.registered:
                 return '\r\n+QENG: "servingcell","SEARCH"\r\n'
@@ -137,3 +150,41 @@ class SimModem:
                     f'+QENG: "NR5G-NSA",262,01,812,{r.nr_rsrp:.0f},{r.nr_sinr:.0f},-12,'
                     '643296,78,12,1\r\n')
         return None
+
+    # -- the UICC: an active identifier carrier --------------------------------------------
+    def carrier_content(self, size: int = 64) -> bytes:
+        """The carrier EF / applet data: BER-TLV tag 80 with the code, FF padding."""
+        code = (self.carrier or "").encode()
+        return (bytes([0x80, len(code)]) + code).ljust(size, b"\xff")
+
+    def _sim_access(self, cmd: str) -> str | None:
+        name, _, args = cmd.partition("=")
+        parts = [a.strip().strip('"') for a in args.split(",")]
+        if name == "AT+CRSM":
+            if len(parts) < 5 or parts[0] != "176":
+                return "\r\n+CRSM: 109,0\r\n"  # 6D00: only READ BINARY here
+            fid, length = int(parts[1]), int(parts[4] or 0)
+            if fid == 0x2FE2:  # EF_ICCID: BCD, nibbles swapped
+                digits = self.ICCID.ljust(20, "F")
+                data = "".join(digits[i + 1] + digits[i] for i in range(0, 20, 2))
+                return f'\r\n+CRSM: 144,0,"{data[: 2 * length]}"\r\n'
+            if fid == self.CARRIER_FILE and self.carrier:
+                data = self.carrier_content()[:length].hex().upper()
+                return f'\r\n+CRSM: 144,0,"{data}"\r\n'
+            return "\r\n+CRSM: 148,4\r\n"  # 9404: file not found
+        if name == "AT+CCHO":
+            if not self.carrier or parts[0] != self.CARRIER_AID:
+                return None  # no such application: ERROR
+            channel = max(self._channels, default=0) + 1
+            self._channels.add(channel)
+            return f"\r\n{channel}\r\n"
+        if name == "AT+CCHC":
+            self._channels.discard(int(parts[0] or 0))
+            return ""
+        # AT+CGLA=<channel>,<length>,"<apdu>"
+        if len(parts) < 3 or int(parts[0] or 0) not in self._channels:
+            return None
+        if parts[2] != self.CARRIER_APDU:
+            return '\r\n+CGLA: 4,"6D00"\r\n'
+        data = self.carrier_content().rstrip(b"\xff").hex().upper() + "9000"
+        return f'\r\n+CGLA: {len(data)},"{data}"\r\n'

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+from typing import TYPE_CHECKING
 
 from drivers.base import DriverContext, driver_for
 from gateway.compact import Schemas, encode_record, pack_topic, schema_of
@@ -27,6 +28,9 @@ from gateway.stats import GatewayStats
 from gateway.store import Limits, Store, open_store
 from gateway.uplink.influx import InfluxUplink
 from gateway.uplink.mqtt import MqttUplink
+
+if TYPE_CHECKING:
+    from gateway.modem.at import Identity
 
 log = logging.getLogger("edgegw")
 
@@ -88,6 +92,9 @@ class Gateway:
         for i, dev in enumerate(enabled):
             self.runners.append(self._runner(dev, i))
         self._wire()
+        #: the gateway's own identifier code and the module's IMEI/ICCID (status: ids)
+        self.gateway_ids: dict[str, str] = (
+            {"gateway": cfg.gateway.identifier} if cfg.gateway.identifier else {})
         self.uplink: MqttUplink | InfluxUplink
         if cfg.uplink.influx is not None:
             self.uplink = InfluxUplink(cfg.uplink.influx, self.store, self.stats,
@@ -135,17 +142,44 @@ class Gateway:
                         for k, v in self.stats.devices.items()},
             "store": self.store.stats.as_status(),
             "published": self.stats.published,
+            **({"ids": self.gateway_ids} if self.gateway_ids else {}),
             **self._link_status(),
             **({"certs": self.certs.warnings} if self.certs.warnings else {}),
         }
 
     def _wire_radio(self) -> None:
-        """Give the uplink the modem's latest link sample (the first modem device)."""
+        """Give the uplink the modem's latest link sample, and the gateway the module's
+        identity (the first modem device). Without a modem, a configured
+        ``gateway.identifier`` is registered at once."""
         from drivers.modem.driver import ModemDriver
 
         modems = [r.driver for r in self.runners if isinstance(r.driver, ModemDriver)]
         if isinstance(self.uplink, MqttUplink):
             self.uplink.radio_sample = (lambda m=modems[0]: m.latest) if modems else None
+        if modems:
+            modems[0].on_identity = self._modem_identity
+            if modems[0].identity is not None:  # a reload kept the connected modem
+                self._modem_identity(modems[0].identity)
+        elif self.gateway_ids.get("gateway"):
+            self.identifiers.gateway(self.gateway_ids["gateway"])
+
+    def _modem_identity(self, ident: Identity) -> None:
+        """The module's identity was read (at each connect): the gateway's code (from
+        the SIM's identifier carrier, else ``gateway.identifier``) is registered with
+        IMEI and ICCID, and the status topic shows them under ``ids``."""
+        configured = self.loaded.config.gateway.identifier
+        code = ident.identifier or configured
+        if ident.identifier and configured and ident.identifier != configured:
+            log.warning("the SIM's identifier carrier holds %s, gateway.identifier says "
+                        "%s: the carrier's code is used", ident.identifier, configured)
+        ids = {k: v for k, v in {"gateway": code, "imei": ident.imei,
+                                 "iccid": ident.iccid}.items() if v}
+        if ids != self.gateway_ids:
+            self.gateway_ids = ids
+            if isinstance(self.uplink, MqttUplink):
+                self.uplink.refresh_status()
+        if code:
+            self.identifiers.gateway(code, imei=ident.imei, iccid=ident.iccid)
 
     def _point_types(self) -> dict[str, list[tuple[str | None, bool]]]:
         """Profile tag -> (type, scaled) of each point, for Sparkplug datatypes."""

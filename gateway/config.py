@@ -32,6 +32,15 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ID_RULE = "1-64 characters: letters, digits, '_', '-', '.'; starting with a letter or digit"
 
 
+def _code_or_none(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        return normalise(v)
+    except CodeError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _check_id(v: str) -> str:
     if not _ID.match(v):
         raise ValueError(f"ids use {ID_RULE}; got {v!r}")
@@ -195,8 +204,8 @@ class StoreConfig(_Strict):
         return self
 
 
-IdKind = Literal["device", "product", "batch"]
-ID_KINDS: tuple[IdKind, ...] = ("device", "product", "batch")
+IdKind = Literal["gateway", "device", "product", "batch"]
+ID_KINDS: tuple[IdKind, ...] = ("gateway", "device", "product", "batch")
 
 
 class IdNodeConfig(_Strict):
@@ -225,7 +234,8 @@ class IdValueConfig(_Strict):
     index: int = Field(ge=2000, description="user data starts at index 2000")
     type: str = Field(min_length=1, max_length=128)
     value: str = Field(description="text, or a format string over {code} {kind} {device} "
-                       "{gateway} {profile} {site}")
+                       "{gateway} {profile} {site}, and for the gateway's code {imei} "
+                       "{iccid}; a value whose fields are unknown is not registered")
 
 
 class IdentifiersConfig(_Strict):
@@ -393,6 +403,44 @@ class Serial(_Strict):
         return [self.port] if isinstance(self.port, str) else list(self.port)
 
 
+class CarrierConfig(_Strict):
+    """An active identifier carrier: the gateway's identifier code in the module's SIM
+    (gateway/modem/carrier.py)."""
+
+    kind: str = Field(description="sim-file (AT+CRSM READ BINARY of an EF), sim-applet "
+                      "(an applet over a logical channel: AT+CCHO/CGLA/CCHC), or a "
+                      "plugin's name (entry point group edgegw.carriers)")
+    file_id: int | None = Field(default=None, ge=0, le=0xFFFF, description="sim-file: "
+                                "the EF's id, e.g. 0x6FF0 or \"6FF0\"")
+    length: int = Field(default=64, ge=1, le=255, description="sim-file: bytes to read")
+    path: str | None = Field(default=None, pattern=r"^([0-9A-Fa-f]{4})+$",
+                             description="sim-file: the EF's path, e.g. 3F007FFF")
+    aid: str | None = Field(default=None, pattern=r"^([0-9A-Fa-f]{2}){5,16}$",
+                            description="sim-applet: the applet's AID (hex)")
+    apdu: str = Field(default="80CA00FE00", pattern=r"^([0-9A-Fa-f]{2}){4,}$",
+                      description="sim-applet: the command APDU (GET DATA by default)")
+    options: dict[str, str | int | bool] = Field(
+        default_factory=dict, description="a plugin carrier's own settings")
+
+    @field_validator("file_id", mode="before")
+    @classmethod
+    def _hex(cls, v: object) -> object:
+        if isinstance(v, str):
+            try:
+                return int(v.removeprefix("0x").removeprefix("0X"), 16)
+            except ValueError:
+                raise ValueError(f"{v!r} is not a hex file id such as 6FF0") from None
+        return v
+
+    @model_validator(mode="after")
+    def _needs(self) -> CarrierConfig:
+        if self.kind == "sim-file" and self.file_id is None:
+            raise ValueError("a sim-file carrier needs file_id (the EF's id, e.g. 6FF0)")
+        if self.kind == "sim-applet" and self.aid is None:
+            raise ValueError("a sim-applet carrier needs aid (the applet's AID, hex)")
+        return self
+
+
 class ModemAt(_Strict):
     """The 5G module's AT port (gateway/modem/at.py)."""
 
@@ -403,6 +451,9 @@ class ModemAt(_Strict):
     timeout: Duration = Field(default=2.0, description="per AT command")
     vendor_commands: bool = Field(default=True, description="also ask vendor reports "
                                   "(Quectel AT+QENG); a refused one is not asked again")
+    carrier: CarrierConfig | None = Field(
+        default=None, description="read the gateway's identifier code from the SIM (an "
+        "active identifier carrier) at connect")
 
 
 class ModemMm(_Strict):
@@ -440,22 +491,19 @@ class DeviceConfig(_Strict):
 
     _check = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
 
-    @field_validator("identifier")
-    @classmethod
-    def _code(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return normalise(v)
-        except CodeError as exc:
-            raise ValueError(str(exc)) from None
+    _code = field_validator("identifier")(classmethod(lambda cls, v: _code_or_none(v)))
 
 
 class GatewayInfo(_Strict):
     id: str
     site: str | None = None
+    identifier: str | None = Field(
+        default=None, description="the gateway's own identifier code, registered with "
+        "the module's IMEI and ICCID; an identifier carrier in the SIM (modem-at "
+        "carrier) takes precedence")
 
     _check = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
+    _code = field_validator("identifier")(classmethod(lambda cls, v: _code_or_none(v)))
 
 
 class HealthConfig(_Strict):

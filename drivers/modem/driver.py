@@ -10,7 +10,7 @@ reads it (gateway/uplink/link.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from drivers.base import DriverContext
 from gateway.config import Device, ModemAt, ModemMm
@@ -31,8 +31,13 @@ class ModemDriver:
         self.device = device
         self.backend: ModemBackend
         if isinstance(conn, ModemAt):
+            carrier = None
+            if conn.carrier is not None:
+                from gateway.modem.carrier import make_carrier
+
+                carrier = make_carrier(conn.carrier)
             self.backend = AtModem(AtPort(conn.port, conn.baudrate, conn.timeout),
-                                   conn.vendor_commands)
+                                   conn.vendor_commands, carrier)
         else:
             assert isinstance(conn, ModemMm)
             from gateway.modem.mm import MmcliModem
@@ -40,6 +45,8 @@ class ModemDriver:
             self.backend = MmcliModem(conn.modem, conn.mmcli, conn.timeout)
         self._open = False
         self.identity: Identity | None = None
+        #: called with the identity read at each connect (the gateway registers its code)
+        self.on_identity: Callable[[Identity], None] | None = None
         self.latest: LinkSample | None = None
         self.latest_at = 0.0
 
@@ -57,6 +64,8 @@ class ModemDriver:
             await self.backend.close()
             raise DeviceUnreachable(str(exc)) from None
         self._open = True
+        if self.on_identity is not None:
+            self.on_identity(self.identity)
 
     async def read(self, points: Sequence[Point]) -> list[Reading]:
         try:
@@ -72,7 +81,7 @@ class ModemDriver:
         for i, p in enumerate(points):
             assert isinstance(p, ModemPoint)
             v: object
-            if p.field in ("imei", "iccid"):
+            if p.field in ("imei", "iccid", "identifier"):
                 v = getattr(ident, p.field, None) if ident is not None else None
             elif p.field.startswith("extra."):
                 v = sample.extra.get(p.field[6:])

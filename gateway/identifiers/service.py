@@ -21,12 +21,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.config import IdentifiersConfig
+from gateway.config import IdentifiersConfig, IdValueConfig
 from gateway.identifiers.client import NodeClient, NodeError, Record, Value
 from gateway.identifiers.codes import CodeError, normalise
 from gateway.identifiers.queue import Entry, RegistrationQueue
 
 log = logging.getLogger("edgegw.identifiers")
+#: values registered with the gateway's own code when ``values.gateway`` is not set
+GATEWAY_VALUES = (
+    IdValueConfig(index=2001, type="IMEI", value="{imei}"),
+    IdValueConfig(index=2002, type="ICCID", value="{iccid}"),
+    IdValueConfig(index=2003, type="EDGEGW_ID", value="{gateway}"),
+)
 
 
 def node_client(cfg: IdentifiersConfig) -> NodeClient | None:
@@ -56,17 +62,24 @@ class Registrar:
         self._logged: set[str] = set()
         self.invalid = 0  # codes that break the grammar (not queued)
 
-    def record(self, kind: str, code: str, **fields: str) -> Record:
+    def record(self, kind: str, code: str, **fields: str | None) -> Record:
         values = []
-        for v in self.cfg.values.get(kind, []):  # type: ignore[call-overload]
+        configured = self.cfg.values.get(kind)  # type: ignore[call-overload]
+        if configured is None and kind == "gateway":
+            configured = GATEWAY_VALUES
+        known = {k: v for k, v in {**self.context, **fields}.items() if v is not None}
+        for v in configured or ():
             try:
-                text = v.value.format(code=code, kind=kind, **self.context, **fields)
-            except (KeyError, ValueError, IndexError):
+                text = v.value.format(code=code, kind=kind, **known)
+            except KeyError as exc:  # not known for this code (no modem: no {imei})
+                log.debug("%s: value %d not registered: no %s", code, v.index, exc)
+                continue
+            except (ValueError, IndexError):
                 text = v.value
             values.append(Value(v.index, v.type, text[:255]))
         return Record(code, self.cfg.template_version, tuple(values))
 
-    def submit(self, kind: str, code: str, **fields: str) -> bool:
+    def submit(self, kind: str, code: str, **fields: str | None) -> bool:
         """Queue ``code`` for registration (once); False if not queued."""
         if kind not in self.cfg.register_:
             return False
@@ -192,6 +205,10 @@ class IdentifierService:
         self.resolver = ResolverCache(self.client, cfg.cache_min_ttl, cfg.cache_max_ttl) \
             if self.client is not None and cfg.enrich else None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def gateway(self, code: str, **attributes: str | None) -> None:
+        """The gateway's own code, with its attributes (``imei``, ``iccid``)."""
+        self.registrar.submit("gateway", code, **attributes)
 
     def device(self, device_id: str, profile: str, code: str | None) -> None:
         if code:

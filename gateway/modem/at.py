@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import serial_asyncio_fast
 
@@ -27,6 +27,9 @@ from gateway.modem.parse import (
     qgdcnt,
     registration,
 )
+
+if TYPE_CHECKING:
+    from gateway.modem.carrier import IdentifierCarrier
 
 log = logging.getLogger("edgegw.modem")
 FINAL = ("OK", "ERROR", "+CME ERROR", "+CMS ERROR", "NO CARRIER")
@@ -44,6 +47,8 @@ class AtError(ModemError):
 class Identity:
     imei: str | None
     iccid: str | None
+    #: the gateway's identifier code from an active identifier carrier (SIM), if any
+    identifier: str | None = None
 
 
 class AtPort:
@@ -121,8 +126,10 @@ class AtModem:
 
     kind = "at"
 
-    def __init__(self, port: AtPort, vendor_commands: bool = True) -> None:
+    def __init__(self, port: AtPort, vendor_commands: bool = True,
+                 carrier: IdentifierCarrier | None = None) -> None:
         self.port = port
+        self.carrier = carrier
         self._skip: set[str] = set()  # commands the module refused
         self._warned: set[str] = set()
         self._vendor = vendor_commands
@@ -144,7 +151,26 @@ class AtModem:
                 break
             except (AtError, ParseError):
                 continue
-        return Identity(imei_v, iccid_v)
+        return Identity(imei_v, iccid_v, await self._carrier_code())
+
+    async def _carrier_code(self) -> str | None:
+        """The carrier's code; a carrier that cannot be read is logged (once per
+        reason) and the modem works on without it."""
+        if self.carrier is None:
+            return None
+        from gateway.modem.carrier import CarrierError
+
+        try:
+            code = await self.carrier.read(self.port)
+        except CarrierError as exc:
+            key = f"carrier:{exc}"
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning("modem: the identifier carrier (%s) cannot be read: %s",
+                            self.carrier.kind, exc)
+            return None
+        log.info("modem: identifier carrier (%s) holds %s", self.carrier.kind, code)
+        return code
 
     async def sample(self) -> LinkSample:
         """One round: the richest report first, then the standard ones; a command that

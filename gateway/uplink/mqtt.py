@@ -70,6 +70,7 @@ class MqttUplink:
         self._backoff = Backoff(cfg.reconnect.initial, cfg.reconnect.max, cfg.reconnect.jitter)
         self._stopping = False
         self._drained = asyncio.Event()
+        self._status_now = asyncio.Event()
 
     # -- status ------------------------------------------------------------------------
     def _status(self, online: bool) -> bytes:
@@ -396,8 +397,14 @@ class MqttUplink:
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         while True:
-            await asyncio.sleep(self.cfg.status_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._status_now.wait(), self.cfg.status_interval)
+            self._status_now.clear()
             await client.publish(self.topic_status, self._status(True), qos=1, retain=True)
+
+    def refresh_status(self) -> None:
+        """Publish the status now (something in it changed), not at the next interval."""
+        self._status_now.set()
 
     def stop(self) -> None:
         """Ask :meth:`run` to publish what is queued, then the offline status, and return.

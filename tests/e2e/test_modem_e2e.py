@@ -4,7 +4,9 @@ encoding. Good signal, then interference (packs grow: fewer, larger messages, as
 from the gateway's own state and /metrics; the meter's bulk counters wait in the store),
 loss (registration lost: the modem's state changes), recovery (the held counters
 follow); the module falling silent makes only the modem device offline. Nothing is
-lost."""
+lost. The SIM is an active identifier carrier: the gateway reads its code from the
+applet, registers it at the (fake) identifier node with IMEI and ICCID, and shows them
+in its status."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from firmware_sim.idnode import FakeIdNode
 from firmware_sim.modem import GOOD, INTERFERENCE, LOST, SimModem
 from firmware_sim.sim import Simulator, write_yaml
 
@@ -23,6 +26,7 @@ from tests.mqtt_sub import Subscriber
 from tests.servers import Mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+GW_CODE = "88.118.8/GW-RADIO-01"
 
 
 def metrics(port: int) -> str:
@@ -33,7 +37,10 @@ def metrics(port: int) -> str:
 async def test_sending_adapts_to_the_radio_and_loses_nothing(
     tmp_path: Path, sim: Simulator, broker: Mosquitto
 ) -> None:
-    modem = SimModem(tmp_path / "ttyModem")
+    modem = SimModem(tmp_path / "ttyModem", carrier=GW_CODE)
+    node = FakeIdNode({"edgegw": "123456"})
+    node.start()
+    (tmp_path / "node.pass").write_text("123456\n")
     await modem.start()
     sim.add_profile_device("cnc", "acme/cnc-vmc850", port=0)
     sim.add_profile_device("meter", "voltmeter/em340-3ph", port=0)
@@ -47,7 +54,12 @@ async def test_sending_adapts_to_the_radio_and_loses_nothing(
     cfg["devices"].append({"id": "modem", "profile": "edgegw/modem",  # type: ignore[attr-defined]
                            "poll": {"radio": "300ms"},
                            "connection": {"kind": "modem-at", "port": str(modem.link),
-                                          "timeout": "500ms"}})
+                                          "timeout": "500ms",
+                                          "carrier": {"kind": "sim-applet",
+                                                      "aid": SimModem.CARRIER_AID}}})
+    cfg["identifiers"] = {"node": {"url": node.url, "username": "edgegw",
+                                   "password_file": str(tmp_path / "node.pass")},
+                          "retry": {"initial": "200ms", "max": "1s"}}
     write_yaml(tmp_path / "gateway.yaml", cfg)
     gw = Gateway(load_config(tmp_path / "gateway.yaml"))
     task = asyncio.create_task(gw.run())
@@ -66,6 +78,14 @@ async def test_sending_adapts_to_the_radio_and_loses_nothing(
             assert first["imei"] == SimModem.IMEI and first["iccid"] == SimModem.ICCID
             assert first["tech"] == "NR5G-NSA" and first["band"] == "B20"
             assert modem_docs()[-1]["state"] == "connected"
+            await sub.wait_for(lambda: GW_CODE in node.records, 10, "the gateway's code")
+            values = {v["index"]: v["data"]["value"] for v in node.records[GW_CODE]["value"]}
+            assert values == {1001: "1.0", 2001: SimModem.IMEI, 2002: SimModem.ICCID,
+                              2003: "gw-radio"}
+            await sub.wait_for(lambda: any("ids" in d for d in sub.status()), 10,
+                               "ids in the status")
+            ids = next(d["ids"] for d in sub.status() if "ids" in d)
+            assert ids == {"gateway": GW_CODE, "imei": SimModem.IMEI, "iccid": SimModem.ICCID}
             await asyncio.sleep(1.5)
             n0, t0 = len(sub.packs), asyncio.get_running_loop().time()
             good_rate = None
@@ -119,3 +139,4 @@ async def test_sending_adapts_to_the_radio_and_loses_nothing(
         if not task.done():
             await asyncio.wait_for(task, 15)
         await modem.stop()
+        node.stop()

@@ -142,3 +142,22 @@ async def test_resolver_cache_honours_the_ttl(node: FakeIdNode) -> None:
     assert await cache.resolve("88.118.8/NOPE") is None
     assert await cache.resolve("88.118.8/NOPE") is None
     assert cache.lookups == 4  # unknown codes are not cached
+
+
+def test_the_gateway_code_carries_imei_and_iccid_when_known(tmp_path: Path) -> None:
+    q = RegistrationQueue(tmp_path / "spool.db")
+    reg = Registrar(cfg(), q, None, {"gateway": "gw-7", "site": ""})
+    rec = reg.record("gateway", "88.118.8/GW-7", imei="867698040123456",
+                     iccid="89860121801234567890")
+    assert [(v.index, v.type, v.value) for v in rec.values] == [
+        (2001, "IMEI", "867698040123456"), (2002, "ICCID", "89860121801234567890"),
+        (2003, "EDGEGW_ID", "gw-7")]
+    # no modem: what is not known is left out, not registered as "{imei}"
+    rec = reg.record("gateway", "88.118.8/GW-7", imei=None, iccid=None)
+    assert [(v.index, v.value) for v in rec.values] == [(2003, "gw-7")]
+    # configured values replace the defaults
+    own = cfg(values={"gateway": [{"index": 2100, "type": "SIM", "value": "{iccid}"}]})
+    rec = Registrar(own, q, None, {"gateway": "gw-7", "site": ""}).record(
+        "gateway", "88.118.8/GW-7", iccid="8986")
+    assert [(v.index, v.value) for v in rec.values] == [(2100, "8986")]
+    q.close()
