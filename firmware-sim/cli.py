@@ -100,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="symlink to the pty (default ./ttyModem): use it as the port of a "
                     "modem-at device")
     md.add_argument("--steady", action="store_true", help="a good signal, no scenario")
-    md.add_argument("--fault", choices=["", "garbage", "silence"], default="")
+    md.add_argument("--fault", choices=["", "garbage", "silence", "stuck"], default="",
+                    help="stuck: not registered until the radio is turned off and on")
     md.add_argument("--carrier", metavar="CODE", help="an identifier code held in the SIM "
                     "(active identifier carrier: EF 6FF0 and the applet "
                     "A000000863454447570001)")

@@ -8,8 +8,11 @@ Commands: ``AT``, ``ATE0``, ``AT+CGSN``, ``AT+ICCID``, ``AT+CSQ``, ``AT+CESQ``,
 gateway's code in the UICC): ``AT+CRSM`` READ BINARY of EF ``6FF0`` (and of EF_ICCID
 ``2FE2``, BCD as on a real card), ``AT+CCHO`` / ``AT+CGLA`` / ``AT+CCHC`` with the
 applet ``CARRIER_AID`` (GET DATA ``80CA00FE00``). The code is stored as BER-TLV tag 80,
-padded with FF. Anything else is ``ERROR``. Faults (``fault``): ``garbage`` (noise
-instead of answers), ``silence`` (no answer).
+padded with FF. ``AT+CFUN=0`` / ``AT+CFUN=1`` turn the radio off and on, ``AT+CFUN=1,1``
+restarts the module. Anything else is ``ERROR``. Faults (``fault``): ``garbage`` (noise
+instead of answers), ``silence`` (no answer), ``stuck`` (not registered whatever the
+signal, until the radio is turned off and on or the module restarts: a hung attach, as
+real modules do after long outages).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class SimModem:
         #: the identifier code held in the simulated UICC (None: no carrier applet/file)
         self.carrier = carrier
         self._channels: set[int] = set()
+        self.radio_off = False
+        self.resets: list[str] = []  # AT+CFUN commands received
         self.scenario = scenario or [(0, GOOD)]
         self.fault = ""
         self.fd = self._slave = -1
@@ -67,6 +72,8 @@ class SimModem:
         self.radio_override: Radio | None = None
 
     def radio(self) -> Radio:
+        if self.fault == "stuck" or self.radio_off:
+            return LOST
         if self.radio_override is not None:
             return self.radio_override
         now = time.monotonic() - self._t0
@@ -139,6 +146,12 @@ class SimModem:
         if cmd == "AT+QGDCNT?":
             up = int((time.monotonic() - self._t0) * 1000)  # 1 kB/s up, 3 kB/s down
             return f"\r\n+QGDCNT: {up},{3 * up}\r\n"
+        if cmd in ("AT+CFUN=0", "AT+CFUN=1", "AT+CFUN=1,1"):
+            self.resets.append(cmd)
+            self.radio_off = cmd == "AT+CFUN=0"
+            if self.fault == "stuck":
+                self.fault = ""  # the re-attach works
+            return ""
         if cmd.startswith(("AT+CRSM=", "AT+CCHO=", "AT+CGLA=", "AT+CCHC=")):
             return self._sim_access(cmd)
         if cmd == 'AT+QENG="SERVINGCELL"':

@@ -20,6 +20,7 @@ from gateway.faultlog import FaultLog
 from gateway.health import HealthServer
 from gateway.identifiers.service import IdentifierService
 from gateway.model import Batch
+from gateway.modem.watchdog import LinkWatchdog
 from gateway.pipeline import DevicePipeline
 from gateway.reload import RESTART_SECTIONS, Plan, plan
 from gateway.scheduler import DeviceRunner
@@ -104,6 +105,8 @@ class Gateway:
             self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status,
                                      self.schemas, self._point_types())
         self._wire_radio()
+        self.watchdog = LinkWatchdog(lambda: self.modem,
+                                     lambda: self.stats.uplink_connected)
         self.certs = CertWatch(loaded)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -154,6 +157,7 @@ class Gateway:
         from drivers.modem.driver import ModemDriver
 
         modems = [r.driver for r in self.runners if isinstance(r.driver, ModemDriver)]
+        self.modem = modems[0] if modems else None
         if isinstance(self.uplink, MqttUplink):
             self.uplink.radio_sample = (lambda m=modems[0]: m.latest) if modems else None
         if modems:
@@ -233,6 +237,7 @@ class Gateway:
                 registrar = tg.create_task(self.identifiers.run(), name="identifiers")
                 supervisor = tg.create_task(self._systemd(), name="systemd")
                 certs = tg.create_task(self.certs.run(), name="cert-watch")
+                watchdog = tg.create_task(self.watchdog.run(), name="modem-watchdog")
                 await self._stop.wait()
                 log.info("stopping: devices first, then draining %d batch(es) to the broker",
                          self.store.stats.entries)
@@ -243,6 +248,7 @@ class Gateway:
                 registrar.cancel()
                 supervisor.cancel()
                 certs.cancel()
+                watchdog.cancel()
                 self.notifier.stopping()
                 self.uplink.stop()
                 try:

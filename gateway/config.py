@@ -441,6 +441,18 @@ class CarrierConfig(_Strict):
         return self
 
 
+class ModemReset(_Strict):
+    """Reset the module when the link stays dead (gateway/modem/watchdog.py)."""
+
+    after: Duration = Field(default=600.0, ge=30, description="dead this long (not "
+                            "registered, or no broker connection) before a reset")
+    max_per_hour: int = Field(default=2, ge=1, le=6, description="at most this many resets "
+                              "in any hour; then the gateway waits (never a reset loop)")
+    action: Literal["radio", "module"] = Field(
+        default="radio", description="radio: radio off and on (AT+CFUN=0/1, mmcli "
+        "power state low/on); module: restart the module (AT+CFUN=1,1, mmcli --reset)")
+
+
 class ModemAt(_Strict):
     """The 5G module's AT port (gateway/modem/at.py)."""
 
@@ -454,6 +466,8 @@ class ModemAt(_Strict):
     carrier: CarrierConfig | None = Field(
         default=None, description="read the gateway's identifier code from the SIM (an "
         "active identifier carrier) at connect")
+    reset: ModemReset | None = Field(default=None, description="reset a module whose link "
+                                     "stays dead (off by default)")
 
 
 class ModemMm(_Strict):
@@ -464,6 +478,8 @@ class ModemMm(_Strict):
                        "path, or 'any'")
     mmcli: str = "mmcli"
     timeout: Duration = Field(default=5.0, description="per mmcli call")
+    reset: ModemReset | None = Field(default=None, description="reset a module whose link "
+                                     "stays dead (off by default)")
 
 
 Connection = Annotated[ModbusTcp | ModbusRtu | Opcua | Serial | ModemAt | ModemMm,

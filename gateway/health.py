@@ -241,6 +241,8 @@ class HealthServer:
         metric("modem_info", "gauge", "the serving cell (labels), always 1",
                [({"device": d, "tech": s.tech or "", "band": s.band or "", "cell": s.cell or "",
                   "operator": s.mcc_mnc or ""}, 1.0) for d, s in samples])
+        metric("modem_resets_total", "counter", "module resets after a dead link "
+               "(modem reset.after)", [({}, float(self.gw.watchdog.resets))])
 
     def page(self) -> tuple[int, str, str]:
         """The status page: rendered here for the first paint (and browsers without

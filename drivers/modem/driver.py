@@ -92,6 +92,12 @@ class ModemDriver:
             values.append(v if isinstance(v, int | float | str | bool) else None)
         return [Reading(tuple(p.name for p in points), values, now, status=status or None)]
 
+    async def reset(self, action: str) -> None:
+        """Reset the module (the link watchdog's remedy; gateway/modem/watchdog.py)."""
+        if not self._open:
+            raise ModemError("the module is not connected")
+        await self.backend.reset(action)
+
     async def write(self, point: Point, value: Value) -> None:
         raise WriteRejected(f"{point.name}: the modem's link values are read-only")
 

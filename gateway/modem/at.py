@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgegw.modem")
 FINAL = ("OK", "ERROR", "+CME ERROR", "+CMS ERROR", "NO CARRIER")
+#: seconds the radio stays off in a ``radio`` reset
+RADIO_OFF_S = 2.0
 
 
 class ModemError(Exception):
@@ -120,6 +122,10 @@ class ModemBackend(Protocol):
 
     async def sample(self) -> LinkSample: ...
 
+    async def reset(self, action: str) -> None:
+        """``radio``: radio off and on again (re-attach); ``module``: restart it."""
+        ...
+
 
 class AtModem:
     """Link samples and identity over AT commands."""
@@ -152,6 +158,16 @@ class AtModem:
             except (AtError, ParseError):
                 continue
         return Identity(imei_v, iccid_v, await self._carrier_code())
+
+    async def reset(self, action: str) -> None:
+        """``radio``: ``AT+CFUN=0``, then ``AT+CFUN=1``; ``module``: ``AT+CFUN=1,1`` (the
+        AT port goes away while the module restarts: the device reconnects)."""
+        if action == "module":
+            await self.port.command("AT+CFUN=1,1")
+            return
+        await self.port.command("AT+CFUN=0")
+        await asyncio.sleep(RADIO_OFF_S)
+        await self.port.command("AT+CFUN=1")
 
     async def _carrier_code(self) -> str | None:
         """The carrier's code; a carrier that cannot be read is logged (once per

@@ -20,7 +20,7 @@ import contextlib
 import json
 from typing import Any
 
-from gateway.modem.at import Identity, ModemError
+from gateway.modem.at import RADIO_OFF_S, Identity, ModemError
 from gateway.modem.parse import LinkSample, ParseError
 
 REGISTERED = ("home", "roaming", "home-sms-only", "roaming-sms-only", "home-csfb-not-preferred",
@@ -103,11 +103,11 @@ class MmcliModem:
         self.timeout = timeout
         self._sim: str | None = None
 
-    async def _run(self, *args: str) -> Any:
+    async def _run(self, *args: str, parse: bool = True) -> Any:
         try:
             proc = await asyncio.create_subprocess_exec(
-                self.mmcli, *args, "--output-json", stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
+                self.mmcli, *args, *(("--output-json",) if parse else ()),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as exc:
             raise ModemError(f"cannot run {self.mmcli}: {exc.strerror}") from None
         try:
@@ -120,6 +120,8 @@ class MmcliModem:
         if proc.returncode != 0:
             why = err.decode(errors="replace").strip() or f"exit {proc.returncode}"
             raise ModemError(f"mmcli {' '.join(args)}: {why}")
+        if not parse:
+            return None
         try:
             return json.loads(out)
         except ValueError as exc:
@@ -137,6 +139,15 @@ class MmcliModem:
 
     async def close(self) -> None:
         return None
+
+    async def reset(self, action: str) -> None:
+        """``radio``: low power, then on (re-attach); ``module``: ``--reset``."""
+        if action == "module":
+            await self._run("-m", self.modem, "--reset", parse=False)
+            return
+        await self._run("-m", self.modem, "--set-power-state-low", parse=False)
+        await asyncio.sleep(RADIO_OFF_S)
+        await self._run("-m", self.modem, "--set-power-state-on", parse=False)
 
     async def identity(self) -> Identity:
         doc = await self._run("-m", self.modem)

@@ -52,8 +52,13 @@ args = sys.argv[1:]
 docs = pathlib.Path({str(DOCS)!r})
 if {fail!r} and {fail!r} in " ".join(args):
     print("error: couldn't find modem", file=sys.stderr); sys.exit(1)
+with open(pathlib.Path(sys.argv[0]).with_suffix(".log"), "a") as log:
+    log.write(" ".join(args) + "\\n")
 if "--signal-setup=10" in args:
     print("{{}}")
+elif any(a.startswith(("--set-power-state", "--reset")) for a in args):
+    assert "--output-json" not in args
+    print("successfully requested")
 elif "--signal-get" in args:
     print((docs / "signal-nsa.json").read_text())
 elif args[0] == "-i":
@@ -79,3 +84,16 @@ async def test_mmcli_errors_are_modem_errors(tmp_path: Path) -> None:
         await MmcliModem("7", str(fake_mmcli(tmp_path, fail="-m")), timeout=10).open()
     with pytest.raises(ModemError, match="cannot run"):
         await MmcliModem("any", str(tmp_path / "no-mmcli")).open()
+
+
+async def test_reset_through_mmcli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.modem import mm as mm_mod
+
+    monkeypatch.setattr(mm_mod, "RADIO_OFF_S", 0.01)
+    exe = fake_mmcli(tmp_path)
+    mm = MmcliModem("0", str(exe), timeout=10)
+    await mm.reset("radio")
+    await mm.reset("module")
+    calls = exe.with_suffix(".log").read_text().splitlines()
+    assert calls == ["-m 0 --set-power-state-low", "-m 0 --set-power-state-on",
+                     "-m 0 --reset"]
