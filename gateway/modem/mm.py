@@ -10,7 +10,9 @@ AT ports); use the AT backend on boxes without ModemManager.
 Calls: ``mmcli -m <modem> --output-json`` (state, access technologies, registration,
 operator, IMEI, SIM path), ``mmcli -m <modem> --signal-get --output-json`` (RSRP, RSRQ,
 RSSI, SNR per technology; ``--signal-setup=10`` is sent once at open so the module
-refreshes them), ``mmcli -i <sim> --output-json`` (ICCID). Values ``--`` are unknown.
+refreshes them), ``mmcli -i <sim> --output-json`` (ICCID), ``mmcli -b <bearer>
+--output-json`` (the connected bearer's ``stats``: bytes sent and received in this
+connection, as the data counters). Values ``--`` are unknown.
 """
 
 from __future__ import annotations
@@ -79,6 +81,21 @@ def mm_sample(modem_doc: Any, signal_doc: Any | None) -> LinkSample:
         if s.tech == "NR5G-SA" and s.rsrp_dbm is None:
             s.rsrp_dbm, s.rsrq_db, s.sinr_db = s.nr_rsrp_dbm, s.nr_rsrq_db, s.nr_sinr_db
     return s
+
+
+def mm_counters(bearer_doc: Any) -> tuple[int | None, int | None]:
+    """Bytes sent and received of a connected bearer (``mmcli -b X -J``), or Nones."""
+    b = bearer_doc.get("bearer") if isinstance(bearer_doc, dict) else None
+    if not isinstance(b, dict) or (b.get("status") or {}).get("connected") != "yes":
+        return None, None
+    stats = b.get("stats") or {}
+    tx, rx = _num(stats.get("bytes-tx")), _num(stats.get("bytes-rx"))
+    return (None if tx is None else int(tx)), (None if rx is None else int(rx))
+
+
+def _bearer(modem_doc: Any) -> str | None:
+    bearers = (_modem(modem_doc).get("generic") or {}).get("bearers") or []
+    return next((b for b in bearers if isinstance(b, str) and b not in ("", "--")), None)
 
 
 def mm_identity(modem_doc: Any, sim_doc: Any | None) -> Identity:
@@ -169,6 +186,11 @@ class MmcliModem:
         except ModemError:
             sig = None
         try:
-            return mm_sample(doc, sig)
+            s = mm_sample(doc, sig)
+            bearer = _bearer(doc)
         except ParseError as exc:
             raise ModemError(f"mmcli: {exc}") from None
+        if bearer is not None:  # the counters are optional: the link values stand alone
+            with contextlib.suppress(ModemError, ParseError):
+                s.tx_bytes, s.rx_bytes = mm_counters(await self._run("-b", bearer))
+        return s

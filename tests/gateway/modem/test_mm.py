@@ -61,6 +61,8 @@ elif any(a.startswith(("--set-power-state", "--reset")) for a in args):
     print("successfully requested")
 elif "--signal-get" in args:
     print((docs / "signal-nsa.json").read_text())
+elif args[0] == "-b":
+    print((docs / "bearer.json").read_text())
 elif args[0] == "-i":
     print((docs / "sim.json").read_text())
 else:
@@ -77,6 +79,7 @@ async def test_backend_through_the_mmcli_executable(tmp_path: Path) -> None:
     assert ident.iccid == "89860121801234567890"
     s = await mm.sample()
     assert s.nr_sinr_db == 9.5 and s.tech == "NR5G-NSA"
+    assert (s.tx_bytes, s.rx_bytes) == (614400, 1843200)  # the bearer's stats
 
 
 async def test_mmcli_errors_are_modem_errors(tmp_path: Path) -> None:
@@ -97,3 +100,13 @@ async def test_reset_through_mmcli(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     calls = exe.with_suffix(".log").read_text().splitlines()
     assert calls == ["-m 0 --set-power-state-low", "-m 0 --set-power-state-on",
                      "-m 0 --reset"]
+
+
+def test_bearer_counters() -> None:
+    from gateway.modem.mm import mm_counters
+
+    assert mm_counters(doc("bearer.json")) == (614400, 1843200)
+    assert mm_counters({"bearer": {"status": {"connected": "no"}}}) == (None, None)
+    assert mm_counters({"bearer": {"status": {"connected": "yes"},
+                                   "stats": {"bytes-tx": "--"}}}) == (None, None)
+    assert mm_counters([]) == (None, None)
