@@ -146,6 +146,10 @@ class RadioPolicy(_Strict):
     factor: float = Field(default=4.0, ge=1, le=16, description="pack delay multiplier on a "
                           "poor signal (bigger packs, fewer messages)")
     compression: int = Field(default=9, ge=0, le=9, description="zlib level on a poor signal")
+    falling_db: float = Field(default=10.0, ge=0, description="a signal (RSRP) that fell "
+                              "this much within falling_window counts as poor too, before "
+                              "it reaches the threshold; 0: only the level counts")
+    falling_window: Duration = Field(default=60.0, gt=0)
     defer_bulk: bool = Field(default=True, description="on a poor signal, batches of "
                              "bulk-priority points only wait in the store; they follow "
                              "once the signal is good again")

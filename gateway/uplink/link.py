@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 #: MQTT bytes per message beyond topic and payload: PUBLISH fixed header (2-5), topic
 #: length (2), packet id (2), and the PUBACK (4)
@@ -95,18 +96,24 @@ class LinkQuality:
 @dataclass(slots=True)
 class RadioState:
     """The modem's latest link sample, judged against the policy: a poor signal (or no
-    registration) stretches the pack delay, compresses harder and holds bulk batches
-    back; when the signal is good again, they drain at the normal pace."""
+    registration), or one falling by ``falling_db`` within ``window`` seconds, stretches
+    the pack delay, compresses harder and holds bulk batches back; when the signal is
+    good (and steady) again, they drain at the normal pace."""
 
     poor_rsrp: float = -110.0
     poor_sinr: float = 0.0
     factor: float = 4.0
     compression: int = 9
+    falling_db: float = 10.0  # 0: only the level counts
+    window: float = 60.0
     poor: bool = False
     reason: str = ""
     changes: int = 0
     deferred: int = 0  # bulk batches held back now
     deferred_total: int = 0  # held back since start (each time it was passed over)
+    #: (monotonic time, best RSRP) of recent samples, for the falling-signal rule
+    history: deque[tuple[float, float]] = field(default_factory=deque)
+    _last: object | None = None
 
     def judge(self, sample: object | None) -> bool:
         """Update from a LinkSample (None: no modem reading); True when poor."""
@@ -117,14 +124,29 @@ class RadioState:
             nr = getattr(sample, "nr_rsrp_dbm", None)
             sinr = getattr(sample, "sinr_db", None)
             best = max((x for x in (rsrp, nr) if x is not None), default=None)
+            top = self._track(sample, best)
             if registered is False:
                 reason = "not registered"
             elif best is not None and best <= self.poor_rsrp:
                 reason = f"RSRP {best:.0f} dBm"
             elif sinr is not None and sinr <= self.poor_sinr:
                 reason = f"SINR {sinr:.0f} dB"
+            elif best is not None and self.falling_db and top - best >= self.falling_db:
+                reason = f"RSRP falling: {top:.0f} -> {best:.0f} dBm"
         poor = bool(reason)
         if poor != self.poor:
             self.changes += 1
         self.poor, self.reason = poor, reason
         return poor
+
+    def _track(self, sample: object, best: float | None) -> float:
+        """Record a new sample's best RSRP; the highest within the window."""
+        now = time.monotonic()
+        h = self.history
+        if sample is not self._last:
+            self._last = sample
+            if best is not None:
+                h.append((now, best))
+        while h and now - h[0][0] > self.window:
+            h.popleft()
+        return max((b for _, b in h), default=best if best is not None else 0.0)

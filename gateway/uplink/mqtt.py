@@ -61,7 +61,8 @@ class MqttUplink:
         self._rebirth = False
         self._live_from = 0
         rp = cfg.radio
-        self.radio = RadioState(rp.poor_rsrp_dbm, rp.poor_sinr_db, rp.factor, rp.compression)
+        self.radio = RadioState(rp.poor_rsrp_dbm, rp.poor_sinr_db, rp.factor, rp.compression,
+                                rp.falling_db, rp.falling_window)
         #: the modem's latest link sample (set by the gateway when a modem is configured)
         self.radio_sample: Callable[[], object | None] | None = None
         self.link = LinkQuality(slow=cfg.slow_publish)

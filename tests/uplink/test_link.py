@@ -39,3 +39,27 @@ def test_link_quality_stretches_the_pack_delay_on_a_slow_link() -> None:
     q.rtt, q._changed = 0.01, -100.0  # fast again (and the last change long ago)
     q.sample(0.01)
     assert q.factor == 2.0
+
+
+def test_radio_poor_by_level_registration_or_a_falling_signal() -> None:
+    from types import SimpleNamespace
+
+    from gateway.uplink.link import RadioState
+
+    def s(rsrp: float | None, sinr: float = 10.0, registered: bool = True) -> object:
+        return SimpleNamespace(registered=registered, rsrp_dbm=rsrp, nr_rsrp_dbm=None,
+                               sinr_db=sinr)
+
+    r = RadioState(falling_db=10.0, window=60.0)
+    assert not r.judge(s(-80.0))
+    assert r.judge(s(-92.0)) and r.reason == "RSRP falling: -80 -> -92 dBm"
+    assert r.judge(s(-112.0)) and r.reason == "RSRP -112 dBm"
+    assert r.judge(s(-90.0, sinr=-1.0)) and r.reason == "SINR -1 dB"
+    assert r.judge(s(-85.0, registered=False)) and r.reason == "not registered"
+    r.history.clear()  # a minute later: -92 is steady, and good enough
+    assert not r.judge(s(-92.0)) and not r.judge(s(-92.5))
+    assert not RadioState(falling_db=0).judge(s(-80.0))
+    flat = RadioState(falling_db=0)
+    flat.judge(s(-80.0))
+    assert not flat.judge(s(-100.0))  # the falling rule is off
+    assert r.changes >= 2
