@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from drivers.base import DriverContext
 from gateway.config import Device, ModemAt, ModemMm
-from gateway.errors import DeviceUnreachable, WriteRejected
+from gateway.errors import ConfigError, DeviceUnreachable, WriteRejected
 from gateway.model import Quality, Reading, Value
 from gateway.modem.at import AtModem, AtPort, Identity, ModemBackend, ModemError
 from gateway.modem.parse import LinkSample
@@ -33,9 +33,13 @@ class ModemDriver:
         if isinstance(conn, ModemAt):
             carrier = None
             if conn.carrier is not None:
-                from gateway.modem.carrier import make_carrier
+                from gateway.modem.carrier import CarrierError, make_carrier
 
-                carrier = make_carrier(conn.carrier)
+                try:
+                    carrier = make_carrier(conn.carrier)
+                except CarrierError as exc:
+                    raise ConfigError([(f"device {device.id}: connection.carrier.kind",
+                                        str(exc))]) from None
             self.backend = AtModem(AtPort(conn.port, conn.baudrate, conn.timeout),
                                    conn.vendor_commands, carrier)
         else:

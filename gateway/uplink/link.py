@@ -110,7 +110,6 @@ class RadioState:
     reason: str = ""
     changes: int = 0
     deferred: int = 0  # bulk batches held back now
-    deferred_total: int = 0  # held back since start (each time it was passed over)
     #: (monotonic time, best RSRP) of recent samples, for the falling-signal rule
     history: deque[tuple[float, float]] = field(default_factory=deque)
     _last: object | None = None

@@ -269,13 +269,18 @@ class MqttUplink:
                 held = [e.seq for e in entries if e.bulk]
                 if held:
                     deferred.update(held)
-                    self.radio.deferred_total += len(held)
                     entries = [e for e in entries if not e.bulk]
+            elif deferred:  # a cursor sends these itself (it stopped short of them before)
+                deferred.difference_update(e.seq for e in entries)
             return entries
 
+        def passed(seq: int) -> bool:
+            return seq <= live_cur if seq > live_from else seq <= back_cur
+
         async def drain() -> int:
-            """Send the oldest held-back bulk batches (up to n) still in the store."""
-            want = sorted(deferred)[:n]
+            """Send the oldest held-back bulk batches (up to n) still in the store that
+            the cursors have passed (one that stopped short sends the rest itself)."""
+            want = [s for s in sorted(deferred) if passed(s)][:n]
             wanted = set(want)
             found: list[Entry] = []
             i = 0
@@ -340,13 +345,14 @@ class MqttUplink:
                         if backlog:
                             log.info("mqtt: backlog of %d batch(es) sent in %.1f s",
                                      backlog, time.monotonic() - t0)
-                if not live and not back and (hold or not deferred):
+                drainable = not hold and deferred and any(passed(s) for s in deferred)
+                if not live and not back and not drainable:
                     with contextlib.suppress(TimeoutError):  # re-check stopping now and then
                         await asyncio.wait_for(store.wait(live_cur),
                                                0.2 if self._stopping else 1.0)
                     continue
                 live_cur, r = await self._send_all(publish, fresh(live), live, live_cur)
-                if r == SENT and deferred and not hold:
+                if r == SENT and drainable:
                     r = await drain()
                 if r == SENT:
                     back_cur, r = await self._send_all(publish, fresh(back), back, back_cur)

@@ -164,3 +164,19 @@ async def test_applet_missing_from_the_sim(tmp_path: Path) -> None:
     finally:
         await at.close()
         await m.stop()
+
+
+def test_an_unknown_carrier_kind_is_a_config_error(tmp_path: Path) -> None:
+    from firmware_sim.sim import write_yaml
+
+    from drivers.base import DriverContext, driver_for
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    write_yaml(tmp_path / "gateway.yaml", {"gateway": {"id": "gw"}, "devices": [
+        {"id": "modem", "profile": "edgegw/modem", "connection": {
+            "kind": "modem-at", "port": "/dev/ttyUSB2", "carrier": {"kind": "nfc-tag"}}}]})
+    dev = load_config(tmp_path / "gateway.yaml").devices[0]
+    with pytest.raises(ConfigError, match="device modem: connection.carrier.kind: no "
+                       "identifier carrier of kind 'nfc-tag'"):
+        driver_for(dev, DriverContext("gw", tmp_path, tmp_path))
