@@ -72,8 +72,9 @@ class AtPort:
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            with contextlib.suppress(OSError, ConnectionError):
-                await self._writer.wait_closed()
+            # a module that stopped reading must not hold the close (and the gateway's stop)
+            with contextlib.suppress(OSError, ConnectionError, TimeoutError):
+                await asyncio.wait_for(self._writer.wait_closed(), 2.0)
         self._reader = self._writer = None
 
     async def command(self, cmd: str) -> str:
