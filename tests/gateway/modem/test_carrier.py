@@ -177,6 +177,6 @@ def test_an_unknown_carrier_kind_is_a_config_error(tmp_path: Path) -> None:
         {"id": "modem", "profile": "edgegw/modem", "connection": {
             "kind": "modem-at", "port": "/dev/ttyUSB2", "carrier": {"kind": "nfc-tag"}}}]})
     dev = load_config(tmp_path / "gateway.yaml").devices[0]
-    with pytest.raises(ConfigError, match="device modem: connection.carrier.kind: no "
-                       "identifier carrier of kind 'nfc-tag'"):
+    with pytest.raises(ConfigError, match=r"device modem: connection\.carrier\.kind: no "
+                       r"identifier carrier of kind 'nfc-tag'"):
         driver_for(dev, DriverContext("gw", tmp_path, tmp_path))
