@@ -58,8 +58,9 @@ class LinkWatchdog:
             return "no broker connection"
         return None
 
-    def due(self) -> str | None:
-        """The reason to reset now, or None (keeps the dead timer and the hourly count)."""
+    def due(self) -> tuple[str, ModemDriver, ModemReset] | None:
+        """Why to reset now, with the modem and its reset settings; None when not
+        (keeps the dead timer and the hourly count)."""
         found = self._config()
         why = self.dead(found[0]) if found is not None else None
         now = self.clock()
@@ -81,17 +82,16 @@ class LinkWatchdog:
                           len(self.recent))
             return None
         self._limit_logged = False
-        return why
+        return why, *found
 
     async def check(self) -> bool:
         """Reset if due; True when a reset was sent."""
-        why = self.due()
-        found = self._config()
-        if why is None or found is None:
+        due = self.due()
+        if due is None:
             return False
         from gateway.modem.at import ModemError  # not at import: it loads the serial stack
 
-        driver, cfg = found
+        why, driver, cfg = due
         now = self.clock()
         dead_for = now - (self.dead_since or now)
         self.recent.append(now)
