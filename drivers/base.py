@@ -13,12 +13,23 @@ beyond the protocol-level retries configured for them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gateway.config import Device
 from gateway.model import Reading, Value
 from gateway.profiles import Point
+
+
+@dataclass(frozen=True, slots=True)
+class DriverMetric:
+    """One of a driver's own figures, shown on /metrics as ``edgegw_<name>{device=...}``."""
+
+    name: str
+    kind: Literal["gauge", "counter"]
+    help: str
+    value: float
 
 
 class Driver(Protocol):
@@ -40,6 +51,13 @@ class Driver(Protocol):
 
     async def close(self) -> None:
         """Drop the connection (the scheduler calls connect() again later); never raises."""
+
+    def explain(self, points: Sequence[Point]) -> list[str]:
+        """How :meth:`read` asks for ``points``: one line per request (commissioning:
+        ``edgegw read --explain``)."""
+
+    def metrics(self) -> list[DriverMetric]:
+        """The driver's own figures for /metrics (may be empty)."""
 
 
 class StreamingDriver(Driver, Protocol):
@@ -65,8 +83,14 @@ class DriverContext:
                  config_dir: Path | None = None) -> None:
         self.shared: dict[object, Closable] = {}
         self.gateway_id = gateway_id
+        self._persist = state_dir is not None
         self.state_dir = state_dir or Path.cwd()
         self.config_dir = config_dir or Path.cwd()
+
+    def learn_dir(self, protocol: str) -> Path | None:
+        """Where a driver keeps what it learned about its devices (``<state dir>/<protocol>``),
+        or None when no state directory was given (tests, one-off tools): memory only."""
+        return self.state_dir / protocol if self._persist else None
 
     def resolve(self, p: Path) -> Path:
         return p if p.is_absolute() else self.config_dir / p

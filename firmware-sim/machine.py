@@ -10,7 +10,7 @@ import time
 from firmware_sim.faults import Fault
 from firmware_sim.registers import LIMITS, RegisterMap
 
-from gateway.profiles import Point, PointSim, Profile
+from gateway.profiles import ModbusQuirks, Point, PointSim, Profile
 
 DEFAULT_STATES = {
     "idle": {"running": 0.8, "maintenance": 0.2},
@@ -38,6 +38,7 @@ class SimDevice:
         # ``values`` (raw values by point name) after each step
         self.map = RegisterMap(profile, strict=bool(sim and sim.strict_map)) \
             if profile.protocol == "modbus" else None
+        self.quirks = sim.modbus if sim else ModbusQuirks()
         self.values: dict[str, object] = {}
         self.state = sim.initial if sim else "idle"
         self._state_until = 0.0
@@ -162,6 +163,7 @@ class BenchDevice:
         self.fault = Fault()
         self.requests = 0
         self.registers = registers
+        self.quirks = ModbusQuirks()
         self.map = RegisterMap(None, size=registers)
         self._pack = struct.Struct(f">I{registers - 2}H")
         self._tick = 0

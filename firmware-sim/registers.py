@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from gateway.profiles import ModbusPoint, Profile, modbus_points
+from gateway.profiles import ModbusPoint, ModbusQuirks, Profile, modbus_points
 
 CODES = {
     "int16": "h", "uint16": "H", "bitfield": "H", "int32": "i", "uint32": "I",
@@ -49,7 +49,8 @@ def encode(point: ModbusPoint, profile: Profile, value: object) -> bytes:
 class RegisterMap:
     """The four Modbus tables of one device; registers kept as big-endian bytes."""
 
-    def __init__(self, profile: Profile | None, size: int = 0, strict: bool = False) -> None:
+    def __init__(self, profile: Profile | None, size: int = 0, strict: bool = False,
+                 quirks: ModbusQuirks | None = None) -> None:
         points = modbus_points(profile.expanded_points()) if profile else []
         self.profile = profile
         # a profile written with one-based addresses puts register N at wire address N-1
@@ -66,6 +67,14 @@ class RegisterMap:
             for p in points:
                 at = p.address - self.shift
                 self.mapped[p.table][at : at + p.size] = b"\1" * p.size
+        sim = profile.simulation if profile else None
+        self.quirks = quirks or (sim.modbus if sim else ModbusQuirks())
+        #: wire addresses that are the 2nd..nth register of a multi-register value
+        self.inner: dict[str, set[int]] = {"holding": set(), "input": set()}
+        for p in points:
+            if p.table in self.inner and p.size > 1:
+                at = p.address - self.shift
+                self.inner[p.table].update(range(at + 1, at + p.size))
 
     # -- values ----------------------------------------------------------------------
     def set_point(self, point: ModbusPoint, value: object) -> None:
@@ -88,11 +97,25 @@ class RegisterMap:
         return bytes(self.regs[table][2 * address : 2 * (address + count)])
 
     # -- Modbus PDUs -----------------------------------------------------------------
-    def _check(self, table: str, address: int, count: int) -> bool:
+    def _check(self, table: str, address: int, count: int) -> int:
+        """0 when the device serves this request, else the exception code it answers."""
         size = len(self.regs[table]) // 2 if table in self.regs else len(self.bits[table])
+        q = self.quirks
+        limit = q.max_bits if table in self.bits else q.max_registers
+        if limit is not None and count > limit:
+            return q.too_long_exception
         if address + count > size:
-            return False
-        return not (self.strict and 0 in self.mapped[table][address : address + count])
+            return ILLEGAL_ADDRESS
+        if self.strict and 0 in self.mapped[table][address : address + count]:
+            return ILLEGAL_ADDRESS
+        end = address + count
+        for r in q.unmapped:
+            if r.table == table and r.start - self.shift < end and address < r.end - self.shift:
+                return ILLEGAL_ADDRESS
+        inner = self.inner.get(table)
+        if q.whole_values and inner and (address in inner or end in inner):
+            return ILLEGAL_ADDRESS  # starts, or stops, inside a value
+        return 0
 
     def handle(self, pdu: bytes) -> bytes:
         """Answer one request PDU (function code + data) with a response PDU."""
@@ -110,8 +133,8 @@ class RegisterMap:
             table = "holding" if fc == 3 else "input"
             if not 1 <= count <= 125:
                 return bytes([fc | 0x80, ILLEGAL_VALUE])
-            if not self._check(table, address, count):
-                return bytes([fc | 0x80, ILLEGAL_ADDRESS])
+            if code := self._check(table, address, count):
+                return bytes([fc | 0x80, code])
             data = self.regs[table][2 * address : 2 * (address + count)]
             return bytes((fc, 2 * count)) + data
         if fc in (1, 2):
@@ -119,8 +142,8 @@ class RegisterMap:
             table = "coil" if fc == 1 else "discrete"
             if not 1 <= count <= 2000:
                 return bytes([fc | 0x80, ILLEGAL_VALUE])
-            if not self._check(table, address, count):
-                return bytes([fc | 0x80, ILLEGAL_ADDRESS])
+            if code := self._check(table, address, count):
+                return bytes([fc | 0x80, code])
             bits = self.bits[table][address : address + count]
             packed = bytearray((count + 7) // 8)
             for i, b in enumerate(bits):
@@ -131,30 +154,30 @@ class RegisterMap:
             address, value = struct.unpack_from(">HH", pdu, 1)
             if value not in (0xFF00, 0):
                 return bytes([fc | 0x80, ILLEGAL_VALUE])
-            if not self._check("coil", address, 1):
-                return bytes([fc | 0x80, ILLEGAL_ADDRESS])
+            if code := self._check("coil", address, 1):
+                return bytes([fc | 0x80, code])
             self.bits["coil"][address] = 1 if value else 0
             return pdu[:5]
         if fc == 6:
             address = struct.unpack_from(">H", pdu, 1)[0]
-            if not self._check("holding", address, 1):
-                return bytes([fc | 0x80, ILLEGAL_ADDRESS])
+            if code := self._check("holding", address, 1):
+                return bytes([fc | 0x80, code])
             self.regs["holding"][2 * address : 2 * address + 2] = pdu[3:5]
             return pdu[:5]
         if fc == 16:
             address, count, nbytes = struct.unpack_from(">HHB", pdu, 1)
             if not 1 <= count <= 123 or nbytes != 2 * count or len(pdu) < 6 + nbytes:
                 return bytes([fc | 0x80, ILLEGAL_VALUE])
-            if not self._check("holding", address, count):
-                return bytes([fc | 0x80, ILLEGAL_ADDRESS])
+            if code := self._check("holding", address, count):
+                return bytes([fc | 0x80, code])
             self.regs["holding"][2 * address : 2 * (address + count)] = pdu[6 : 6 + nbytes]
             return pdu[:5]
         if fc == 15:
             address, count, nbytes = struct.unpack_from(">HHB", pdu, 1)
             if not 1 <= count <= 1968 or nbytes != (count + 7) // 8:
                 return bytes([fc | 0x80, ILLEGAL_VALUE])
-            if not self._check("coil", address, count):
-                return bytes([fc | 0x80, ILLEGAL_ADDRESS])
+            if code := self._check("coil", address, count):
+                return bytes([fc | 0x80, code])
             data = pdu[6 : 6 + nbytes]
             for i in range(count):
                 self.bits["coil"][address + i] = (data[i >> 3] >> (i & 7)) & 1

@@ -15,6 +15,7 @@ from typing import Protocol
 from firmware_sim.faults import Fault
 
 from drivers.serial.framing import crc16
+from gateway.profiles import ModbusQuirks
 
 MBAP = struct.Struct(">HHHB")
 
@@ -26,20 +27,37 @@ class Served(Protocol):
     fault: Fault
     rng: random.Random
     requests: int
+    quirks: ModbusQuirks
 
     def answer(self, pdu: bytes) -> bytes: ...
 
 
-async def respond(dev: Served, pdu: bytes, send: Callable[[bytes], None],
+def answer_delay(dev: Served, unit: int, pdu: bytes) -> float | None:
+    """How long the device takes to answer ``pdu`` sent to ``unit``: None when it never
+    answers (a unit id it does not have, a silent fault), else seconds (0: at once)."""
+    if dev.fault.kind in ("silence", "drop"):
+        return None
+    q = dev.quirks
+    if unit in q.silent_units:
+        return None
+    delay = dev.fault.delay if dev.fault.kind == "slow" else 0.0
+    if q.slow_reads is not None and len(pdu) >= 5 and pdu[0] in (1, 2, 3, 4) \
+            and struct.unpack_from(">H", pdu, 3)[0] > q.slow_reads.over:
+        delay += q.slow_reads.delay
+    return delay
+
+
+async def respond(dev: Served, unit: int, pdu: bytes, send: Callable[[bytes], None],
                   frame: Callable[[bytes], bytes]) -> None:
-    """Apply the device's fault to the answer of ``pdu`` and send it (or not)."""
+    """Apply the device's quirks and fault to the answer of ``pdu`` and send it (or not)."""
     dev.requests += 1
-    fault = dev.fault
-    if fault.kind in ("silence", "drop"):
+    delay = answer_delay(dev, unit, pdu)
+    if delay is None:
         return
+    fault = dev.fault
     response = bytes([pdu[0] | 128, fault.code]) if fault.kind == "exception" else dev.answer(pdu)
-    if fault.kind == "slow" and fault.delay:
-        await asyncio.sleep(fault.delay)
+    if delay:
+        await asyncio.sleep(delay)
         if dev.fault.kind in ("silence", "drop"):
             return
     if fault.kind == "garbage":
@@ -94,8 +112,8 @@ class TcpDeviceServer:
                 def frame(resp: bytes, tid: int = tid, unit: int = unit) -> bytes:
                     return MBAP.pack(tid, 0, len(resp) + 1, unit) + resp
 
-                coro = respond(self.dev, pdu, writer.write, frame)
-                if self.dev.fault.kind == "slow":
+                coro = respond(self.dev, unit, pdu, writer.write, frame)
+                if answer_delay(self.dev, unit, pdu):
                     t = asyncio.create_task(coro)  # keep reading while a reply waits
                     tasks.add(t)
                     t.add_done_callback(tasks.discard)
@@ -194,7 +212,7 @@ class RtuBusServer:
                 continue  # another unit's frame: stay silent, as a real device does
             unit = frame[0]
             t = asyncio.create_task(
-                respond(dev, frame[1:-2], self._send, lambda r, u=unit: rtu_frame(u, r))
+                respond(dev, unit, frame[1:-2], self._send, lambda r, u=unit: rtu_frame(u, r))
             )
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)

@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     with_config(rd)
     rd.add_argument("device")
     rd.add_argument("point", nargs="?", help="one point (default: all)")
+    rd.add_argument("--explain", action="store_true",
+                    help="also print the request plan: each request's range, function code "
+                    "and points, and what the device refused (learned)")
+    rd.add_argument("--relearn", action="store_true",
+                    help="Modbus: forget the request limits learned from this device (after "
+                    "a firmware update) and learn them again")
 
     w = sub.add_parser("write", help="write one 'rw' point of a device")
     with_config(w)
@@ -168,9 +174,9 @@ def _device(loaded: LoadedConfig, dev_id: str) -> Device:
 
 
 def _fmt(v: Value) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
+    """A value as read: floats in full precision (the shortest text that reads back as
+    the same float: 12345678.9, not 1.23457e+07)."""
+    return repr(v) if isinstance(v, float) else str(v)
 
 
 def _points(dev: Device, name: str | None) -> list[Point]:
@@ -184,11 +190,15 @@ def _points(dev: Device, name: str | None) -> list[Point]:
 
 
 @contextlib.asynccontextmanager
-async def _connected(loaded: LoadedConfig, dev: Device) -> AsyncIterator[Driver]:
+async def _connected(loaded: LoadedConfig, dev: Device,
+                     relearn: bool = False) -> AsyncIterator[Driver]:
     from drivers.base import DriverContext, driver_for
+    from drivers.modbus.driver import ModbusDriver
 
     ctx = DriverContext(loaded.config.gateway.id, loaded.state_dir, loaded.path.parent)
     drv = driver_for(dev, ctx)
+    if relearn and isinstance(drv, ModbusDriver):
+        drv.forget()
     try:
         await drv.connect()
         yield drv
@@ -197,13 +207,31 @@ async def _connected(loaded: LoadedConfig, dev: Device) -> AsyncIterator[Driver]
         ctx.close()
 
 
-async def _read(loaded: LoadedConfig, dev_id: str, point: str | None) -> int:
+async def _read(loaded: LoadedConfig, dev_id: str, point: str | None, explain: bool = False,
+                relearn: bool = False) -> int:
+    """Read a device once, poll group by poll group (the requests the gateway makes),
+    and print every value; with ``explain`` also the request plan."""
+    from drivers.modbus.driver import ModbusDriver
     from gateway.pipeline import DevicePipeline
 
     dev = _device(loaded, dev_id)
     points = _points(dev, point)
-    async with _connected(loaded, dev) as drv:
-        readings = await drv.read(tuple(points))
+    groups: dict[str, list[Point]] = {}
+    for p in points:
+        groups.setdefault(dev.profile.group_of(p), []).append(p)
+    plan: list[str] = []
+    async with _connected(loaded, dev, relearn) as drv:
+        readings = []
+        for pts in groups.values():
+            readings += await drv.read(tuple(pts))
+        if explain:
+            for group, pts in groups.items():
+                lines = drv.explain(tuple(pts))
+                plan.append(f"poll group {group} (every {dev.poll_periods[group]:g} s): "
+                            f"{len(lines)} request(s)")
+                plan += [f"  {line}" for line in lines]
+            if isinstance(drv, ModbusDriver):
+                plan += drv.explain_limits()
     pipe = DevicePipeline(loaded.config.gateway.id, dev, 0.0, always=True)
     batch = pipe.process("read", readings)
     units = {p.name: p.unit or "" for p in points}
@@ -221,8 +249,12 @@ async def _read(loaded: LoadedConfig, dev_id: str, point: str | None) -> int:
                 print(f"{name:{width}}  {_fmt(v)} {units[name]}  ({q[0].name.lower()}: {q[1]})")
             else:
                 print(f"{name:{width}}  {_fmt(v)} {units[name]}".rstrip())
-        if batch.state:
+        needs = dev.profile.state.points() if dev.profile.state else set()
+        read = {n for n, v in batch.values.items() if v is not None}
+        if batch.state and needs <= read:  # a state from some of its points is a guess
             print(f"{'(state)':{width}}  {batch.state}")
+    if plan:
+        print("\n" + "\n".join(plan))
     return 1 if failed else 0
 
 
@@ -410,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "reload":
             return _reload(loaded)
         if args.cmd == "read":
-            return asyncio.run(_read(loaded, args.device, args.point))
+            return asyncio.run(_read(loaded, args.device, args.point, args.explain,
+                                     args.relearn))
         if args.cmd == "write":
             return asyncio.run(_write(loaded, args.device, args.point, args.value))
         if args.cmd == "browse":

@@ -68,16 +68,22 @@ def read_password(src: _PasswordSource) -> str | None:
 
 
 class Backoff(_Strict):
-    initial: Duration = 0.5
-    max: Duration = 30.0
-    jitter: float = Field(default=0.2, ge=0, le=1)
+    initial: Duration = Field(default=0.5, description="first wait after a failure")
+    max: Duration = Field(default=30.0, description="the wait doubles up to this")
+    jitter: float = Field(
+        default=0.2, ge=0, le=1, description="each wait varies by up to this fraction, so many "
+        "clients do not retry in step")
 
 
 class TlsConfig(_Strict):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure_skip_verify: bool = False
+    ca_file: Path | None = Field(
+        default=None, description="CA certificate(s) that signed the broker's certificate "
+        "(default: the system's)")
+    cert_file: Path | None = Field(
+        default=None, description="client certificate (PEM) for mutual TLS")
+    key_file: Path | None = Field(default=None, description="its private key (PEM, mode 0600)")
+    insecure_skip_verify: bool = Field(
+        default=False, description="accept any broker certificate and host name (tests only)")
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
@@ -87,19 +93,27 @@ class TlsConfig(_Strict):
 
 
 class MqttConfig(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    client_id: str | None = None
-    username: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = None
-    tls: TlsConfig | None = None
-    topic_prefix: str = "edgegw"
-    qos: Literal[0, 1] = 1
-    keepalive: int = Field(default=30, ge=5, le=3600)
-    max_inflight: int = Field(default=32, ge=1, le=1000)
-    reconnect: Backoff = Backoff()
-    status_interval: Duration = 30.0
+    host: str = Field(default="127.0.0.1", description="broker host")
+    port: int = Field(default=1883, ge=1, le=65535, description="broker port")
+    client_id: str | None = Field(
+        default=None, description="MQTT client id (default edgegw-<gateway id>)")
+    username: str | None = Field(default=None, description="user name at the broker")
+    password_file: Path | None = Field(
+        default=None, description="file holding the broker password (the password is never in this "
+        "file)")
+    password_env: str | None = Field(
+        default=None, description="environment variable holding the broker password")
+    tls: TlsConfig | None = Field(
+        default=None, description="TLS, with mutual authentication when a client certificate is "
+        "given")
+    topic_prefix: str = Field(default="edgegw", description="first topic level")
+    qos: Literal[0, 1] = Field(default=1, description="0 or 1")
+    keepalive: int = Field(default=30, ge=5, le=3600, description="seconds")
+    max_inflight: int = Field(
+        default=32, ge=1, le=1000, description="publishes awaiting PUBACK at once")
+    reconnect: Backoff = Field(default=Backoff(), description="backoff for the broker connection")
+    status_interval: Duration = Field(
+        default=30.0, description="how often the retained status message is refreshed")
 
     @field_validator("topic_prefix")
     @classmethod
@@ -116,24 +130,27 @@ class PackConfig(_Strict):
     """How the compact encoding packs batches into messages."""
 
     max_delay: Duration = Field(
-        default=1.0, description="latency budget: a batch waits at most this long for "
-        "others to share its message (backlog after an outage goes out at once)")
-    max_bytes: int = Field(default=65536, ge=1024, le=16 << 20,
-                           description="records per message, before compression")
+        default=1.0, description="latency budget: a batch waits at most this long for others to "
+        "share its message (backlog after an outage goes out at once)")
+    max_bytes: int = Field(
+        default=65536, ge=1024, le=16 << 20, description="records per message, before compression")
     compression: int = Field(default=6, ge=0, le=9, description="zlib level; 0 = none")
 
 
 class BudgetConfig(_Strict):
     """Bandwidth budget for the uplink (all MQTT bytes, approximately)."""
 
-    bytes_per_s: int = Field(ge=100, description="e.g. 8000 for 64 kbit/s; set it below "
-                             "what the link carries, so alarms never queue behind our own data")
-    burst: int | None = Field(default=None, ge=100, description="bytes that may go at "
-                              "once after a quiet time (default: one second's worth)")
+    bytes_per_s: int = Field(
+        ge=100, description="e.g. 8000 for 64 kbit/s; set it below what the link carries, so "
+        "alarms never queue behind our own data")
+    burst: int | None = Field(
+        default=None, ge=100, description="bytes that may go at once after a quiet time (default: "
+        "one second's worth)")
 
 
 class SparkplugConfig(_Strict):
-    group_id: str = Field(default="edgegw", pattern=r"^[^/#+]+$")
+    group_id: str = Field(default="edgegw", pattern=r"^[^/#+]+$",
+        description="Sparkplug group id")
     node_id: str | None = Field(default=None, pattern=r"^[^/#+]+$",
                                 description="edge node id (default: the gateway id)")
 
@@ -143,37 +160,38 @@ class RadioPolicy(_Strict):
 
     poor_rsrp_dbm: float = Field(default=-110.0, description="at or below: a poor signal")
     poor_sinr_db: float = Field(default=0.0, description="at or below: a poor signal")
-    factor: float = Field(default=4.0, ge=1, le=16, description="pack delay multiplier on a "
-                          "poor signal (bigger packs, fewer messages)")
+    factor: float = Field(
+        default=4.0, ge=1, le=16, description="pack delay multiplier on a poor signal (bigger "
+        "packs, fewer messages)")
     compression: int = Field(default=9, ge=0, le=9, description="zlib level on a poor signal")
-    falling_db: float = Field(default=10.0, ge=0, description="a signal (RSRP) that fell "
-                              "this much within falling_window counts as poor too, before "
-                              "it reaches the threshold; 0: only the level counts")
+    falling_db: float = Field(
+        default=10.0, ge=0, description="a signal (RSRP) that fell this much within falling_window "
+        "counts as poor too, before it reaches the threshold; 0: only the level counts")
     falling_window: Duration = Field(default=60.0, gt=0)
-    defer_bulk: bool = Field(default=True, description="on a poor signal, batches of "
-                             "bulk-priority points only wait in the store; they follow "
-                             "once the signal is good again")
+    defer_bulk: bool = Field(
+        default=True, description="on a poor signal, batches of bulk-priority points only wait in "
+        "the store; they follow once the signal is good again")
 
 
 class GatewayMqtt(MqttConfig):
     encoding: Literal["json", "compact", "sparkplug"] = Field(
         default="json", description="json: one JSON message per batch on "
-        "<prefix>/<gw>/<device>/data; compact: binary records packed into compressed "
-        "messages on <prefix>/<gw>/pack (docs/wire-format.md); sparkplug: Sparkplug B "
-        "(spBv1.0/<group>/...) for a SCADA that expects it")
+        "<prefix>/<gw>/<device>/data; compact: binary records packed into compressed messages on "
+        "<prefix>/<gw>/pack (docs/wire-format.md); sparkplug: Sparkplug B (spBv1.0/<group>/...) "
+        "for a SCADA that expects it")
     sparkplug: SparkplugConfig = SparkplugConfig()
     pack: PackConfig = PackConfig()
     budget: BudgetConfig | None = Field(
-        default=None, description="bytes/s for ordinary data; alarm and state batches go "
-        "first and are never held back; what waits stays in the store")
+        default=None, description="bytes/s for ordinary data; alarm and state batches go first and "
+        "are never held back; what waits stays in the store")
     radio: RadioPolicy = RadioPolicy()
     slow_publish: Duration = Field(
-        default=2.0, description="a PUBACK slower than this means a bad link: the pack "
-        "delay doubles (up to 8x) until publishes are fast again")
+        default=2.0, description="a PUBACK slower than this means a bad link: the pack delay "
+        "doubles (up to 8x) until publishes are fast again")
 
 
 class UplinkConfig(_Strict):
-    mqtt: GatewayMqtt = GatewayMqtt()
+    mqtt: GatewayMqtt = Field(default=GatewayMqtt(), description="the MQTT uplink (default)")
     influx: SinkConfig | None = Field(
         default=None, description="write directly to InfluxDB instead of MQTT (no broker)")
 
@@ -188,18 +206,22 @@ class StoreConfig(_Strict):
     kind: Literal["sqlite", "memory"] = Field(
         default="sqlite", description="sqlite: durable spool on disk; memory: lost on restart")
     path: Path | None = Field(
-        default=None, description="spool file; default $STATE_DIRECTORY/spool.db (systemd) "
-        "or spool.db beside the config file; relative paths are beside the config file")
-    max_batches: int = Field(default=1_000_000, ge=10)
-    max_bytes: int = Field(default=256 * 1024 * 1024, ge=16 * 1024)
+        default=None, description="spool file; default $STATE_DIRECTORY/spool.db (systemd) or "
+        "spool.db beside the config file; relative paths are beside the config file")
+    max_batches: int = Field(default=1_000_000, ge=10, description="bound of the spool (batches)")
+    max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=16 * 1024, description="bound of the spool (payload bytes)")
     max_age: Duration = Field(default=7 * 86400.0, description="0 = no age cap")
-    policy: Literal["drop-oldest", "drop-newest", "block-readers"] = "drop-oldest"
+    policy: Literal["drop-oldest", "drop-newest", "block-readers"] = Field(
+        default="drop-oldest", description="when full: drop-oldest, drop-newest, or block-readers "
+        "(device polling waits for room; missed polls are counted); every drop is counted by "
+        "reason and logged")
     sync_interval: Duration = Field(
-        default=1.0, description="fsync the spool this often (bounds what a power cut can "
-        "lose); 0 = fsync every commit")
+        default=1.0, description="fsync the spool this often (bounds what a power cut can lose); 0 "
+        "= fsync every commit")
     encryption_key_file: Path | None = Field(
-        default=None, description="encrypt stored batches (AES-256-GCM) with this key: 32 "
-        "bytes, raw or base64, mode 0600 (edgegw certs spool-key); keep it off the SD card")
+        default=None, description="encrypt stored batches (AES-256-GCM) with this key: 32 bytes, "
+        "raw or base64, mode 0600 (edgegw certs spool-key); keep it off the SD card")
 
     @model_validator(mode="after")
     def _key_needs_disk(self) -> StoreConfig:
@@ -216,9 +238,10 @@ class IdNodeConfig(_Strict):
     """The identifier-resolution secondary node (SNMS REST API)."""
 
     url: str = Field(description="e.g. http://snms.example:8000")
-    username: str
-    password_file: Path | None = None
-    password_env: str | None = None
+    username: str = Field(description="user at the node")
+    password_file: Path | None = Field(default=None, description="file holding the node password")
+    password_env: str | None = Field(
+        default=None, description="environment variable holding the node password")
     login: Literal["v1", "plain"] = Field(
         default="v1", description="v1 sends sha256hex(sha256hex(password) + date)")
     timeout: Duration = 10.0
@@ -237,30 +260,40 @@ class IdNodeConfig(_Strict):
 class IdValueConfig(_Strict):
     index: int = Field(ge=2000, description="user data starts at index 2000")
     type: str = Field(min_length=1, max_length=128)
-    value: str = Field(description="text, or a format string over {code} {kind} {device} "
-                       "{gateway} {profile} {site}, and for the gateway's code {imei} "
-                       "{iccid}; a value whose fields are unknown is not registered")
+    value: str = Field(
+        description="text, or a format string over {code} {kind} {device} {gateway} {profile} "
+        "{site}, and for the gateway's code {imei} {iccid}; a value whose fields are unknown is "
+        "not registered")
 
 
 class IdentifiersConfig(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    prefix: str | None = Field(default=None, description="the enterprise prefix, e.g. "
-                               "88.118.8, for codes made by `edgegw id new`")
+    prefix: str | None = Field(
+        default=None, description="the enterprise prefix, e.g. 88.118.8, for codes made by `edgegw "
+        "id new`")
     node: IdNodeConfig | None = Field(default=None, description="register and resolve here")
-    template_version: str = Field(default="1.0", min_length=1, max_length=128)
+    template_version: str = Field(
+        default="1.0", min_length=1, max_length=128, description="the node's template version for "
+        "registered values")
     register_: list[IdKind] = Field(
-        default_factory=lambda: list(ID_KINDS), alias="register",
-        description="which codes are registered when first seen")
+        default_factory=lambda: list(ID_KINDS), alias="register", description="which codes are "
+        "registered when first seen")
     values: dict[IdKind, list[IdValueConfig]] = Field(
         default_factory=dict, description="values registered with each kind of code")
     enrich: dict[Literal["product", "batch"], dict[int, str]] = Field(
-        default_factory=dict, description="resolve these codes and tag samples: "
-        "{product: {2001: product_model}} adds ids.product_model from value 2001")
-    retry: Backoff = Backoff(initial=5.0, max=300.0)
-    batch_size: int = Field(default=500, ge=1, le=2000)
-    cache_min_ttl: Duration = 60.0
-    cache_max_ttl: Duration = 86400.0
+        default_factory=dict, description="resolve these codes and tag samples: {product: {2001: "
+        "product_model}} adds ids.product_model from value 2001")
+    retry: Backoff = Field(
+        default=Backoff(initial=5.0, max=300.0), description="backoff for registrations the node "
+        "did not take")
+    batch_size: int = Field(
+        default=500, ge=1, le=2000, description="codes per batchCreate call (the node takes at "
+        "most 2000)")
+    cache_min_ttl: Duration = Field(
+        default=60.0, description="resolved values are cached at least this long")
+    cache_max_ttl: Duration = Field(
+        default=86400.0, description="and at most this long (else the value's own ttl)")
 
     @field_validator("prefix")
     @classmethod
@@ -275,34 +308,39 @@ class IdentifiersConfig(_Strict):
 
 class PipelineConfig(_Strict):
     heartbeat: Duration = Field(default=60.0, description="report every point at least this often")
-    report: Literal["change", "always"] = "change"
+    report: Literal["change", "always"] = Field(
+        default="change", description="change: report by exception (deadbands, heartbeat); always: "
+        "every value every poll")
     poll_slots: int = Field(
-        default=8, ge=1, le=1000,
-        description="devices are assigned round-robin to this many evenly spaced instants "
-        "per period, aligned to wall-clock multiples of the period: 1 polls every device at "
-        "once (least CPU, burstier), more slots spread the load (less added latency)",
-    )
+        default=8, ge=1, le=1000, description="devices are assigned round-robin to this many "
+        "evenly spaced instants per period, aligned to wall-clock multiples of the period: 1 "
+        "polls every device at once (least CPU, burstier), more slots spread the load (less added "
+        "latency)")
 
 
 class ModbusTcp(_Strict):
-    kind: Literal["modbus-tcp"]
-    host: str
-    port: int = Field(default=502, ge=1, le=65535)
-    unit_id: int = Field(default=1, ge=0, le=255)
-    timeout: Duration = 1.0
-    retries: int = Field(default=1, ge=0, le=10)
+    kind: Literal["modbus-tcp"] = Field(description="Modbus TCP")
+    host: str = Field(description="the device, or a TCP-to-RTU gateway")
+    port: int = Field(default=502, ge=1, le=65535, description="TCP port")
+    unit_id: int = Field(
+        default=1, ge=0, le=255, description="unit id (0-255; a TCP-to-RTU gateway routes by it)")
+    timeout: Duration = Field(default=1.0, description="per request")
+    retries: int = Field(
+        default=1, ge=0, le=10, description="retries per request after a timeout: a dead device "
+        "costs timeout x (retries + 1) per cycle")
 
 
 class ModbusRtu(_Strict):
-    kind: Literal["modbus-rtu"]
+    kind: Literal["modbus-rtu"] = Field(description="Modbus RTU; devices on one port share the bus")
     port: str = Field(description="serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
-    baudrate: int = Field(default=9600, ge=300, le=4_000_000)
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    unit_id: int = Field(default=1, ge=1, le=247)
-    timeout: Duration = 1.0
-    retries: int = Field(default=1, ge=0, le=10)
+    baudrate: int = Field(default=9600, ge=300, le=4_000_000, description="bits per second")
+    parity: Literal["N", "E", "O"] = Field(default="N", description="N, E or O")
+    stopbits: Literal[1, 2] = Field(default=1, description="1 or 2")
+    bytesize: Literal[7, 8] = Field(default=8, description="7 or 8")
+    unit_id: int = Field(
+        default=1, ge=1, le=247, description="the device's unit id on the line (1-247)")
+    timeout: Duration = Field(default=1.0, description="per request")
+    retries: int = Field(default=1, ge=0, le=10, description="retries per request after a timeout")
 
 
 
@@ -318,15 +356,16 @@ class OpcuaSecurity(_Strict):
 
     policy: Literal[
         "None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"
-    ] = "None"
-    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    ] = Field(default="None", description="security policy; None for an unsecured channel")
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = Field(
+        default="None", description="message security mode; goes with the policy")
     certificate: Path | None = Field(
         default=None, description="client certificate (DER); default <state dir>/pki/own/cert.der")
     private_key: Path | None = Field(
         default=None, description="client key (PEM); default <state dir>/pki/own/key.pem")
     trust: list[Path] = Field(
-        default_factory=list, description="trusted server certificates or directories; "
-        "default <state dir>/pki/trusted")
+        default_factory=list, description="trusted server certificates or directories; default "
+        "<state dir>/pki/trusted")
 
     @model_validator(mode="after")
     def _pair(self) -> OpcuaSecurity:
@@ -337,28 +376,32 @@ class OpcuaSecurity(_Strict):
 
 
 class Opcua(_Strict):
-    kind: Literal["opcua"]
+    kind: Literal["opcua"] = Field(description="an OPC UA client session")
     endpoint: str = Field(description="opc.tcp://host:port[/path]")
     mode: Literal["poll", "subscribe"] = Field(
-        default="poll", description="poll: bulk reads each poll period; subscribe: "
-        "monitored items, one subscription per poll group (publishing interval = period)")
-    security: OpcuaSecurity = OpcuaSecurity()
-    username: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = None
+        default="poll", description="poll: bulk reads each poll period; subscribe: monitored "
+        "items, one subscription per poll group (publishing interval = period)")
+    security: OpcuaSecurity = Field(
+        default=OpcuaSecurity(), description="secure channel: policy, mode, certificates, trust "
+        "list")
+    username: str | None = Field(default=None, description="user name identity")
+    password_file: Path | None = Field(default=None, description="file holding the user's password")
+    password_env: str | None = Field(
+        default=None, description="environment variable holding the user's password")
     user_certificate: Path | None = Field(
         default=None, description="certificate identity (DER/PEM)")
-    user_key: Path | None = None
+    user_key: Path | None = Field(
+        default=None, description="private key of the certificate identity (PEM)")
     timeout: Duration = Field(default=4.0, description="per request")
-    session_timeout: Duration = 60.0
+    session_timeout: Duration = Field(default=60.0, description="requested session timeout")
     max_nodes_per_read: int | None = Field(
         default=None, ge=1, description="default: the server's MaxNodesPerRead, else 1000")
     queue_size: int = Field(default=1, ge=1, le=10000, description="per monitored item")
     timestamps: Literal["auto", "source", "gateway"] = Field(
         default="auto", description="time of a sample: 'source' keeps each value's "
-        "SourceTimestamp, 'gateway' uses the read time; 'auto' is source for subscriptions "
-        "(a change's own time) and gateway for polling (an unchanged value's SourceTimestamp "
-        "is when it last changed, not when it was read)")
+        "SourceTimestamp, 'gateway' uses the read time; 'auto' is source for subscriptions (a "
+        "change's own time) and gateway for polling (an unchanged value's SourceTimestamp is when "
+        "it last changed, not when it was read)")
 
     @field_validator("endpoint")
     @classmethod
@@ -384,16 +427,17 @@ class Opcua(_Strict):
 class Serial(_Strict):
     """A device with its own serial port (line/frame protocols from its profile)."""
 
-    kind: Literal["serial"]
+    kind: Literal["serial"] = Field(description="a device with its own serial port")
     port: str | list[str] = Field(
-        description="device path; prefer /dev/serial/by-id/... (follows the adapter to "
-        "whatever ttyUSBn it gets); a list is tried in order")
+        description="device path; prefer /dev/serial/by-id/... (follows the adapter to whatever "
+        "ttyUSBn it gets); a list is tried in order")
     baudrate: int = Field(default=9600, ge=50, le=4_000_000)
-    bytesize: Literal[5, 6, 7, 8] = 8
-    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    bytesize: Literal[5, 6, 7, 8] = Field(default=8, description="data bits")
+    parity: Literal["N", "E", "O", "M", "S"] = Field(default="N", description="N, E, O, M or S")
     stopbits: float = Field(default=1, description="1, 1.5 or 2")
-    rs485: bool = Field(default=False, description="kernel RS-485 mode (RTS drives the "
-                        "transceiver), where the port's driver supports it")
+    rs485: bool = Field(
+        default=False, description="kernel RS-485 mode (RTS drives the transceiver), where the "
+        "port's driver supports it")
 
     @field_validator("stopbits")
     @classmethod
@@ -411,18 +455,22 @@ class CarrierConfig(_Strict):
     """An active identifier carrier: the gateway's identifier code in the module's SIM
     (gateway/modem/carrier.py)."""
 
-    kind: str = Field(description="sim-file (AT+CRSM READ BINARY of an EF), sim-applet "
-                      "(an applet over a logical channel: AT+CCHO/CGLA/CCHC), or a "
-                      "plugin's name (entry point group edgegw.carriers)")
+    kind: str = Field(
+        description="sim-file (AT+CRSM READ BINARY of an EF), sim-applet (an applet over a "
+        "logical channel: AT+CCHO/CGLA/CCHC), or a plugin's name (entry point group "
+        "edgegw.carriers)")
     file_id: int | None = Field(default=None, ge=0, le=0xFFFF, description="sim-file: "
                                 "the EF's id, e.g. 0x6FF0 or \"6FF0\"")
     length: int = Field(default=64, ge=1, le=255, description="sim-file: bytes to read")
-    path: str | None = Field(default=None, pattern=r"^([0-9A-Fa-f]{4})+$",
-                             description="sim-file: the EF's path, e.g. 3F007FFF")
-    aid: str | None = Field(default=None, pattern=r"^([0-9A-Fa-f]{2}){5,16}$",
-                            description="sim-applet: the applet's AID (hex)")
-    apdu: str = Field(default="80CA00FE00", pattern=r"^([0-9A-Fa-f]{2}){4,}$",
-                      description="sim-applet: the command APDU (GET DATA by default)")
+    path: str | None = Field(
+        default=None, pattern=r"^([0-9A-Fa-f]{4})+$", description="sim-file: the EF's path, e.g. "
+        "3F007FFF")
+    aid: str | None = Field(
+        default=None, pattern=r"^([0-9A-Fa-f]{2}){5,16}$", description="sim-applet: the applet's "
+        "AID (hex)")
+    apdu: str = Field(
+        default="80CA00FE00", pattern=r"^([0-9A-Fa-f]{2}){4,}$", description="sim-applet: the "
+        "command APDU (GET DATA by default)")
     options: dict[str, str | int | bool] = Field(
         default_factory=dict, description="a plugin carrier's own settings")
 
@@ -448,42 +496,45 @@ class CarrierConfig(_Strict):
 class ModemReset(_Strict):
     """Reset the module when the link stays dead (gateway/modem/watchdog.py)."""
 
-    after: Duration = Field(default=600.0, ge=30, description="dead this long (not "
-                            "registered, or no broker connection) before a reset")
-    max_per_hour: int = Field(default=2, ge=1, le=6, description="at most this many resets "
-                              "in any hour; then the gateway waits (never a reset loop)")
+    after: Duration = Field(
+        default=600.0, ge=30, description="dead this long (not registered, or no broker "
+        "connection) before a reset")
+    max_per_hour: int = Field(
+        default=2, ge=1, le=6, description="at most this many resets in any hour; then the gateway "
+        "waits (never a reset loop)")
     action: Literal["radio", "module"] = Field(
-        default="radio", description="radio: radio off and on (AT+CFUN=0/1, mmcli "
-        "power state low/on); module: restart the module (AT+CFUN=1,1, mmcli --reset)")
+        default="radio", description="radio: radio off and on (AT+CFUN=0/1, mmcli power state "
+        "low/on); module: restart the module (AT+CFUN=1,1, mmcli --reset)")
 
 
 class ModemAt(_Strict):
     """The 5G module's AT port (gateway/modem/at.py)."""
 
-    kind: Literal["modem-at"]
-    port: str = Field(description="the module's AT port, e.g. /dev/ttyUSB2 or "
-                      "/dev/serial/by-id/...-if02-port0")
-    baudrate: int = Field(default=115200, ge=300)
+    kind: Literal["modem-at"] = Field(description="the 5G module through its AT port")
+    port: str = Field(
+        description="the module's AT port, e.g. /dev/ttyUSB2 or /dev/serial/by-id/...-if02-port0")
+    baudrate: int = Field(default=115200, ge=300, description="bits per second")
     timeout: Duration = Field(default=2.0, description="per AT command")
-    vendor_commands: bool = Field(default=True, description="also ask vendor reports "
-                                  "(Quectel AT+QENG); a refused one is not asked again")
+    vendor_commands: bool = Field(
+        default=True, description="also ask vendor reports (Quectel AT+QENG); a refused one is not "
+        "asked again")
     carrier: CarrierConfig | None = Field(
-        default=None, description="read the gateway's identifier code from the SIM (an "
-        "active identifier carrier) at connect")
-    reset: ModemReset | None = Field(default=None, description="reset a module whose link "
-                                     "stays dead (off by default)")
+        default=None, description="read the gateway's identifier code from the SIM (an active "
+        "identifier carrier) at connect")
+    reset: ModemReset | None = Field(
+        default=None, description="reset a module whose link stays dead (off by default)")
 
 
 class ModemMm(_Strict):
     """The module through ModemManager (``mmcli --output-json``; gateway/modem/mm.py)."""
 
-    kind: Literal["modem-mm"]
-    modem: str = Field(default="any", description="mmcli's -m argument: an index, a D-Bus "
-                       "path, or 'any'")
-    mmcli: str = "mmcli"
+    kind: Literal["modem-mm"] = Field(description="the 5G module through ModemManager")
+    modem: str = Field(
+        default="any", description="mmcli's -m argument: an index, a D-Bus path, or 'any'")
+    mmcli: str = Field(default="mmcli", description="the mmcli executable")
     timeout: Duration = Field(default=5.0, description="per mmcli call")
-    reset: ModemReset | None = Field(default=None, description="reset a module whose link "
-                                     "stays dead (off by default)")
+    reset: ModemReset | None = Field(
+        default=None, description="reset a module whose link stays dead (off by default)")
 
 
 Connection = Annotated[ModbusTcp | ModbusRtu | Opcua | Serial | ModemAt | ModemMm,
@@ -493,21 +544,19 @@ PROTOCOL_OF_KIND = {"modbus-tcp": "modbus", "modbus-rtu": "modbus", "opcua": "op
 
 
 class DeviceConfig(_Strict):
-    id: str
-    profile: str
-    connection: Connection
-    enabled: bool = True
+    id: str = Field(description="device id (unique; letters, digits, _ - .)")
+    profile: str = Field(description="profile name, vendor/model (edgegw profiles lists them)")
+    connection: Connection = Field(description="how to reach it; the kind must match the profile")
+    enabled: bool = Field(default=True, description="false: configured but not polled")
     poll: dict[str, Duration] = Field(
-        default_factory=dict, description="override poll group periods of the profile"
-    )
+        default_factory=dict, description="override poll group periods of the profile")
     workarounds: dict[str, object] = Field(
-        default_factory=dict, description="override the profile's workarounds"
-    )
+        default_factory=dict, description="override the profile's workarounds")
     identifier: str | None = Field(
         default=None, description="the device's identifier code, e.g. 88.118.8/CNC-01")
     context_for: list[str] = Field(
-        default_factory=list, description="devices whose samples carry this device's "
-        "product/batch code (a point with 'context' in its profile) until the next read")
+        default_factory=list, description="devices whose samples carry this device's product/batch "
+        "code (a point with 'context' in its profile) until the next read")
 
     _check = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
 
@@ -515,12 +564,12 @@ class DeviceConfig(_Strict):
 
 
 class GatewayInfo(_Strict):
-    id: str
-    site: str | None = None
+    id: str = Field(description="the gateway's id (letters, digits, _ - .): in topics and payloads")
+    site: str | None = Field(
+        default=None, description="free text (the site or hall), registered with identifier codes")
     identifier: str | None = Field(
-        default=None, description="the gateway's own identifier code, registered with "
-        "the module's IMEI and ICCID; an identifier carrier in the SIM (modem-at "
-        "carrier) takes precedence")
+        default=None, description="the gateway's own identifier code, registered with the module's "
+        "IMEI and ICCID; an identifier carrier in the SIM (modem-at carrier) takes precedence")
 
     _check = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
     _code = field_validator("identifier")(classmethod(lambda cls, v: _code_or_none(v)))
@@ -529,18 +578,23 @@ class GatewayInfo(_Strict):
 class HealthConfig(_Strict):
     """The local HTTP endpoint: /healthz, /metrics (Prometheus), / (status page)."""
 
-    enabled: bool = True
-    host: str = Field(default="127.0.0.1", description="loopback by default; 0.0.0.0 "
-                      "exposes it to the network (no authentication: use a firewall)")
+    enabled: bool = Field(
+        default=True, description="serve /healthz, /metrics, /status.json and the status page")
+    host: str = Field(
+        default="127.0.0.1", description="loopback by default; 0.0.0.0 exposes it to the network "
+        "(no authentication: use a firewall)")
     port: int = Field(default=9105, ge=0, le=65535, description="0 = any free port")
 
 
 class LoggingConfig(_Strict):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="log level (applies at once on a reload)")
     format: Literal["text", "json"] = Field(
-        default="text", description="json: one object per line, with 'device' on every "
-        "line logged for a device")
-    fault_summary_interval: Duration = 60.0
+        default="text", description="json: one object per line, with 'device' on every line logged "
+        "for a device")
+    fault_summary_interval: Duration = Field(
+        default=60.0, description="a repeating fault is logged once, then summarised at this "
+        "interval")
 
 
 class WritesConfig(_Strict):
@@ -555,25 +609,35 @@ class SigningConfig(_Strict):
     ``edgegw certs signing-key``."""
 
     key_file: Path = Field(description="PEM private key, Ed25519 or EC P-256, mode 0600")
-    key_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="names the key to "
-                        "the ingest (signatures.keys); change it when the key changes")
+    key_id: str = Field(
+        pattern=r"^[A-Za-z0-9._-]{1,64}$", description="names the key to the ingest "
+        "(signatures.keys); change it when the key changes")
     algorithm: Literal["ed25519", "ecdsa-p256"] = Field(
         default="ed25519", description="the key file's type must match")
 
 
 class GatewayConfig(_Strict):
-    version: Literal[1] = 1
-    gateway: GatewayInfo
-    profiles_dir: list[Path] = Field(default_factory=list)
-    uplink: UplinkConfig = UplinkConfig()
-    store: StoreConfig = StoreConfig()
-    pipeline: PipelineConfig = PipelineConfig()
-    logging: LoggingConfig = LoggingConfig()
-    health: HealthConfig = HealthConfig()
-    writes: WritesConfig = WritesConfig()
-    identifiers: IdentifiersConfig = IdentifiersConfig()
-    signing: SigningConfig | None = None
-    devices: list[DeviceConfig] = Field(default_factory=list)
+    version: Literal[1] = Field(default=1, description="config schema version")
+    gateway: GatewayInfo = Field(description="who this gateway is")
+    profiles_dir: list[Path] = Field(
+        default_factory=list, description="extra profile folders (relative to this file); searched "
+        "before ./profiles beside it and the shipped profiles ($EDGEGW_PROFILES first of all)")
+    uplink: UplinkConfig = Field(
+        default=UplinkConfig(), description="where batches go: MQTT (default) or InfluxDB directly")
+    store: StoreConfig = Field(
+        default=StoreConfig(), description="the durable queue between devices and the uplink")
+    pipeline: PipelineConfig = Field(
+        default=PipelineConfig(), description="report by exception, heartbeat, poll scheduling")
+    logging: LoggingConfig = Field(default=LoggingConfig(), description="log level and format")
+    health: HealthConfig = Field(default=HealthConfig(), description="the local HTTP endpoint")
+    writes: WritesConfig = Field(
+        default=WritesConfig(), description="device writes (setpoints, commands)")
+    identifiers: IdentifiersConfig = Field(
+        default=IdentifiersConfig(), description="identifier codes: the secondary node, what is "
+        "registered")
+    signing: SigningConfig | None = Field(
+        default=None, description="sign every batch (docs/wire-format.md, Signed payloads)")
+    devices: list[DeviceConfig] = Field(default_factory=list, description="the devices")
 
     @model_validator(mode="after")
     def _unique(self) -> GatewayConfig:

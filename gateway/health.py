@@ -157,6 +157,7 @@ class HealthServer:
                [({"device": d}, round(s.read_seconds, 6)) for d, s in devs])
         metric("device_last_success_timestamp_seconds", "gauge", "last successful read",
                [({"device": d}, round(s.last_ok, 3)) for d, s in devs])
+        self._driver_metrics(metric)
         st = gw.store.stats
         metric("store_batches", "gauge", "batches waiting for the uplink", [({}, st.entries)])
         metric("store_bytes", "gauge", "bytes waiting for the uplink", [({}, st.bytes)])
@@ -214,6 +215,18 @@ class HealthServer:
                                 i.not_after.timestamp()) for i in certs
                                if i.not_after is not None])
         return 200, "text/plain; version=0.0.4", "\n".join(lines) + "\n"
+
+    def _driver_metrics(self, metric: Callable[[str, str, str, list[tuple[dict[str, str],
+                                                                            float]]], None]
+                        ) -> None:
+        """Each driver's own figures (drivers/base.py DriverMetric), one family per name."""
+        families: dict[str, tuple[str, str, list[tuple[dict[str, str], float]]]] = {}
+        for r in self.gw.runners:
+            for m in r.driver.metrics():
+                fam = families.setdefault(m.name, (m.kind, m.help, []))
+                fam[2].append(({"device": r.device.id}, m.value))
+        for name, (kind, help_, samples) in families.items():
+            metric(name, kind, help_, samples)
 
     def _modem_metrics(self, metric: Callable[[str, str, str, list[tuple[dict[str, str],
                                                                            float]]], None]

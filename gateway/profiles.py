@@ -88,24 +88,33 @@ class PointSim(_Strict):
 class Point(_Strict):
     """What every point has, whatever the protocol: the pipeline works on these fields."""
 
-    name: str
-    type: DataType | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str | None = None
-    access: Literal["r", "rw"] = "r"
-    poll_group: str | None = None
-    deadband: Deadband | None = None
-    description: str = ""
-    sim: PointSim | None = None
+    name: str = Field(
+        description="letters, digits and _; dots separate parts (a bitfield's bits: name.label)")
+    type: DataType | None = Field(default=None, description="the value's data type")
+    scale: float = Field(
+        default=1.0, description="value = raw x scale + offset (a scaled value is always a float)")
+    offset: float = Field(default=0.0, description="added after scaling")
+    unit: str | None = Field(
+        default=None, description="engineering unit, sent with the first sample and heartbeats")
+    access: Literal["r", "rw"] = Field(
+        default="r", description="r, or rw for points that may be written (writes.enabled)")
+    poll_group: str | None = Field(
+        default=None, description="one of the profile's poll_groups (default: default_poll_group, "
+        "else the first)")
+    deadband: Deadband | None = Field(
+        default=None, description="report a change only beyond this (report by exception)")
+    description: str = Field(default="", description="free text")
+    sim: PointSim | None = Field(
+        default=None, description="how the firmware simulator produces the value (ignored by the "
+        "gateway)")
     priority: Literal["alarm", "state", "process", "bulk"] = Field(
-        default="process", description="uplink priority: a batch in which an alarm or "
-        "state point changed (or the machine state changed) goes out before everything "
-        "else, without waiting for the pack delay or the bandwidth budget")
+        default="process", description="uplink priority: a batch in which an alarm or state point "
+        "changed (or the machine state changed) goes out before everything else, without waiting "
+        "for the pack delay or the bandwidth budget")
     context: Literal["product", "batch"] | None = Field(
-        default=None, description="this point's value (a code read by a scanner, or a "
-        "PLC's string register) is the current product (or batch) code of the devices "
-        "named in the device config's context_for")
+        default=None, description="this point's value (a code read by a scanner, or a PLC's string "
+        "register) is the current product (or batch) code of the devices named in the device "
+        "config's context_for")
 
     @field_validator("name")
     @classmethod
@@ -132,14 +141,21 @@ class Point(_Strict):
 class ModbusPoint(Point):
     """A point in a Modbus register map: table, address, data type and word/byte order."""
 
-    table: Table
-    address: int = Field(ge=0, le=65535)
-    type: DataType = "uint16"
+    table: Table = Field(description="holding or input (registers), coil or discrete (bits)")
+    address: int = Field(
+        ge=0, le=65535, description="as the device numbers it (0-based unless one_based_addresses)")
+    type: DataType = Field(
+        default="uint16", description="register data type; bool is a bit of a register (with bit) "
+        "or a coil/discrete input")
     count: int | None = Field(default=None, ge=1, le=125, description="registers of a string")
-    bit: int | None = Field(default=None, ge=0, le=15)
+    bit: int | None = Field(
+        default=None, ge=0, le=15, description="a bool inside a register: bit 0-15 (never 10.3 "
+        "floats)")
     bits: dict[int, str] = Field(default_factory=dict, description="bitfield bit labels")
-    byte_order: Order | None = None
-    word_order: Order | None = None
+    byte_order: Order | None = Field(
+        default=None, description="bytes in a register: big (default of the profile) or little")
+    word_order: Order | None = Field(
+        default=None, description="registers of a 32/64-bit value: big (high word first) or little")
 
     @model_validator(mode="after")
     def _shape(self) -> ModbusPoint:
@@ -191,9 +207,13 @@ class OpcuaPoint(Point):
     the node's DataType read from the server.
     """
 
-    type: OpcuaType | None = None
-    node: str | None = None
-    path: str | None = None
+    type: OpcuaType | None = Field(
+        default=None, description="optional: checked against the node's DataType at connect")
+    node: str | None = Field(
+        default=None, description="a NodeId: ns=2;s=Spindle.Speed or nsu=<namespace URI>;s=...")
+    path: str | None = Field(
+        default=None, description="a browse path from opcua.root: Machine/Spindle/Speed, segments "
+        "<alias>:<BrowseName>")
     sampling: Duration | None = Field(
         default=None, description="subscription sampling interval (default: the poll period)")
     queue_size: int | None = Field(default=None, ge=1, le=10000)
@@ -237,11 +257,14 @@ class SerialPoint(Point):
     """A value in a serial frame: a named group of the profile's regex (``group``,
     default the point's name), or the value ``at`` a byte position of a binary payload."""
 
-    type: SerialType = "float64"  # type: ignore[assignment]
-    group: str | None = None
+    type: SerialType = Field(  # type: ignore[assignment]
+        default="float64", description="value type")
+    group: str | None = Field(
+        default=None, description="regex parser: the named group (default: the point's name, dots "
+        "as _)")
     at: int | None = Field(default=None, ge=0, le=65535, description="binary: byte position")
     length: int | None = Field(default=None, ge=1, le=255, description="bytes of a binary string")
-    byte_order: Order = "big"
+    byte_order: Order = Field(default="big", description="binary parser: byte order")
     map: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description="text -> value, e.g. {ST: true, US: false}")
 
@@ -267,8 +290,8 @@ class Checksum(_Strict):
 
     kind: Literal["lrc", "xor", "sum", "crc16"]
     encoding: Literal["binary", "hex"] = Field(
-        default="binary", description="binary: 1 byte (crc16: 2, low byte first); hex: "
-        "ASCII hex digits (2, crc16: 4, high first)")
+        default="binary", description="binary: 1 byte (crc16: 2, low byte first); hex: ASCII hex "
+        "digits (2, crc16: 4, high first)")
     separator: str = Field(default="", description="text before a hex checksum, e.g. '*'")
 
 
@@ -307,8 +330,8 @@ class SerialSettings(_Strict):
         default=None, description="query sent each poll period; escapes \\r \\n \\xNN")
     timeout: Duration = Field(default=1.0, description="request mode: wait for the answer")
     silence: Duration | None = Field(
-        default=None, description="listen mode: no frame for this long = device offline "
-        "(unset for devices that are silent for long, like barcode scanners)")
+        default=None, description="listen mode: no frame for this long = device offline (unset for "
+        "devices that are silent for long, like barcode scanners)")
 
     @model_validator(mode="after")
     def _shape(self) -> SerialSettings:
@@ -333,7 +356,9 @@ class ModemPoint(Point):
     ``field`` is its name there (``rsrp_dbm``, ``tech``, ``registered``, ``imei`` ...,
     or ``extra.<key>``)."""
 
-    field: str = Field(pattern=r"^[a-z_]+(\.[a-z_]+)?$")
+    field: str = Field(
+        pattern=r"^[a-z_]+(\.[a-z_]+)?$", description="a LinkSample field (rsrp_dbm, tech, "
+        "registered, imei, ...) or extra.<key>")
 
 
 def _point_kind(v: object) -> str:
@@ -370,13 +395,27 @@ class OpcuaSettings(_Strict):
 class Workarounds(_Strict):
     """Named protocol quirks, so device oddities are config rather than code branches."""
 
-    max_registers_per_read: int = Field(default=125, ge=1, le=125)
-    max_bits_per_read: int = Field(default=2000, ge=1, le=2000)
-    max_gap: int = Field(default=16, ge=0, le=124, description="registers (x16 for bits)")
-    no_gap_filling: bool = False
-    one_based_addresses: bool = False
-    inter_request_delay: Duration = 0.0
-    unit_id: int | None = Field(default=None, ge=0, le=255, description="force this unit id")
+    max_registers_per_read: int = Field(
+        default=125, ge=1, le=125, description="registers per read request (the protocol allows "
+        "125); the driver also learns a smaller limit a device refuses")
+    max_bits_per_read: int = Field(
+        default=2000, ge=1, le=2000, description="coils / discrete inputs per read request")
+    max_gap: int = Field(
+        default=16, ge=0, le=124, description="unread registers bridged when coalescing points "
+        "into one read (x16 for bits); a read the device refuses over unmapped registers is split "
+        "and learned (drivers/modbus/README.md)")
+    no_gap_filling: bool = Field(
+        default=False, description="true: only touching or overlapping points share a read "
+        "(max_gap 0)")
+    one_based_addresses: bool = Field(
+        default=False, description="true: the manual numbers registers from 1 (every request is "
+        "sent at address - 1)")
+    inter_request_delay: Duration = Field(
+        default=0.0, description="pause after every request, inside the bus lock (slow serial "
+        "devices)")
+    unit_id: int | None = Field(
+        default=None, ge=0, le=255, description="force this unit id (TCP-to-RTU gateways that need "
+        "255 or 0)")
 
 
 class Condition(_Strict):
@@ -427,8 +466,16 @@ class StateRule(_Strict):
 class StateSpec(_Strict):
     """Machine state derivation: the first rule whose condition holds wins."""
 
-    default: str = "idle"
-    rules: list[StateRule] = Field(default_factory=list)
+    default: str = Field(default="idle", description="the state when no rule holds")
+    rules: list[StateRule] = Field(
+        default_factory=list, description="tried in order; the first whose condition holds wins")
+
+    def points(self) -> set[str]:
+        """Every point a rule reads."""
+        out: set[str] = set()
+        for rule in self.rules:
+            out |= rule.when.points()
+        return out
 
 
 class SimState(_Strict):
@@ -436,37 +483,98 @@ class SimState(_Strict):
     next: dict[str, float] = Field(default_factory=dict)
 
 
+class SimRange(_Strict):
+    """Registers (or bits) of one table: ``start`` and ``count``."""
+
+    table: Table
+    start: int = Field(ge=0, le=65535)
+    count: int = Field(default=1, ge=1, le=65536)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.count
+
+
+class SlowReads(_Strict):
+    over: int = Field(
+        ge=1, le=2000, description="a read of more registers (bits) than this is answered late")
+    delay: Duration = Field(
+        description="how late, e.g. 2s (longer than the gateway's timeout: the read times out)")
+
+
+class ModbusQuirks(_Strict):
+    """How the simulated Modbus server is as flawed as real devices are. Real meters and
+    PLCs answer exception 2 to a read that touches an unmapped register, limit the
+    registers per request below the protocol's 125, refuse reads that start or end
+    inside a multi-register value, answer long reads slowly, and ignore unit ids they
+    do not have."""
+
+    unmapped: list[SimRange] = Field(
+        default_factory=list, description="exception 2 (illegal data address) for any read or "
+        "write that touches these")
+    max_registers: int | None = Field(
+        default=None, ge=1, le=125, description="registers per request the device accepts; a "
+        "longer read gets exception too_long_exception")
+    max_bits: int | None = Field(
+        default=None, ge=1, le=2000, description="coils/discrete inputs per request")
+    too_long_exception: Literal[2, 3] = Field(
+        default=3, description="what a too-long request gets: 3 (illegal data value, as the spec "
+        "says) or 2 (as some devices do)")
+    whole_values: bool = Field(
+        default=False, description="a read that starts or ends inside a multi-register value of "
+        "the profile (the second word of a float32) gets exception 2")
+    slow_reads: SlowReads | None = None
+    silent_units: list[int] = Field(
+        default_factory=list, description="unit ids that never answer (a TCP device answers every "
+        "other unit id)")
+
+
 class Simulation(_Strict):
     """Machine behaviour for the firmware simulator (ignored by the gateway)."""
 
     initial: str = "idle"
     states: dict[str, SimState] = Field(default_factory=dict)
-    strict_map: bool = Field(default=False, description="reject reads over unmapped registers")
+    strict_map: bool = Field(
+        default=False, description="reject reads over unmapped registers: every register no point "
+        "of the profile covers")
+    modbus: ModbusQuirks = ModbusQuirks()
     template: str | None = Field(
-        default=None, description="serial: a frame's text, a Python format string over the "
-        "point (or regex group) names; a point with a 'map' is written as its map's key")
+        default=None, description="serial: a frame's text, a Python format string over the point "
+        "(or regex group) names; a point with a 'map' is written as its map's key")
     every: Duration = Field(
-        default=1.0, description="serial listen devices: a frame this often; 0 = only when "
-        "a value changes (a barcode scanner)")
+        default=1.0, description="serial listen devices: a frame this often; 0 = only when a value "
+        "changes (a barcode scanner)")
 
 
 class Profile(_Strict):
     schema_: Annotated[int, Field(alias="schema")] = SCHEMA_VERSION
-    vendor: str
-    model: str
-    version: str = "1"
-    protocol: Literal["modbus", "opcua", "serial", "modem"] = "modbus"
-    description: str = ""
-    byte_order: Order = "big"
-    word_order: Order = "big"
-    poll_groups: dict[str, Duration] = Field(default_factory=lambda: {"default": 1.0})
-    default_poll_group: str | None = None
-    workarounds: Workarounds = Workarounds()
-    opcua: OpcuaSettings | None = None
-    serial: SerialSettings | None = None
-    state: StateSpec | None = None
-    simulation: Simulation | None = None
-    points: list[AnyPoint] = Field(min_length=1)
+    vendor: str = Field(description="the maker")
+    model: str = Field(description="the model; the profile's name is vendor/model")
+    version: str = Field(
+        default="1", description="the profile's own version, sent in every batch (prof)")
+    protocol: Literal["modbus", "opcua", "serial", "modem"] = Field(
+        default="modbus", description="modbus, opcua, serial or modem: the kind of every point")
+    description: str = Field(default="", description="free text")
+    byte_order: Order = Field(default="big", description="Modbus: every point's default "
+                              "byte order")
+    word_order: Order = Field(default="big", description="Modbus: every point's default "
+                              "word order")
+    poll_groups: dict[str, Duration] = Field(
+        default_factory=lambda: {"default": 1.0}, description="group name -> period; each group is "
+        "polled on its own schedule")
+    default_poll_group: str | None = Field(
+        default=None, description="the group of points that name none (default: the first)")
+    workarounds: Workarounds = Field(
+        default=Workarounds(), description="Modbus: named quirks of the device, never code "
+        "branches")
+    opcua: OpcuaSettings | None = Field(
+        default=None, description="OPC UA: namespace aliases and the browse root")
+    serial: SerialSettings | None = Field(
+        default=None, description="serial: framing, parser, listen or request")
+    state: StateSpec | None = Field(default=None, description="machine state derivation")
+    simulation: Simulation | None = Field(
+        default=None, description="how the firmware simulator behaves (ignored by the gateway)")
+    points: list[AnyPoint] = Field(min_length=1, description="the device's points")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

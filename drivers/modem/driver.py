@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from drivers.base import DriverContext
+from drivers.base import DriverContext, DriverMetric
 from gateway.config import Device, ModemAt, ModemMm
 from gateway.errors import ConfigError, DeviceUnreachable, WriteRejected
 from gateway.model import Quality, Reading, Value
@@ -104,6 +104,13 @@ class ModemDriver:
 
     async def write(self, point: Point, value: Value) -> None:
         raise WriteRejected(f"{point.name}: the modem's link values are read-only")
+
+    def explain(self, points: Sequence[Point]) -> list[str]:
+        return [f"one link sample from the module ({type(self.backend).__name__}): "
+                + " ".join(p.name for p in points)]
+
+    def metrics(self) -> list[DriverMetric]:
+        return []
 
     async def close(self) -> None:
         self._open = False

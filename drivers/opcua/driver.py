@@ -29,7 +29,7 @@ from typing import Any
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
 
-from drivers.base import DriverContext
+from drivers.base import DriverContext, DriverMetric
 from drivers.opcua import fastdecode
 from drivers.opcua.address import resolve
 from drivers.opcua.pki import TrustList, UntrustedCertificate, ensure_certificate
@@ -275,6 +275,20 @@ class OpcuaDriver:
         # differs keeps its own (see gateway.pipeline)
         return [Reading(plan.names, values, time.time(), status=status or None,
                         times=times if self.source_times else None)]
+
+    def explain(self, points: Sequence[Point]) -> list[str]:
+        if self.streaming:
+            return [f"subscription: one monitored item per point, {len(points)} item(s): "
+                    + " ".join(p.name for p in points)]
+        names = [p.name for p in points]
+        return [f"Read of {len(names[i : i + self.max_per_read])} node(s) (MaxNodesPerRead "
+                f"{self.max_per_read}): {' '.join(names[i : i + self.max_per_read])}"
+                for i in range(0, len(names), self.max_per_read)]
+
+    def metrics(self) -> list[DriverMetric]:
+        return [DriverMetric("opcua_notifications_lost_total", "counter", "subscription "
+                             "notifications the server's sequence numbers say were lost",
+                             self.gaps)]
 
     # -- subscriptions -----------------------------------------------------------------
     async def stream(

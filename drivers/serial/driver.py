@@ -25,7 +25,7 @@ import serial
 import serial_asyncio_fast
 from serial.rs485 import RS485Settings
 
-from drivers.base import DriverContext
+from drivers.base import DriverContext, DriverMetric
 from drivers.serial.framing import Framer
 from drivers.serial.parse import FrameRejected, Parser
 from gateway.config import Device, Serial
@@ -225,3 +225,15 @@ class SerialDriver:
 
     async def write(self, point: Point, value: Value) -> None:
         raise WriteRejected(f"{point.name}: serial devices are read-only in this version")
+
+    def explain(self, points: Sequence[Point]) -> list[str]:
+        f = self.ss.framing
+        names = " ".join(p.name for p in points)
+        if self.streaming:
+            return [f"listen: every valid {f.kind} frame is one reading: {names}"]
+        return [f"request {self.ss.request_bytes()!r}, answer within {self.ss.timeout:g} s "
+                f"({f.kind} frame): {names}"]
+
+    def metrics(self) -> list[DriverMetric]:
+        return [DriverMetric("serial_frames_rejected_total", "counter", "frames dropped "
+                             "(bad checksum, overlong, not parsed)", sum(self.counts.values()))]

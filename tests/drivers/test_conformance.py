@@ -134,6 +134,22 @@ async def test_close_twice_and_reconnect(served: tuple[Simulator, Device, Driver
     assert _values(await drv.read(tuple(dev.profile.expanded_points()[:3])))
 
 
+async def test_explains_its_requests_and_reports_its_metrics(
+    served: tuple[Simulator, Device, Driver],
+) -> None:
+    _, dev, drv = served
+    await drv.connect()
+    points = tuple(dev.profile.expanded_points())
+    await drv.read(points)
+    lines = drv.explain(points)
+    assert lines and all(isinstance(line, str) and line for line in lines)
+    said = " ".join(lines).split()
+    assert all(p.name in said for p in points)  # every point is in some request
+    metrics = drv.metrics()
+    assert len({m.name for m in metrics}) == len(metrics)
+    assert all(m.kind in ("gauge", "counter") and m.help for m in metrics)
+
+
 @pytest.mark.parametrize(("kind", "profile"), CASES[::2])
 async def test_unreachable_device(tmp_path: Path, kind: str, profile: str) -> None:
     port = free_port()

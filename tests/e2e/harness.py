@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -69,3 +70,13 @@ def _groups(profile: str) -> set[str]:
     from gateway.profiles import default_profile_dirs, load_profile
 
     return set(load_profile(profile, default_profile_dirs()).poll_groups)
+
+
+async def run_cli(*args: str, cwd: Path | str = ROOT) -> tuple[int, str, str]:
+    """``edgegw ARGS`` as a process: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", *args, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

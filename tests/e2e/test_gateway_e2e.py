@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 from firmware_sim.sim import Simulator
 
-from tests.e2e.harness import ROOT, GatewayProcess, start_sim, write_config
+from tests.e2e.harness import GatewayProcess, run_cli, start_sim, write_config
 from tests.mqtt_sub import Subscriber
 from tests.servers import Mosquitto
 
@@ -128,7 +127,8 @@ async def test_exception_codes_mark_quality_bad_and_gateway_keeps_running(
         await asyncio.sleep(1.5)
         assert len(sub.data("dev1")) > n1
     bad = next(d for d in sub.data("dev0") if "program_number" in d.get("q", {}))
-    assert bad["q"]["program_number"] == ["bad", "modbus exception 4 (server device failure)"]
+    assert bad["q"]["program_number"] == [
+        "bad", "modbus exception 4 (server device failure) at holding 0-4 (fc 3)"]
     assert bad["p"]["program_number"] is None
     assert gateway.proc is not None and gateway.proc.poll() is None
 
@@ -157,15 +157,6 @@ async def test_overrunning_polls_are_skipped_and_counted(
             lambda: any(s.get("devices", {}).get("dev0", {}).get("missed_ticks", 0) > 3
                         for s in sub.status()), 20, "missed ticks in the status topic")
     assert sub.data("dev0"), "slow device still delivers"
-
-
-async def run_cli(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", *args, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_cli_read_and_write(sim: Simulator, broker: Mosquitto, tmp_path: Path) -> None:

@@ -127,3 +127,52 @@ def test_bench_device_clock_and_changing_registers() -> None:
 def test_example_scenario_loads() -> None:
     sc = load_scenario(Path(__file__).parents[2] / "examples" / "scenario.yaml")
     assert len(sc.devices) == 8 and len(sc.faults) == 9
+
+
+# -- devices as flawed as real ones ------------------------------------------------------
+
+QUIRKY = Profile.model_validate({"vendor": "t", "model": "q", "points": [
+    {"name": "a", "table": "holding", "address": 0, "type": "uint16"},
+    {"name": "f", "table": "holding", "address": 2, "type": "float32"},
+    {"name": "b", "table": "holding", "address": 20, "type": "uint16"},
+    {"name": "c", "table": "coil", "address": 40, "type": "bool"}],
+    "simulation": {"modbus": {
+        "unmapped": [{"table": "holding", "start": 10, "count": 5},
+                     {"table": "coil", "start": 3}],
+        "max_registers": 12, "max_bits": 20, "whole_values": True,
+        "slow_reads": {"over": 8, "delay": "2s"}, "silent_units": [9]}}})
+
+
+@pytest.mark.parametrize(("pdu", "answer"), [
+    ((3, 0, 10), "ok"),            # over mapped registers
+    ((3, 5, 6), "83 02"),          # touches the hole 10-14
+    ((3, 14, 1), "83 02"),
+    ((3, 15, 6), "ok"),
+    ((3, 0, 13), "83 03"),         # more than max_registers: illegal data value
+    ((3, 3, 1), "83 02"),          # starts inside the float32 at 2-3
+    ((3, 0, 3), "83 02"),          # stops inside it
+    ((3, 2, 2), "ok"),
+    ((1, 0, 21), "81 03"),         # more bits than max_bits
+    ((1, 0, 4), "81 02"),          # an unmapped coil
+    ((6, 12, 7), "86 02"),         # writes to a hole are refused too
+])
+def test_quirks_refuse_what_real_devices_refuse(pdu: tuple[int, int, int], answer: str) -> None:
+    m = RegisterMap(QUIRKY)
+    got = m.handle(struct.pack(">BHH", *pdu))
+    if answer == "ok":
+        assert not got[0] & 0x80, got.hex()
+    else:
+        assert got.hex(" ") == answer
+
+
+def test_slow_long_reads_and_silent_units() -> None:
+    from firmware_sim.transport import answer_delay
+
+    dev = SimDevice("q", QUIRKY)
+    assert answer_delay(dev, 1, struct.pack(">BHH", 3, 0, 8)) == 0
+    assert answer_delay(dev, 1, struct.pack(">BHH", 3, 0, 9)) == 2.0
+    assert answer_delay(dev, 9, struct.pack(">BHH", 3, 0, 1)) is None
+    dev.fault = parse_fault("slow:500ms")
+    assert answer_delay(dev, 1, struct.pack(">BHH", 3, 0, 9)) == 2.5
+    dev.fault = parse_fault("silence")
+    assert answer_delay(dev, 1, struct.pack(">BHH", 3, 0, 1)) is None

@@ -42,8 +42,8 @@ def test_good_config_loads_with_overrides(tmp_path: Path) -> None:
     loaded = load_config(write(tmp_path, GOOD))
     cnc, meter = loaded.devices
     assert cnc.poll_periods == {"fast": 0.5, "slow": 10.0}
-    assert meter.workarounds.inter_request_delay == pytest.approx(0.02)
-    assert meter.workarounds.max_registers_per_read == 60  # from the profile
+    assert cnc.workarounds.max_registers_per_read == 100  # from the profile
+    assert meter.workarounds.inter_request_delay == pytest.approx(0.02)  # from the device
 
 
 @pytest.mark.parametrize(("patch", "where", "says"), [

@@ -56,6 +56,8 @@ async def test_health_metrics_and_status_page(tmp_path: Path, sim: Simulator,
         assert 'edgegw_device_up{device="gone"} 0.0' in body
         assert "# TYPE edgegw_device_polls_total counter" in body
         assert "edgegw_uplink_connected 1.0" in body
+        assert "# TYPE edgegw_modbus_refused_ranges gauge" in body  # the drivers' own
+        assert 'edgegw_modbus_requests_per_cycle{device="cnc"}' in body
         polls = next(ln for ln in body.splitlines()
                      if ln.startswith('edgegw_device_polls_total{device="cnc"}'))
         assert int(float(polls.split()[-1])) >= 2

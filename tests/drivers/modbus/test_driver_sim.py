@@ -74,7 +74,11 @@ async def test_exception_code_gives_bad_reading_and_device_stays_up(sim: Simulat
     drv = await driver_for_sim(sim, "cnc")
     sim.set_fault("cnc", "exception:2")
     readings = await drv.read(tuple(sd.profile.points))
-    assert {r.error for r in readings} == {"modbus exception 2 (illegal data address)"}
+    assert {(r.error or "").split(" at ")[0] for r in readings} == {
+        "modbus exception 2 (illegal data address)"}
+    assert "modbus exception 2 (illegal data address) at holding 0-4 (fc 3), and at every " \
+        "part of it" in {r.error for r in readings}  # the request range, for the log
+    assert len(drv.limits.refused) == 0  # a fault, not holes: nothing learned
     sim.set_fault("cnc", "none")
     assert all(r.error is None for r in await drv.read(tuple(sd.profile.points)))
     await drv.close()
@@ -131,13 +135,16 @@ async def test_strict_device_needs_no_gap_filling(sim: Simulator) -> None:
     readings = await drv.read(tuple(sd.profile.points))
     assert all(r.error is None for r in readings)
     assert values(readings)["run_state"] in (0, 1, 2, 4)
-    # without the workaround the same device answers 'illegal data address'
+    # without the workaround the same device answers 'illegal data address' to the
+    # coalesced reads: the driver splits them and learns, and every point is read
     gappy = ModbusDriver(device("c", "airtek/screw-compressor-sc37", tcp(sim.port_of("c")),
                                 workarounds={"no_gap_filling": False, "max_gap": 16}),
                          DriverContext())
     await gappy.connect()
-    errors = {r.error for r in await gappy.read(tuple(sd.profile.points))}
-    assert "modbus exception 2 (illegal data address)" in errors
+    assert all(r.error is None for r in await gappy.read(tuple(sd.profile.points)))
+    assert gappy.splits > 0
+    assert all(r.reason == "modbus exception 2 (illegal data address)"
+               for r in gappy.limits.refused)
     await gappy.close()
     await drv.close()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from drivers.modbus.plan import plan_reads
+from drivers.modbus.plan import Refusal, Refusals, atoms, plan_reads, split
 from gateway.errors import ConfigError
 from gateway.profiles import ModbusPoint, Profile, Workarounds
 
@@ -73,3 +75,94 @@ def test_point_larger_than_read_limit() -> None:
     prof = Profile(vendor="t", model="t", points=points)
     with pytest.raises(ConfigError, match="max_registers_per_read"):
         plan_reads(points, prof, Workarounds(max_registers_per_read=8))
+
+
+# -- learned refusals: a request that contains a refused range is never planned -------
+
+
+
+def _plan(points: list[ModbusPoint], refused: list[tuple[str, int, int]],
+          **wa: object) -> list[tuple[str, int, int]]:
+    prof = Profile(vendor="t", model="t", points=points)
+    rs = Refusals()
+    for t, s, c in refused:
+        rs.add(Refusal(t, s, c))
+    return [(b.table, b.start, b.count)
+            for b in plan_reads(points, prof, Workarounds.model_validate(wa), rs)]
+
+
+def test_a_refused_block_splits_at_its_widest_gap() -> None:
+    points = pts((IN, 0, "int32"), (IN, 2, "int32"), (IN, 12, "int32"), (IN, 20, "int32"))
+    assert _plan(points, []) == [(IN, 0, 22)]
+    # 0-21 refused: the widest gap (4..11) is where an unmapped register most likely is
+    assert _plan(points, [(IN, 0, 22)]) == [(IN, 0, 4), (IN, 12, 10)]
+    assert _plan(points, [(IN, 0, 22), (IN, 12, 10)]) == [(IN, 0, 4), (IN, 12, 2), (IN, 20, 2)]
+
+
+def test_a_block_without_gaps_is_halved() -> None:
+    points = pts(*[(H, i, "uint16") for i in range(10)])
+    assert _plan(points, [(H, 0, 10)]) == [(H, 0, 5), (H, 5, 5)]
+
+
+def test_refusals_elsewhere_or_on_another_table_change_nothing() -> None:
+    points = pts((H, 0, "uint16"), (H, 5, "uint16"))
+    assert _plan(points, [(IN, 0, 6), (H, 1, 10), (H, 100, 2)]) == [(H, 0, 6)]
+
+
+def test_one_value_is_never_split() -> None:
+    points = [ModbusPoint(name="w", table=H, address=3, type="bitfield"),
+              ModbusPoint(name="w.b0", table=H, address=3, type="bool", bit=0),
+              ModbusPoint(name="f", table=H, address=3, type="uint32")]
+    assert len(atoms(points)) == 1
+    assert _plan(points, [(H, 3, 2)]) == [(H, 3, 2)]
+    prof = Profile(vendor="t", model="t", points=points)
+    (block,) = plan_reads(points, prof, Workarounds())
+    assert not block.splittable and split(block, prof, Workarounds()) is None
+
+
+def test_one_based_profiles_learn_wire_addresses() -> None:
+    points = pts((H, 1, "uint16"), (H, 9, "uint16"))
+    assert _plan(points, [(H, 0, 9)], one_based_addresses=True) == [(H, 1, 1), (H, 9, 1)]
+    assert _plan(points, [(H, 1, 9)], one_based_addresses=True) == [(H, 1, 9)]
+
+
+def test_refusals_keep_only_the_smallest_facts() -> None:
+    rs = Refusals()
+    assert rs.add(Refusal(H, 0, 100))
+    assert rs.add(Refusal(H, 40, 20))  # inside: the bigger one says nothing more
+    assert [(r.start, r.count) for r in rs] == [(40, 20)]
+    assert not rs.add(Refusal(H, 30, 50))  # contains a known one: nothing new
+    assert rs.blocks(H, 40, 20) and rs.blocks(H, 0, 125) and not rs.blocks(H, 41, 20)
+
+
+@st.composite
+def _layout(draw: st.DrawFn) -> tuple[list[ModbusPoint], list[tuple[str, int, int]]]:
+    addrs = sorted(draw(st.sets(st.integers(0, 300), min_size=1, max_size=40)))
+    types = [draw(st.sampled_from(["uint16", "int32", "float64"])) for _ in addrs]
+    points = [ModbusPoint(name=f"p{i}", table=H, address=a, type=t)
+              for i, (a, t) in enumerate(zip(addrs, types, strict=True))]
+    refused = draw(st.lists(st.tuples(st.just(H), st.integers(0, 300), st.integers(1, 60)),
+                            max_size=8))
+    return points, refused
+
+
+@settings(max_examples=300, deadline=None)
+@given(_layout(), st.integers(0, 20), st.integers(4, 125))
+def test_plans_avoid_refusals_and_serve_every_point_once(
+        layout: tuple[list[ModbusPoint], list[tuple[str, int, int]]], gap: int,
+        limit: int) -> None:
+    points, refused = layout
+    prof = Profile(vendor="t", model="t", points=points)
+    rs = Refusals()
+    for t, s, c in refused:
+        rs.add(Refusal(t, s, c))
+    blocks = plan_reads(points, prof, Workarounds(max_gap=gap, max_registers_per_read=limit),
+                        rs)
+    served = [p.name for b in blocks for p in b.points]
+    assert sorted(served) == sorted(p.name for p in points)
+    for b in blocks:
+        assert b.count <= limit
+        assert all(b.start <= p.address and p.address + p.size <= b.start + b.count
+                   for p in b.points)
+        # a block still holding a refused range is one value: nothing smaller to ask
+        assert not b.splittable or not rs.blocks(b.table, b.wire_start, b.count)
