@@ -15,7 +15,7 @@ from gateway.config import Device, LoadedConfig, load_config
 from gateway.crypto.spool import SpoolCipher
 from gateway.crypto.watch import CertWatch
 from gateway.encode import data_topic, encode_batch
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, EdgegwError
 from gateway.faultlog import FaultLog
 from gateway.health import HealthServer
 from gateway.identifiers.service import IdentifierService
@@ -27,6 +27,7 @@ from gateway.scheduler import DeviceRunner
 from gateway.sdnotify import Notifier
 from gateway.stats import GatewayStats
 from gateway.store import Limits, Store, open_store
+from gateway.tasks import describe_stuck, stop_tasks
 from gateway.uplink.influx import InfluxUplink
 from gateway.uplink.mqtt import MqttUplink
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgegw")
 
 DRAIN_TIMEOUT = 5.0
+#: how long devices (and each service) may take to stop before they are left behind
+STOP_TIMEOUT = 5.0
 #: READY=1 is sent after the first successful device cycle, or after this long when no
 #: device answers (systemd would otherwise kill a gateway whose machines are all off)
 READY_GRACE = 30.0
@@ -110,8 +113,13 @@ class Gateway:
         self.certs = CertWatch(loaded)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
-        self._tg: asyncio.TaskGroup | None = None
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        #: device tasks a reload could not stop (cancelled again at shutdown)
+        self._orphans: list[asyncio.Task[None]] = []
+        #: names of tasks that ignored every cancellation at shutdown
+        self.stuck: list[str] = []
+        #: a service that failed and stopped the gateway (exit status 1)
+        self.error: str | None = None
         self.notifier = Notifier()
         hc = cfg.health
         self.health = HealthServer(self, hc.host, hc.port) if hc.enabled else None
@@ -226,41 +234,44 @@ class Gateway:
                 log.warning("health endpoint %s:%d not started: %s", self.health.host,
                             self.health.port, exc)
                 self.health = None
+        # Devices and services run as plain tasks (each supervises itself and never
+        # raises), not under a TaskGroup: a task that ignores its cancellation (see
+        # gateway/tasks.py) must never hold the gateway's stop.
+        services = {
+            "uplink": self.uplink.run(), "reload": self._reloader(),
+            "fault-summary": self._summaries(), "identifiers": self.identifiers.run(),
+            "systemd": self._systemd(), "cert-watch": self.certs.run(),
+            "modem-watchdog": self.watchdog.run(),
+        }
+        tasks = {name: asyncio.create_task(coro, name=name) for name, coro in services.items()}
+        uplink = tasks.pop("uplink")
         try:
-            async with asyncio.TaskGroup() as tg:
-                uplink = tg.create_task(self.uplink.run(), name="uplink")
-                self._tg = tg
-                for r in self.runners:
-                    self._start(r)
-                reloader = tg.create_task(self._reloader(), name="reload")
-                summary = tg.create_task(self._summaries(), name="fault-summary")
-                registrar = tg.create_task(self.identifiers.run(), name="identifiers")
-                supervisor = tg.create_task(self._systemd(), name="systemd")
-                certs = tg.create_task(self.certs.run(), name="cert-watch")
-                watchdog = tg.create_task(self.watchdog.run(), name="modem-watchdog")
-                await self._stop.wait()
-                log.info("stopping: devices first, then draining %d batch(es) to the broker",
-                         self.store.stats.entries)
-                reloader.cancel()
-                for t in self._device_tasks.values():
-                    t.cancel()
-                summary.cancel()
-                registrar.cancel()
-                supervisor.cancel()
-                certs.cancel()
-                watchdog.cancel()
-                self.notifier.stopping()
-                self.uplink.stop()
-                try:
-                    await asyncio.wait_for(asyncio.shield(uplink), DRAIN_TIMEOUT)
-                except TimeoutError:
-                    log.warning("stopping: %d batch(es) not delivered within %.0f s "
-                                "(memory store: they are lost)",
-                                self.store.stats.entries, DRAIN_TIMEOUT)
-                    uplink.cancel()
-        finally:
             for r in self.runners:
-                await r.driver.close()
+                self._start(r)
+            await self._until_stopped([*tasks.values(), uplink])
+            log.info("stopping: devices first, then draining %d batch(es) to the broker",
+                     self.store.stats.entries)
+            self.notifier.stopping()
+            for r in self.runners:
+                r.stopping = True
+            stuck = await stop_tasks([*self._device_tasks.values(), *self._orphans],
+                                     STOP_TIMEOUT)
+            stuck += await stop_tasks(tasks.values(), STOP_TIMEOUT)
+            self.uplink.stop()
+            done, _ = await asyncio.wait([uplink], timeout=DRAIN_TIMEOUT)
+            if not done:
+                left = self.store.stats.entries
+                fate = ("they stay in the spool and are sent after the restart"
+                        if self.store.stats.durable else "memory store: they are lost")
+                log.warning("stopping: %d batch(es) not delivered within %.0f s (%s)",
+                            left, DRAIN_TIMEOUT, fate)
+                stuck += await stop_tasks([uplink], STOP_TIMEOUT)
+            if stuck:
+                self.stuck = [t.get_name() for t in stuck]
+                log.error("stopping: %d task(s) did not stop within %.0f s and are left "
+                          "behind: %s", len(stuck), STOP_TIMEOUT, describe_stuck(stuck))
+        finally:
+            await self._close_drivers()
             self.ctx.close()
             if self.health is not None:
                 await self.health.close()
@@ -268,18 +279,60 @@ class Gateway:
             await self.store.close()
             log.info("edgegw %s stopped", self.gateway_id)
 
+    async def _until_stopped(self, services: list[asyncio.Task[None]]) -> None:
+        """Until :meth:`stop`, or until a service fails (logged; the gateway stops with
+        exit status 1, and systemd restarts it). A service that returns is done."""
+        stopped = asyncio.ensure_future(self._stop.wait())
+        running = set(services)
+        try:
+            while not stopped.done():
+                done, running = await asyncio.wait(  # type: ignore[assignment]
+                    {stopped, *running}, return_when=asyncio.FIRST_COMPLETED)
+                running.discard(stopped)
+                for t in done:
+                    if t is stopped or t.cancelled() or t.exception() is None:
+                        continue
+                    self.error = f"{t.get_name()}: {t.exception()!r}"
+                    log.error("%s failed; stopping the gateway", t.get_name(),
+                              exc_info=t.exception())
+                    self.stop()
+        finally:
+            stopped.cancel()
+
     def _start(self, r: DeviceRunner) -> None:
-        assert self._tg is not None
-        self._device_tasks[r.device.id] = self._tg.create_task(
+        self._device_tasks[r.device.id] = asyncio.create_task(
             r.run(), name=f"device:{r.device.id}")
 
+    async def _close_drivers(self) -> None:
+        """Close every connection, each within STOP_TIMEOUT (a driver stuck in close is
+        left behind and logged, never waited for)."""
+        closes = [asyncio.create_task(r.driver.close(), name=f"close:{r.device.id}")
+                  for r in self.runners]
+        if closes:
+            done, pending = await asyncio.wait(closes, timeout=STOP_TIMEOUT)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    log.warning("%s: %s", t.get_name(), t.exception())
+            if pending:
+                stuck = await stop_tasks(pending, 0.5)
+                self.stuck += [t.get_name() for t in stuck]
+
     async def _halt(self, r: DeviceRunner) -> None:
-        """Stop one device's task and close its connection; its queued data stays."""
+        """Stop one device's task and close its connection, in bounded time; its queued
+        data stays."""
         task = self._device_tasks.pop(r.device.id, None)
+        r.stopping = True
         if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
-        await r.driver.close()
+            stuck = await stop_tasks([task], STOP_TIMEOUT)
+            if stuck:  # keeps being cancelled at shutdown
+                self._orphans.extend(stuck)  # type: ignore[arg-type]
+                log.error("device %s did not stop within %.0f s: %s", r.device.id,
+                          STOP_TIMEOUT, describe_stuck(stuck))
+        try:
+            await asyncio.wait_for(asyncio.shield(r.driver.close()), STOP_TIMEOUT)
+        except TimeoutError:
+            log.error("device %s: closing its connection took longer than %.0f s",
+                      r.device.id, STOP_TIMEOUT)
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config file (in the event loop, one reload at a time)."""
@@ -384,12 +437,35 @@ class Gateway:
             self.faults.summary()
 
 
+class GatewayFailed(EdgegwError):
+    """A service of the gateway failed (logged with its traceback): exit status 1."""
+
+
+def _exit_now(gw: Gateway, sig: int) -> None:
+    """A second SIGTERM/SIGINT: stop at once. Every batch in the durable spool is
+    committed (it stays there for the next start); nothing else is waited for."""
+    where = ("stay in the spool" if gw.store.stats.durable
+             else "are lost (memory store)")
+    log.warning("second %s: stopping at once; %d queued batch(es) %s",
+                signal.Signals(sig).name, gw.store.stats.entries, where)
+    logging.shutdown()
+    os._exit(128 + sig)
+
+
 async def run_until_signal(loaded: LoadedConfig) -> None:
     gw = Gateway(loaded)
     loop = asyncio.get_running_loop()
+    signalled: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        if signalled:
+            _exit_now(gw, sig)
+        signalled.append(sig)
+        gw.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, gw.stop)
+            loop.add_signal_handler(sig, on_signal, sig)
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
     pidfile = loaded.state_dir / PIDFILE
@@ -404,3 +480,8 @@ async def run_until_signal(loaded: LoadedConfig) -> None:
         with contextlib.suppress(OSError):
             if pidfile.read_text().strip() == str(os.getpid()):
                 pidfile.unlink()
+    if gw.stuck:  # asyncio.run would wait for them forever: everything else is closed
+        logging.shutdown()
+        os._exit(1)
+    if gw.error is not None:
+        raise GatewayFailed(gw.error)

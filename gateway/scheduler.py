@@ -63,6 +63,9 @@ class DeviceRunner:
             g: (device.poll_periods[g], tuple(pts)) for g, pts in groups.items()
         }
         self.online = False
+        #: set when the gateway stops this device: every loop ends at its next turn, even
+        #: if a cancellation was lost inside a driver's wait (gateway/tasks.py)
+        self.stopping = False
         #: (point, kind, pipelines): context codes this device hands to other devices
         self.contexts: list[tuple[str, str, list[DevicePipeline]]] = []
         self.on_context: Callable[[str, str, list[DevicePipeline]], None] | None = None
@@ -72,7 +75,7 @@ class DeviceRunner:
         """Supervise forever (until cancelled)."""
         dev = self.device.id
         current_device.set(dev)  # every log line of this task and its children names it
-        while True:
+        while not self.stopping:
             try:
                 await self._connected_cycle()
             except asyncio.CancelledError:
@@ -123,11 +126,13 @@ class DeviceRunner:
 
     async def _consume(self, driver: StreamingDriver) -> None:
         async for group, readings in driver.stream(self.groups):
+            if self.stopping:
+                return
             self.stats.polls += 1
             await self._emit(group, readings)
 
     async def _refresh(self, driver: StreamingDriver, interval: float) -> None:
-        while True:
+        while not self.stopping:
             await asyncio.sleep(interval)
             for group, (_, points) in self.groups.items():
                 readings = await driver.read(points)
@@ -208,7 +213,7 @@ class DeviceRunner:
             await emit(group, readings)
         await asyncio.sleep(max(0.0, deadline - loop.time()))
         clock = loop.time
-        while True:
+        while not self.stopping:
             t0 = clock()
             readings = await read(points)
             st.read_seconds += clock() - t0
