@@ -55,6 +55,8 @@ class Mosquitto:
     #: a second listener with TLS: {port, cafile, certfile, keyfile}; it requires a
     #: client certificate signed by ``cafile`` (mutual TLS)
     tls: dict[str, str | int] | None = None
+    #: user -> password: no anonymous clients (a password file made by mosquitto_passwd)
+    users: dict[str, str] | None = None
 
     def start(self) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -70,8 +72,17 @@ class Mosquitto:
             tls = (f"listener {t['port']} 127.0.0.1\ncafile {t['cafile']}\n"
                    f"certfile {t['certfile']}\nkeyfile {t['keyfile']}\n"
                    "require_certificate true\n")
+        auth = "allow_anonymous true\n"
+        if self.users:
+            pw = self.workdir / "mosquitto.passwd"
+            pw.write_text("")
+            for name, password in self.users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(pw), name, password],
+                               check=True, capture_output=True)
+            pw.chmod(0o644)  # mosquitto reads it as the user it switched to
+            auth = f"allow_anonymous false\npassword_file {pw}\n"
         conf.write_text(
-            f"per_listener_settings false\nallow_anonymous true\n{user}{persistence}"
+            f"per_listener_settings false\n{auth}{user}{persistence}"
             "max_queued_messages 0\nmax_inflight_messages 0\n"
             f"listener {self.port} 127.0.0.1\n{tls}"
         )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from drivers.base import DriverContext, driver_for
 from gateway.compact import Schemas, encode_record, pack_topic, schema_of
-from gateway.config import Device, LoadedConfig, load_config
+from gateway.config import Device, LoadedConfig, check_files, load_config
 from gateway.crypto.spool import SpoolCipher
 from gateway.crypto.watch import CertWatch
 from gateway.encode import data_topic, encode_batch
@@ -354,6 +354,7 @@ class Gateway:
         old = self.loaded
         try:
             new = load_config(old.path)
+            check_files(new)
         except ConfigError as exc:
             self.stats.reload_errors += 1
             log.error("reload: %s is invalid; still running the previous config:\n  %s",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway import __version__
-from gateway.config import Device, LoadedConfig, load_config, secret_warnings
+from gateway.config import Device, LoadedConfig, check_files, load_config
 from gateway.crypto import commands as certs_commands
 from gateway.errors import ConfigError, DeviceError, EdgegwError
 from gateway.logs import setup as setup_logging
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             return certs_commands.run(args)
         if args.cmd == "check-config":
             loaded = _load(args.file or args.config)
-            for w in secret_warnings(loaded):
+            for w in check_files(loaded):
                 print(f"warning: {w}", file=sys.stderr)
             n = sum(len(d.profile.expanded_points()) for d in loaded.devices)
             print(f"{loaded.path}: ok ({len(loaded.devices)} device(s), {n} point(s))")
@@ -435,11 +435,12 @@ def main(argv: list[str] | None = None) -> int:
 
             lc = loaded.config.logging
             setup_logging(args.log_level or lc.level, lc.format)
-            for w in secret_warnings(loaded):
+            for w in check_files(loaded):
                 logging.getLogger("edgegw").warning("%s", w)
             asyncio.run(run_until_signal(loaded))
             return 0
         if args.cmd == "reload":
+            check_files(loaded)
             return _reload(loaded)
         if args.cmd == "read":
             return asyncio.run(_read(loaded, args.device, args.point, args.explain,

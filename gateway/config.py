@@ -26,7 +26,7 @@ from gateway.profiles import (
     find_profile,
     load_profile_file,
 )
-from gateway.yamlfile import load_yaml, validation_problems
+from gateway.yamlfile import beside, load_yaml, validation_problems
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ID_RULE = "1-64 characters: letters, digits, '_', '-', '.'; starting with a letter or digit"
@@ -703,44 +703,93 @@ class LoadedConfig:
         return p if p.is_absolute() else self.path.parent / p
 
 
-def secret_files(loaded: LoadedConfig) -> list[tuple[str, Path]]:
-    """Every secret file the config names: (where in the config, path)."""
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A file the config names: where (``uplink.mqtt.password_file``), which file, whether
+    it holds a secret (it must not be readable by every user), and whether the gateway
+    creates it when it is missing (the OPC UA client certificate and key)."""
+
+    where: str
+    path: Path
+    secret: bool = False
+    created: bool = False
+
+
+def config_files(loaded: LoadedConfig) -> list[ConfigFile]:
+    """Every file the config names (absolute: load_config put them beside the config)."""
     cfg = loaded.config
-    out: list[tuple[str, Path]] = []
+    out: list[ConfigFile] = []
+
+    def add(where: str, p: Path | None, secret: bool = False, created: bool = False) -> None:
+        if p is not None:
+            out.append(ConfigFile(where, loaded.resolve(p), secret, created))
+
     mq = cfg.uplink.mqtt
-    if mq.password_file:
-        out.append(("uplink.mqtt.password_file", mq.password_file))
-    if mq.tls and mq.tls.key_file:
-        out.append(("uplink.mqtt.tls.key_file", mq.tls.key_file))
+    add("uplink.mqtt.password_file", mq.password_file, secret=True)
+    if mq.tls is not None:
+        add("uplink.mqtt.tls.ca_file", mq.tls.ca_file)
+        add("uplink.mqtt.tls.cert_file", mq.tls.cert_file)
+        add("uplink.mqtt.tls.key_file", mq.tls.key_file, secret=True)
+    sink = cfg.uplink.influx
+    if sink is not None:
+        add("uplink.influx.password_file", getattr(sink, "password_file", None), secret=True)
+        add("uplink.influx.token_file", getattr(sink, "token_file", None), secret=True)
     if cfg.signing is not None:
-        out.append(("signing.key_file", cfg.signing.key_file))
-    if cfg.store.encryption_key_file is not None:
-        out.append(("store.encryption_key_file", cfg.store.encryption_key_file))
+        add("signing.key_file", cfg.signing.key_file, secret=True)
+    add("store.encryption_key_file", cfg.store.encryption_key_file, secret=True)
     node = cfg.identifiers.node
-    if node and node.password_file:
-        out.append(("identifiers.node.password_file", node.password_file))
+    if node is not None:
+        add("identifiers.node.password_file", node.password_file, secret=True)
     for i, d in enumerate(cfg.devices):
         c = d.connection
         if isinstance(c, Opcua):
-            for name, p in (("password_file", c.password_file), ("user_key", c.user_key),
-                            ("security.private_key", c.security.private_key)):
-                if p is not None:
-                    out.append((f"devices[{i}].connection.{name}", p))
-    return [(where, loaded.resolve(p)) for where, p in out]
+            at = f"devices[{i}].connection"
+            add(f"{at}.password_file", c.password_file, secret=True)
+            add(f"{at}.user_certificate", c.user_certificate)
+            add(f"{at}.user_key", c.user_key, secret=True)
+            add(f"{at}.security.certificate", c.security.certificate, created=True)
+            add(f"{at}.security.private_key", c.security.private_key, secret=True,
+                created=True)
+            for k, t in enumerate(c.security.trust):
+                add(f"{at}.security.trust[{k}]", t)
+    return out
 
 
-def secret_warnings(loaded: LoadedConfig) -> list[str]:
-    """World-readable (or missing) secret files, as messages for check-config and the log."""
-    warnings = []
-    for where, p in secret_files(loaded):
+def file_problems(loaded: LoadedConfig) -> tuple[list[tuple[str, str]], list[str]]:
+    """(errors, warnings) about the files the config names: a file that is missing or
+    cannot be read is an error ``(location, message)`` (the gateway would fail on it
+    later, with less to say); a secret readable by every user is a warning."""
+    errors: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    for f in config_files(loaded):
+        at = f"{loaded.path}: {f.where}"
         try:
-            mode = p.stat().st_mode
-        except OSError as exc:
-            warnings.append(f"{loaded.path}: {where}: cannot read {p}: {exc.strerror}")
+            mode = f.path.stat().st_mode
+            if f.path.is_dir():
+                if "trust[" not in f.where:  # only a trust entry may be a directory
+                    errors.append((at, f"{f.path} is a directory, not a file"))
+                continue
+            with f.path.open("rb"):
+                pass
+        except FileNotFoundError:
+            if not f.created:
+                errors.append((at, f"{f.path} does not exist"))
             continue
-        if mode & 0o004:
-            warnings.append(f"{loaded.path}: {where}: {p} is readable by every user "
-                            f"(mode {mode & 0o777:o}); run: chmod 600 {p}")
+        except OSError as exc:
+            errors.append((at, f"cannot read {f.path}: {exc.strerror or exc}"))
+            continue
+        if f.secret and mode & 0o004:
+            warnings.append(f"{at}: {f.path} is readable by every user (mode "
+                            f"{mode & 0o777:o}); run: chmod 600 {f.path}")
+    return errors, warnings
+
+
+def check_files(loaded: LoadedConfig) -> list[str]:
+    """Raise ConfigError for files that are missing or cannot be read; return the
+    warnings (world-readable secrets)."""
+    errors, warnings = file_problems(loaded)
+    if errors:
+        raise ConfigError(errors)
     return warnings
 
 
@@ -752,6 +801,7 @@ def load_config(path: str | Path) -> LoadedConfig:
         cfg = GatewayConfig.model_validate(data)
     except ValueError as exc:
         raise ConfigError(validation_problems(str(path), exc)) from None
+    cfg = beside(cfg, path.absolute().parent)  # every reader: the same files, from any cwd
     search = [(path.parent / d).resolve() for d in cfg.profiles_dir]
     search += [path.parent / "profiles", *default_profile_dirs()]
     if env := os.environ.get("EDGEGW_PROFILES"):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.errors import ConfigError
 
@@ -78,3 +78,35 @@ def validation_problems(
         full = f"{prefix}.{loc}" if prefix and loc != "(top level)" else (prefix or loc)
         problems.append((f"{file}: {full}", msg))
     return problems
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def beside(model: M, base: Path) -> M:
+    """``model`` with every relative path in it (at any depth: nested models, lists,
+    dicts) made absolute against ``base``, the config file's directory. Done once when a
+    config is loaded, so every reader (the uplink's TLS files, password files, OPC UA
+    certificates, the ingest's sink token) finds the same file whatever the working
+    directory is; systemd starts services in ``/``."""
+
+    def fix(v: object) -> object:
+        if isinstance(v, Path):
+            return v if v.is_absolute() else base / v
+        if isinstance(v, BaseModel):
+            return beside(v, base)
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        if isinstance(v, tuple):
+            return tuple(fix(x) for x in v)
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+
+    changes: dict[str, object] = {}
+    for name in type(model).model_fields:
+        old = getattr(model, name)
+        new = fix(old)
+        if new is not old and new != old:
+            changes[name] = new
+    return model.model_copy(update=changes) if changes else model

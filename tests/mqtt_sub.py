@@ -39,6 +39,8 @@ class Subscriber:
     #: compact packs as they arrived (their records are in messages too)
     packs: list[bytes] = field(default_factory=list)
     schemas: Schemas = field(default_factory=default_schemas)
+    username: str | None = None
+    password: str | None = None
     _task: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -64,7 +66,8 @@ class Subscriber:
 
     async def _session(self) -> None:
         async with aiomqtt.Client("127.0.0.1", self.port, identifier=self.session,
-                                  clean_session=self.session is None) as client:
+                                  clean_session=self.session is None,
+                                  username=self.username, password=self.password) as client:
             await client.subscribe(self.topic, qos=1)
             self._ready.set()
             async for m in client.messages:

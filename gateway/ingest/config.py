@@ -14,7 +14,7 @@ from gateway.crypto.signing import Verifier, verifier_from_files
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.ingest.sinkconfig import SinkConfig
-from gateway.yamlfile import load_yaml, validation_problems
+from gateway.yamlfile import beside, load_yaml, validation_problems
 
 
 class _Strict(BaseModel):
@@ -127,7 +127,8 @@ class LoadedIngest:
 def load_ingest_config(path: str | Path) -> LoadedIngest:
     path = Path(path)
     try:
-        return LoadedIngest(path, IngestConfig.model_validate(load_yaml(path)))
+        cfg = IngestConfig.model_validate(load_yaml(path))
+        return LoadedIngest(path, beside(cfg, path.absolute().parent))
     except ConfigError:
         raise
     except ValueError as exc:

@@ -25,7 +25,7 @@ class GatewayProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                stdout=out, stderr=subprocess.STDOUT, cwd="/", env=env,  # as systemd does
             )
 
     def signal(self, sig: int) -> int:
@@ -72,7 +72,7 @@ def _groups(profile: str) -> set[str]:
     return set(load_profile(profile, default_profile_dirs()).poll_groups)
 
 
-async def run_cli(*args: str, cwd: Path | str = ROOT) -> tuple[int, str, str]:
+async def run_cli(*args: str, cwd: Path | str = "/") -> tuple[int, str, str]:
     """``edgegw ARGS`` as a process: (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", *args, cwd=cwd,

@@ -17,7 +17,7 @@ import yaml
 from firmware_sim.servers import influxd
 from firmware_sim.sim import Simulator, write_yaml
 
-from tests.e2e.harness import ROOT, GatewayProcess, start_sim, write_config
+from tests.e2e.harness import GatewayProcess, start_sim, write_config
 from tests.mqtt_sub import Subscriber
 from tests.servers import Mosquitto
 
@@ -43,7 +43,7 @@ async def test_compact_packs_reach_influxdb(
                           "batch": {"max_lines": 500, "max_interval": "200ms"}})
         with (tmp_path / "ingest.log").open("ab") as log:
             ingest = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "ingest", "-c", str(icfg)], cwd=ROOT,
+                [sys.executable, "-m", "gateway.cli", "ingest", "-c", str(icfg)], cwd="/",
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             async with Subscriber(broker.port) as sub:

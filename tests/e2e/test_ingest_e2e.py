@@ -17,7 +17,7 @@ import pytest
 from firmware_sim.servers import Influxd, Mosquitto, influxd
 from firmware_sim.sim import Simulator, write_yaml
 
-from tests.e2e.harness import ROOT, GatewayProcess, write_config
+from tests.e2e.harness import GatewayProcess, write_config
 from tests.mqtt_sub import Subscriber
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,7 @@ def start_ingest(tmp_path: Path, broker: Mosquitto, db: Influxd) -> subprocess.P
     })
     log = (tmp_path / "ingest.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "gateway.cli", "ingest", "-c", str(cfg)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            cwd="/", stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from firmware_sim.sim import Simulator
 
-from tests.e2e.harness import ROOT, GatewayProcess, write_config
+from tests.e2e.harness import GatewayProcess, write_config
 from tests.mqtt_sub import Subscriber
 from tests.servers import Mosquitto
 
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 def reload_cmd(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.cli", "reload", "-c", str(config)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+                          cwd="/", capture_output=True, text=True, timeout=30, check=False)
 
 
 def rewrite(config: Path, doc: dict[str, Any], keep: list[str],

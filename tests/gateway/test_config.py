@@ -163,3 +163,21 @@ def test_check_config_warns_about_world_readable_secrets(
     secret.chmod(0o600)
     assert main(["check-config", str(path)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_relative_paths_are_beside_the_config_whatever_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "mqtt.pass").write_text("pw\n")
+    (tmp_path / "mqtt.pass").chmod(0o600)
+    mqtt = ("uplink: {mqtt: {username: gw, password_file: mqtt.pass, "
+            "tls: {ca_file: pki/ca.pem}}}")
+    path = write(tmp_path, GOOD.replace("uplink: {mqtt: {host: 127.0.0.1, port: 1883}}", mqtt))
+    monkeypatch.chdir("/")
+    mq = load_config(path).config.uplink.mqtt
+    assert mq.password_file == tmp_path / "mqtt.pass" and mq.password() == "pw"
+    assert mq.tls is not None and mq.tls.ca_file == tmp_path / "pki" / "ca.pem"
+    # a file the config names that is not there: an error naming the field (exit 1)
+    assert main(["check-config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"uplink.mqtt.tls.ca_file: {tmp_path / 'pki' / 'ca.pem'} does not exist" in err
