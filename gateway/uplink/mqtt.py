@@ -14,6 +14,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,56 @@ log = logging.getLogger("edgegw.uplink")
 # aiomqtt warns about every publish beyond 10 pending; many in flight is our design
 _client_log = logging.getLogger("edgegw.uplink.client")
 _client_log.setLevel(logging.ERROR)
+
+
+class _LastError(logging.Handler):
+    """The MQTT client's last socket error (a TLS alert from the broker arrives there,
+    while the connect itself only times out): said in the uplink's own warning."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+        tls = tls_reason(self.message)
+        if tls is not None:  # at once: the connect itself only fails at its timeout
+            log.warning("mqtt: the TLS session failed: %s", tls)
+
+
+_client_errors = _LastError()
+_client_log.addHandler(_client_errors)
+_client_log.propagate = False  # said once, in the uplink's warning, with what it means
+
+#: OpenSSL reason codes -> what they mean for the gateway's config
+_TLS_REASONS = {
+    "TLSV1_ALERT_UNKNOWN_CA": "the broker does not trust the CA that signed our client "
+    "certificate (uplink.mqtt.tls.cert_file)",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the broker says our client certificate has "
+    "expired (edgegw certs show)",
+    "TLSV1_ALERT_CERTIFICATE_EXPIRED": "the broker says our client certificate has expired",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "the broker says our client certificate is revoked",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the broker refused our client certificate",
+    "TLSV1_ALERT_ACCESS_DENIED": "the broker denied access to our client certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the broker requires a client certificate "
+    "(uplink.mqtt.tls.cert_file and key_file)",
+    "CERTIFICATE_VERIFY_FAILED": "we do not trust the broker's certificate "
+    "(uplink.mqtt.tls.ca_file)",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the broker refused the TLS handshake (a client "
+    "certificate required, or no common protocol version or cipher)",
+    "WRONG_VERSION_NUMBER": "the port does not speak TLS (a plain MQTT listener?)",
+}
+
+
+def tls_reason(message: str | None) -> str | None:
+    """``[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca (...)`` -> the alert and what
+    it means, or None when ``message`` is not a TLS error."""
+    m = re.search(r"\[SSL: ([A-Z0-9_]+)\] ([^(]+)", message or "")
+    if m is None:
+        return None
+    code, text = m.group(1), m.group(2).strip()
+    meaning = _TLS_REASONS.get(code)
+    return f"TLS: {text}" + (f": {meaning}" if meaning else "")
 SENT, YIELDED, FAILED = 0, 1, 2
 #: records read from the store per pack round (several packs when over pack.max_bytes)
 PACK_RECORDS = 2000
@@ -119,12 +170,19 @@ class MqttUplink:
     async def run(self) -> None:
         """Connect, publish, reconnect: forever, until :meth:`stop` has drained the store."""
         while not self._stopping:
+            _client_errors.message = None
             try:
                 await self._session()
             except* aiomqtt.MqttError as eg:
                 delay = self._backoff.next()
+                why = str(eg.exceptions[0])
+                tls = tls_reason(why) or tls_reason(_client_errors.message)
+                if tls is not None and tls not in why:
+                    why = f"{why} ({tls})"
+                elif tls is None and _client_errors.message:
+                    why = f"{why} ({_client_errors.message})"
                 log.warning("mqtt: %s; reconnecting in %.1f s (%d batches waiting)",
-                            eg.exceptions[0], delay, self.store.stats.entries)
+                            why, delay, self.store.stats.entries)
                 await asyncio.sleep(delay)
 
     async def _session(self) -> None:

@@ -57,18 +57,18 @@ async def test_mutual_tls_delivers(tls_broker: Mosquitto, pki: TestCA) -> None:
     assert store.stats.entries == 0
 
 
-async def _refused(broker: Mosquitto, cfg: GatewayMqtt, caplog: pytest.LogCaptureFixture) -> str:
+async def _refused(broker: Mosquitto, cfg: GatewayMqtt, caplog: pytest.LogCaptureFixture,
+                   wait: float = 1.5) -> str:
     store = make_store()
     await fill(store, 1)
     stats = GatewayStats()
     uplink = MqttUplink(cfg, "gw", store, stats)
     with caplog.at_level(logging.WARNING, logger="edgegw.uplink"):
         async with running(uplink):
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(wait)
     assert stats.published == 0 and store.stats.entries == 1  # nothing lost, nothing sent
-    # the uplink's reconnect warnings and the MQTT client's socket errors
-    return "\n".join(r.getMessage() for r in caplog.records
-                     if r.name.startswith("edgegw.uplink"))
+    # the uplink's reconnect warnings, with the MQTT client's socket error in them
+    return "\n".join(r.getMessage() for r in caplog.records if r.name == "edgegw.uplink")
 
 
 async def test_server_signed_by_another_ca_is_refused(
@@ -122,3 +122,15 @@ async def test_key_and_csr_from_certs_init_signed_by_the_ca_connect(
     uplink = MqttUplink(tls_cfg(tls_broker, pki.path, cert, key), "gw", store, GatewayStats())
     async with Subscriber(tls_broker.port, "edgegw/gw/+/data") as sub, running(uplink):
         await sub.wait_for(lambda: len(sub.data()) == 3, 10, "3 batches over TLS")
+
+
+async def test_client_certificate_from_another_ca_is_refused_with_the_reason(
+    tls_broker: Mosquitto, pki: TestCA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker refuses our certificate (TLS 1.3: after the handshake, with an alert
+    the client reads only later): the log says so, not just 'timed out'."""
+    other = TestCA(tmp_path / "other", "another CA")
+    cert, key = other.issue("gw")
+    msg = await _refused(tls_broker, tls_cfg(tls_broker, pki.path, cert, key), caplog)
+    assert "TLS: tlsv1 alert unknown ca: the broker does not trust the CA that signed our " \
+        "client certificate" in msg, msg
