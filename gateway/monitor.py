@@ -17,7 +17,18 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _clock(ms: object) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) \
+        if isinstance(ms, int | float) and ms else "?"
+
+
 def render(topic: str, doc: dict[str, Any], max_points: int = 8) -> str:
+    if topic.endswith("/seen"):
+        return (f"[seen] {doc.get('gw')} last seen online {_clock(doc.get('ts'))} "
+                f"(connected since {_clock(doc.get('since'))})")
+    if topic.endswith("/status") and doc.get("status") == "offline":
+        return (f"[status] {doc.get('gw')} offline: {doc.get('reason', '?')} (connected "
+                f"{_clock(doc.get('since'))})")
     if topic.endswith("/status"):
         devs = doc.get("devices", {})
         states = " ".join(f"{k}={v.get('state')}" for k, v in devs.items())

@@ -102,6 +102,8 @@ class MqttUplink:
         self.stats = stats
         self.status_extra = status_extra or (dict)
         self.topic_status = status_topic(cfg.topic_prefix, gateway_id)
+        self.topic_seen = f"{cfg.topic_prefix}/{gateway_id}/seen"
+        self._since_ms = 0  # when the current (or last) broker session began
         self.topic_pack = pack_topic(cfg.topic_prefix, gateway_id)
         self.compact = cfg.encoding == "compact"
         self.spb: SparkplugSession | None = None
@@ -125,24 +127,44 @@ class MqttUplink:
         self._status_now = asyncio.Event()
 
     # -- status ------------------------------------------------------------------------
-    def _status(self, online: bool) -> bytes:
+    def _status(self, online: bool, reason: str | None = None, *,
+                ts: int | None = None) -> bytes:
+        """The status document: ``ts`` when it was made, ``since`` when this broker
+        session began; offline ones say why (``stopped``, or ``connection lost`` in the
+        last will, whose ``ts`` is the connect time: the will is fixed at connect)."""
         doc: dict[str, object] = {
             "v": 1, "gw": self.gateway_id, "status": "online" if online else "offline",
-            "ts": int(time.time() * 1000),
+            "ts": int(time.time() * 1000) if ts is None else ts, "since": self._since_ms,
         }
+        if reason is not None:
+            doc["reason"] = reason
         if online:
             doc["version"] = __version__
+            doc["interval"] = self.cfg.status_interval
             doc.update(self.status_extra())
         return orjson.dumps(doc)
+
+    def _seen(self) -> bytes:
+        """``<prefix>/<gw>/seen`` (retained): when the gateway was last seen online. The
+        last will replaces the retained status at a crash; this one stays."""
+        return orjson.dumps({"v": 1, "gw": self.gateway_id, "ts": int(time.time() * 1000),
+                             "since": self._since_ms})
+
+    async def _publish_status(self, client: aiomqtt.Client) -> None:
+        await client.publish(self.topic_status, self._status(True), qos=1, retain=True)
+        await client.publish(self.topic_seen, self._seen(), qos=1, retain=True)
 
     def _will(self) -> aiomqtt.Will:
         if self.spb is not None:  # NDEATH with this connect's bdSeq
             topic, body = self.spb.connect()
             return aiomqtt.Will(topic, body, qos=1, retain=False)
-        return aiomqtt.Will(self.topic_status, self._status(False), qos=1, retain=True)
+        return aiomqtt.Will(self.topic_status,
+                            self._status(False, "connection lost", ts=self._since_ms),
+                            qos=1, retain=True)
 
     def _client(self) -> aiomqtt.Client:
         cfg = self.cfg
+        self._since_ms = int(time.time() * 1000)
         tls_context = None
         if cfg.tls is not None:
             tls_context = ssl.create_default_context(
@@ -192,8 +214,7 @@ class MqttUplink:
             self._backoff.reset()
             log.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
             try:
-                await client.publish(self.topic_status, self._status(True), qos=1,
-                                     retain=True)
+                await self._publish_status(client)
                 if self.spb is not None:
                     topic, body = self.spb.nbirth()
                     await client.publish(topic, body, qos=self.cfg.qos)
@@ -202,8 +223,10 @@ class MqttUplink:
             finally:
                 self.stats.uplink_connected = False
             with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(self.topic_status, self._status(False), qos=1,
-                                     retain=True, timeout=2)
+                await client.publish(self.topic_seen, self._seen(), qos=1, retain=True,
+                                     timeout=2)
+                await client.publish(self.topic_status, self._status(False, "stopped"),
+                                     qos=1, retain=True, timeout=2)
 
     def _messages(self, entries: list[Entry]) -> list[list[Entry]]:
         """Entries grouped into messages: one each (JSON), or packs up to
@@ -465,7 +488,7 @@ class MqttUplink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._status_now.wait(), self.cfg.status_interval)
             self._status_now.clear()
-            await client.publish(self.topic_status, self._status(True), qos=1, retain=True)
+            await self._publish_status(client)
 
     def refresh_status(self) -> None:
         """Publish the status now (something in it changed), not at the next interval."""

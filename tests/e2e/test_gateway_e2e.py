@@ -140,9 +140,22 @@ async def test_sigkill_leaves_the_last_will(
     write_config(sim, gateway.config, broker)
     async with Subscriber(broker.port, "edgegw/gw-e2e/status") as sub:
         gateway.start()
-        await sub.wait_for(lambda: any(s["status"] == "online" for s in sub.status()), 20)
+        await sub.wait_for(lambda: len([s for s in sub.status() if s["status"] == "online"])
+                           >= 2, 20, "two online statuses (status_interval 1 s)")
         gateway.signal(signal.SIGKILL)
+        killed = time.time() * 1000
         await sub.wait_for(lambda: sub.status()[-1]["status"] == "offline", 60, "last will")
+    online = [s for s in sub.status() if s["status"] == "online"]
+    will = sub.status()[-1]
+    assert will["reason"] == "connection lost"
+    assert will["since"] == online[-1]["since"] == will["ts"]  # the will is made at connect
+    assert online[-1]["ts"] > online[-1]["since"] and online[-1]["interval"] == 1.0
+    # the retained 'seen' survives the will: when the gateway was last seen online
+    async with Subscriber(broker.port, "edgegw/gw-e2e/seen") as seen:
+        await seen.wait_for(lambda: seen.messages, 10, "the retained seen message")
+    last = seen.messages[-1].doc
+    assert seen.messages[-1].retain and last["since"] == will["since"]
+    assert online[-1]["ts"] <= last["ts"] <= killed
 
 
 async def test_overrunning_polls_are_skipped_and_counted(
