@@ -138,6 +138,17 @@ class Point(_Strict):
         return self.type is None or self.type in NUMERIC_TYPES
 
 
+class BitSpec(_Strict):
+    """One labelled bit of a bitfield, with its own priority (an alarm bit of a status
+    word) or description."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="the label: the point is "
+                      "<field>.<name>")
+    priority: Literal["alarm", "state", "process", "bulk"] | None = Field(
+        default=None, description="default: the bitfield's priority")
+    description: str = ""
+
+
 class ModbusPoint(Point):
     """A point in a Modbus register map: table, address, data type and word/byte order."""
 
@@ -151,7 +162,11 @@ class ModbusPoint(Point):
     bit: int | None = Field(
         default=None, ge=0, le=15, description="a bool inside a register: bit 0-15 (never 10.3 "
         "floats)")
-    bits: dict[int, str] = Field(default_factory=dict, description="bitfield bit labels")
+    bits: dict[int, str | BitSpec] = Field(
+        default_factory=dict, description="a bitfield's bits (0-15): a label, or {name, "
+        "priority, description}; each is a bool point <field>.<label>, usable in state "
+        "rules like any point, with the field's priority and poll group unless it gives "
+        "its own priority")
     byte_order: Order | None = Field(
         default=None, description="bytes in a register: big (default of the profile) or little")
     word_order: Order | None = Field(
@@ -172,6 +187,12 @@ class ModbusPoint(Point):
             raise ValueError("'count' is only for string points")
         if self.bits and self.type != "bitfield":
             raise ValueError("'bits' is only for bitfield points")
+        for b, spec in self.bits.items():
+            label = spec if isinstance(spec, str) else spec.name
+            if not 0 <= b <= 15:
+                raise ValueError(f"bits: {b} is not a bit of a register (0-15)")
+            if not re.fullmatch(r"[A-Za-z0-9_]+", label):
+                raise ValueError(f"bits: {label!r}: labels use letters, digits and '_'")
         if self.access == "rw" and self.table in ("input", "discrete"):
             raise ValueError(f"table '{self.table}' is read-only; access must be 'r'")
         if self.deadband is not None and self.type not in NUMERIC_TYPES:
@@ -614,9 +635,12 @@ class Profile(_Strict):
                            want, "by 'table' and 'address'")
                 raise ValueError(
                     f"points[{i}] ({p.name}): a {self.protocol} profile addresses points {how}")
-            if p.name in seen:
-                raise ValueError(f"points[{i}]: duplicate point name '{p.name}'")
-            seen.add(p.name)
+            bit_names = [f"{p.name}.{b if isinstance(b, str) else b.name}"
+                         for b in p.bits.values()] if isinstance(p, ModbusPoint) else []
+            for name in (p.name, *bit_names):
+                if name in seen:
+                    raise ValueError(f"points[{i}]: duplicate point name '{name}'")
+                seen.add(name)
             if p.poll_group is not None and p.poll_group not in self.poll_groups:
                 raise ValueError(
                     f"points[{i}] ({p.name}): poll_group '{p.poll_group}' is not one of "
@@ -676,13 +700,17 @@ class Profile(_Strict):
             out.append(p)
             if not isinstance(p, ModbusPoint):
                 continue
-            for bit, label in sorted(p.bits.items()):
+            for bit, spec in sorted(p.bits.items()):
+                label = spec if isinstance(spec, str) else spec.name
+                own = None if isinstance(spec, str) else spec
                 out.append(
                     ModbusPoint(
                         name=f"{p.name}.{label}", table=p.table, address=p.address,
                         type="bool", bit=bit, byte_order=p.byte_order,
                         word_order=p.word_order, poll_group=p.poll_group,
-                        description=f"bit {bit} of {p.name}",
+                        priority=(own.priority if own and own.priority else p.priority),
+                        description=(own.description if own and own.description
+                                     else f"bit {bit} of {p.name}"),
                     )
                 )
         return out

@@ -183,6 +183,10 @@ async def test_cli_read_and_write(sim: Simulator, broker: Mosquitto, tmp_path: P
     assert code == 0
     assert "program_name                   O4711-FLANGE" in out
     assert "cycle_time                     19.87 s" in out
+    assert "operating_hours                12873." in out and "e+" not in out  # full precision
+    assert "(state)" in out  # every point the state rules use was read
+    code, out, _ = await run_cli("read", "-c", str(cfg), "dev0", "program_number")
+    assert code == 0 and "4711" in out and "(state)" not in out  # one point: no guess
     code, out, err = await run_cli("write", "-c", str(cfg), "dev1", "platen_temp_setpoint",
                                    "171.5")
     assert code == 0 and "ok" in out

@@ -193,3 +193,28 @@ def test_a_batch_of_bulk_points_only_is_bulk() -> None:
     assert b is None
     b = p.process("g", [rd([7, 7], 4.0, ("energy", "hours")), rd([200, 2, 3.0, 1], 4.0)])
     assert b is not None and b.priority == BULK  # only the bulk point changed
+
+
+def test_a_bitfields_bits_work_in_state_rules_and_carry_priority() -> None:
+    prof = Profile.model_validate({
+        "vendor": "t", "model": "bits",
+        "state": {"default": "idle", "rules": [
+            {"state": "fault", "when": {"point": "alarm.phase_loss", "eq": True}}]},
+        "points": [{"name": "alarm", "table": "input", "address": 0, "type": "bitfield",
+                    "priority": "state",
+                    "bits": {0: "phase_loss", 3: {"name": "overtemp", "priority": "alarm"}}},
+                   {"name": "p", "table": "input", "address": 1}]})
+    bits = {p.name: p for p in prof.expanded_points()}
+    assert bits["alarm.phase_loss"].priority == "state"  # the field's
+    assert bits["alarm.overtemp"].priority == "alarm"  # its own
+    dc = DeviceConfig.model_validate({"id": "d", "profile": "t/bits",
+                                      "connection": {"kind": "modbus-tcp", "host": "x"}})
+    pl = DevicePipeline("gw", Device(dc, "t/bits", prof, prof.workarounds,
+                                     dict(prof.poll_groups)), 60.0)
+    names = ("alarm", "alarm.phase_loss", "alarm.overtemp", "p")
+    first = pl.process("g", [rd([0, False, False, 1], 1.0, names)])
+    assert first is not None and first.state == "idle"
+    b = pl.process("g", [rd([8, False, True, 1], 2.0, names)])
+    assert b is not None and b.priority == 0  # ALARM: the overtemp bit changed
+    b = pl.process("g", [rd([9, True, True, 1], 3.0, names)])
+    assert b is not None and b.state == "fault"

@@ -10,6 +10,7 @@ from gateway.errors import ConfigError
 from gateway.profiles import (
     ModbusPoint,
     OpcuaPoint,
+    Profile,
     default_profile_dirs,
     list_profiles,
     load_profile,
@@ -151,3 +152,18 @@ def test_bitfield_bits_expand_to_bool_points() -> None:
     prof = load_profile("acme/cnc-vmc850", default_profile_dirs())
     names = [p.name for p in prof.expanded_points()]
     assert "status_word.door_closed" in names
+
+
+def test_bit_labels_are_points_and_must_be_unique() -> None:
+    base = {"vendor": "t", "model": "m", "points": [
+        {"name": "w", "table": "holding", "address": 0, "type": "bitfield",
+         "bits": {0: "a", 1: {"name": "b"}}}]}
+    Profile.model_validate(base)
+    dup = {**base, "points": [*base["points"],  # type: ignore[list-item]
+                              {"name": "w.a", "table": "holding", "address": 1}]}
+    with pytest.raises(ValueError, match=r"duplicate point name 'w\.a'"):
+        Profile.model_validate(dup)
+    bad = {**base, "points": [{"name": "w", "table": "holding", "address": 0,
+                               "type": "bitfield", "bits": {16: "x"}}]}
+    with pytest.raises(ValueError, match="0-15"):
+        Profile.model_validate(bad)
