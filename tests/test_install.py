@@ -30,6 +30,13 @@ def test_install_into_a_prefix(tmp_path: Path) -> None:
     assert run("--version").stdout.startswith("edgegw ")
     # the shipped profiles come with the package (edgegw_profiles)
     assert "acme/cnc-vmc850" in run("profiles").stdout.split()
+    # the example names the OPC UA password file the integrator provides: named until then
+    missing = run("check-config", str(conf / "gateway.yaml"))
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert f"password_file: {conf}/cnc-ua-02.pass does not exist" in missing.stderr
+    secret = conf / "cnc-ua-02.pass"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
     ok = run("check-config", str(conf / "gateway.yaml"))
     assert ok.returncode == 0 and ": ok (" in ok.stdout, ok.stdout + ok.stderr
     assert (conf.stat().st_mode & 0o777) == 0o750

@@ -75,19 +75,25 @@ class _Swallowing:
         self.inner = inner
         self.deaf = deaf
         self.swallowed = 0
+        self.reading = False
         self.streaming = False
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
 
     async def read(self, points: Sequence[Point]) -> list[Reading]:
+        self.reading = True
         try:
-            return await self.inner.read(points)
+            readings = await self.inner.read(points)
+            await asyncio.sleep(0.1)  # a slow device: the stop lands inside the read
+            return readings
         except asyncio.CancelledError:
             if self.swallowed and not self.deaf:
                 raise
             self.swallowed += 1
             return []
+        finally:
+            self.reading = False
 
 
 async def _gateway(tmp_path: Path, sim: Simulator, broker: Mosquitto,
@@ -132,10 +138,11 @@ async def test_a_driver_that_ignores_cancellation_is_left_behind_in_bounded_time
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     gw, wrapped = await _gateway(tmp_path, sim, broker, monkeypatch, deaf=True)
     task = asyncio.create_task(gw.run())
-    for _ in range(20):
-        await asyncio.sleep(0.5)
-        if gw.stats.devices["cnc"].polls > 20:
+    for _ in range(400):
+        await asyncio.sleep(0.02)
+        if gw.stats.devices["cnc"].polls > 5 and wrapped and wrapped[0].reading:
             break
+    assert wrapped[0].reading  # the stop comes while the driver is inside a read
     t0 = time.monotonic()
     gw.stop()
     await asyncio.wait_for(task, 15)
