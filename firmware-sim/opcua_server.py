@@ -12,7 +12,11 @@ controller's OPC UA server.
 Secured servers offer None plus Basic256Sha256, Aes128_Sha256_RsaOaep and
 Aes256_Sha256_RsaPss (Sign and SignAndEncrypt) with a generated certificate, accept
 only client certificates found in their ``trusted`` directory, and with ``users`` set
-accept only those user names and passwords.
+accept only those user names and passwords. An untrusted client certificate is refused
+where the server's vendor refuses it: ``refuse_at="session"`` (asyncua's way:
+CreateSession fails with BadCertificateUntrusted) or ``"channel"`` (open62541's, and
+many PLCs' way: the OpenSecureChannel request is answered with a ServiceFault,
+BadSecurityChecksFailed, which asyncua clients cannot parse).
 
 Faults (``SimDevice.fault``): ``drop`` stops the server until the fault is cleared (a
 server restart), ``kill`` closes every client connection once, ``slow`` delays every
@@ -32,6 +36,8 @@ from asyncua import Server, ua
 from asyncua.common.callback import CallbackType
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.uaprocessor import UaProcessor
+from asyncua.ua.ua_binary import struct_from_binary
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from firmware_sim.machine import SimDevice
@@ -77,11 +83,36 @@ class _Users:
         return None
 
 
+_open_secure_channel = UaProcessor.open_secure_channel
+
+
+def _open_or_refuse(self: UaProcessor, algohdr: Any, seqhdr: Any, body: Any) -> None:
+    """OpenSecureChannel, refused with a ServiceFault for an untrusted client certificate
+    on servers that check it there (``iserver.edgegw_channel_trust``)."""
+    trusted = getattr(self.iserver, "edgegw_channel_trust", None)
+    cert = algohdr.SenderCertificate
+    if trusted is None or not cert or self._connection.is_open() or trusted(cert):
+        _open_secure_channel(self, algohdr, seqhdr, body)
+        return
+    request = struct_from_binary(ua.OpenSecureChannelRequest, body)
+    self._connection.select_policy(algohdr.SecurityPolicyURI, cert,
+                                   request.Parameters.SecurityMode)
+    fault = ua.ServiceFault()
+    fault.ResponseHeader.ServiceResult = ua.StatusCode(ua.StatusCodes.BadSecurityChecksFailed)
+    log.warning("refused an untrusted client certificate at OpenSecureChannel")
+    self.send_response(request.RequestHeader.RequestHandle, seqhdr, fault,
+                       ua.MessageType.SecureOpen)
+
+
+UaProcessor.open_secure_channel = _open_or_refuse  # type: ignore[method-assign]
+
+
 class OpcuaSimServer:
     def __init__(self, dev: SimDevice, host: str, port: int, *, secure: bool = False,
                  pki: Path | None = None, users: dict[str, str] | None = None,
-                 extra_namespaces: int = 0) -> None:
+                 extra_namespaces: int = 0, refuse_at: str = "session") -> None:
         self.dev = dev
+        self.refuse_at = refuse_at
         self.host = host
         self.port = port
         self.secure = secure
@@ -139,6 +170,8 @@ class OpcuaSimServer:
             server.set_security_policy(SECURE_POLICIES)
             self.trusted_dir.mkdir(parents=True, exist_ok=True)
             server.set_certificate_validator(self._validate_client)
+            if self.refuse_at == "channel":
+                server.iserver.edgegw_channel_trust = self._trusts  # type: ignore[attr-defined]
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         if self.users:
@@ -208,6 +241,9 @@ class OpcuaSimServer:
                 rng.High = float(p.sim.max if p.sim.max is not None else 100.0)
                 await var.add_property(nodeid.NamespaceIndex, "EURange", rng)
             self.vars[p.name] = (nodeid, vtype)
+
+    def _trusts(self, der: bytes) -> bool:
+        return fingerprint(der) in TrustList([self.trusted_dir]).fingerprints()
 
     async def _validate_client(self, cert: x509.Certificate,
                                app: ua.ApplicationDescription) -> None:

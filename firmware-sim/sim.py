@@ -53,7 +53,8 @@ class Simulator:
                            host: str = "127.0.0.1", rtu: str | None = None,
                            unit_id: int = 1, seed: int = 0, secure: bool = False,
                            users: dict[str, str] | None = None,
-                           extra_namespaces: int = 0) -> SimDevice:
+                           extra_namespaces: int = 0,
+                           refuse_at: str = "session") -> SimDevice:
         dev = SimDevice(dev_id, load_profile(profile, self.profile_dirs), unit_id, seed,
                         self.time_scale)
         dev.profile_name = profile
@@ -71,7 +72,7 @@ class Simulator:
             self.devices[dev_id] = dev
             self.opcua[dev_id] = OpcuaSimServer(
                 dev, host, port or free_port(), secure=secure, pki=self.pki, users=users,
-                extra_namespaces=extra_namespaces)
+                extra_namespaces=extra_namespaces, refuse_at=refuse_at)
             return dev
         self._add(dev, host, port, rtu)
         return dev

@@ -80,10 +80,14 @@ class DeviceRunner:
                 await self._connected_cycle()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                # a driver bug or a library's unexpected exception: the device is offline
+                # (batch and reason published), never left 'starting' or 'online'
                 log.exception("device %s: unexpected error; restarting its tasks", dev)
-                self.stats.last_error = "internal error (see log)"
                 await self.driver.close()
+                await self._went_offline(f"internal error: {type(exc).__name__}: {exc}"
+                                         if str(exc) else
+                                         f"internal error: {type(exc).__name__}")
                 await asyncio.sleep(self.backoff.next())
 
     async def _connected_cycle(self) -> None:

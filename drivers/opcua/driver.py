@@ -155,6 +155,23 @@ class OpcuaDriver:
                 f"{ua.StatusCode(exc.code).name}") from None
         except (*_NETWORK, ua.UaError) as exc:
             raise DeviceUnreachable(f"{conn.endpoint}: connect failed: {_why(exc)}") from None
+        except AssertionError:
+            # asyncua 2.1 asserts that the OpenSecureChannel answer is a response: a server
+            # that refuses our certificate there answers with a ServiceFault instead
+            await _drop(client)
+            if self.conn.security.policy == "None":
+                raise DeviceUnreachable(f"{conn.endpoint}: the server refused the secure "
+                                        "channel (a ServiceFault to OpenSecureChannel)") from None
+            raise DeviceUnreachable(
+                f"{conn.endpoint}: the server does not trust our certificate (it refused "
+                f"the secure channel with a ServiceFault): add {self._own_cert()} to the "
+                "server's trusted certificates") from None
+        except Exception as exc:
+            # is unreachable with the reason, the gateway goes on (issue 17)
+            await _drop(client)
+            log.debug("device %s: connect failed", self.device.id, exc_info=True)
+            raise DeviceUnreachable(f"{conn.endpoint}: connect failed: "
+                                    f"{type(exc).__name__}: {exc}") from None
         self._client = client
         try:
             await self._after_connect(client)
@@ -162,12 +179,17 @@ class OpcuaDriver:
             await self.close()
             raise DeviceUnreachable(f"{conn.endpoint}: setup failed: {_why(exc)}") from None
 
+    def _own_cert(self) -> Path:
+        sec = self.conn.security
+        return self.ctx.resolve(sec.certificate) if sec.certificate else \
+            self._pki() / "own" / "cert.der"
+
     async def _secure(self, client: Client) -> None:
         sec = self.conn.security
         if sec.policy == "None":
             return
         pki = self._pki()
-        cert = self.ctx.resolve(sec.certificate) if sec.certificate else pki / "own" / "cert.der"
+        cert = self._own_cert()
         key = self.ctx.resolve(sec.private_key) if sec.private_key else pki / "own" / "key.pem"
         ensure_certificate(cert, key, client.application_uri, f"edgegw {self.ctx.gateway_id}")
         trust = TrustList([self.ctx.resolve(p) for p in sec.trust] or [pki / "trusted"],
@@ -552,6 +574,12 @@ def _decode(dv: ua.DataValue, i: int, values: list[Value], status: dict[int, tup
     except TypeError as exc:
         values.append(None)
         status[i] = (Quality.BAD, str(exc))
+
+
+async def _drop(client: Client) -> None:
+    """Close a half-open client after a failed connect (never raises)."""
+    with contextlib.suppress(Exception):
+        client.disconnect_socket()
 
 
 def _first_cert(der: bytes) -> bytes:

@@ -93,3 +93,37 @@ async def test_opcua_machines_poll_subscribe_and_survive_a_server_restart(
                                            for d in sub.data("cnc-ua")) >= 3, 10,
                                "serial_number re-reported by the heartbeat")
         assert gateway.signal(signal.SIGTERM) == 0
+
+
+async def test_a_server_refusing_our_certificate_at_the_channel(
+    tmp_path: Path, broker: Mosquitto, gateway: GatewayProcess
+) -> None:
+    """As open62541 and many PLCs do: OpenSecureChannel answered with a ServiceFault
+    (asyncua raises a bare AssertionError). ``read`` exits 2 with the reason; ``run``
+    reports the device offline with it, never 'starting', and heals once trusted."""
+    from tests.e2e.harness import run_cli
+
+    sim = Simulator(0.1, pki=tmp_path / "simpki")
+    sim.add_profile_device("plc", "acme/cnc-ua500", seed=1, secure=True, refuse_at="channel")
+    async with sim:
+        write_config(sim, gateway.config, broker)
+        own = tmp_path / "pki" / "own" / "cert.der"
+        code, out, err = await run_cli("read", "-c", str(gateway.config), "plc")
+        assert code == 2, out + err
+        assert "the server does not trust our certificate" in err, err
+        assert str(own) in err and "Traceback" not in err
+        async with Subscriber(broker.port) as sub:
+            gateway.start()
+            await sub.wait_for(lambda: any(d.get("state") == "offline"
+                                           for d in sub.data("plc")), 20, "plc offline")
+            offline = next(d for d in sub.data("plc") if d.get("state") == "offline")
+            assert "does not trust our certificate" in offline["err"]
+            await sub.wait_for(lambda: sub.status() and sub.status()[-1]["devices"]["plc"][
+                "state"] == "offline", 10, "status: plc offline")
+            (tmp_path / "simpki" / "trusted").mkdir(parents=True, exist_ok=True)
+            shutil.copy(own, tmp_path / "simpki" / "trusted" / "gw.der")
+            await sub.wait_for(lambda: any(d.get("p") for d in sub.data("plc")), 40,
+                               "data once the server trusts the gateway")
+        assert gateway.signal(signal.SIGTERM) == 0
+    log = gateway.log.read_text()
+    assert "Traceback" not in log and "unexpected error" not in log
