@@ -83,6 +83,8 @@ class SimDevice:
         for p in self._points:
             assert p.sim is not None
             value = self._value(p, p.sim, dt)
+            if value is not None and getattr(p, "array", False):
+                value = _spread(value, p.sim.size)
             if value is not None:
                 self.values[p.name] = value
                 if self.map is not None:
@@ -221,3 +223,14 @@ class OpcuaBenchDevice:
             self.values[name] = self.values[name] + 1  # type: ignore[operator]
         self._next = (self._next + self.per_tick) % n
         self.changes += self.per_tick
+
+
+def _spread(v: object, n: int) -> tuple[object, ...]:
+    """An array point's elements from its scalar: a curve over the array (a pressure
+    profile, a spectrum) peaking at the value."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return (v,) * n
+    curve = [math.sin(math.pi * (i + 0.5) / n) for i in range(n)]
+    if isinstance(v, int):
+        return tuple(round(v * c) for c in curve)
+    return tuple(round(v * c, 3) for c in curve)

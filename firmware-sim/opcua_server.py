@@ -34,6 +34,7 @@ from typing import Any
 
 from asyncua import Server, ua
 from asyncua.common.callback import CallbackType
+from asyncua.common.structures104 import new_enum
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.uaprocessor import UaProcessor
@@ -205,6 +206,7 @@ class OpcuaSimServer:
             return node
 
         aliases = {a: ns_array.index(u) for a, u in settings.namespaces.items()}
+        built: set[ua.NodeId] = set()
         for p in self.dev.profile.expanded_points():
             assert isinstance(p, OpcuaPoint)
             vtype = VARIANT[p.type]
@@ -224,9 +226,21 @@ class OpcuaSimServer:
                 parent = await parent_of(nodeid.NamespaceIndex, parts[:-1]) if len(parts) > 1 \
                     else objects
                 bname = ua.QualifiedName(parts[-1], nodeid.NamespaceIndex)
+            if nodeid in built:
+                continue  # a second point on the same node (another type, say)
+            built.add(nodeid)
             init = self.dev.values.get(p.name, "" if vtype is ua.VariantType.String else 0)
+            datatype = None
+            if p.enumerated:
+                vtype = ua.VariantType.Int32
+                datatype = (await self._enum_type(server, nodeid.NamespaceIndex, p)).nodeid
+            if p.array and not isinstance(init, tuple):
+                init = (init,) * (p.sim.size if p.sim else 16)
             var = await parent.add_variable(nodeid, bname, ua.Variant(_cast(init, vtype), vtype),
-                                            varianttype=vtype)
+                                            varianttype=vtype, datatype=datatype)
+            if p.array:
+                await var.write_value_rank(1)
+                await var.write_array_dimensions([len(init)])  # type: ignore[arg-type]
             if p.access == "rw":
                 await var.set_writable()
             if p.unit:
@@ -241,6 +255,28 @@ class OpcuaSimServer:
                 rng.High = float(p.sim.max if p.sim.max is not None else 100.0)
                 await var.add_property(nodeid.NamespaceIndex, "EURange", rng)
             self.vars[p.name] = (nodeid, vtype)
+
+    async def _enum_type(self, server: Server, ns: int, p: OpcuaPoint) -> Any:
+        """An enumeration DataType with the point's names, published as the profile's
+        ``sim.enum_via`` says (EnumStrings, EnumValues, or only the definition)."""
+        names = list(p.sim.names) if p.sim and p.sim.names else \
+            (list(p.enum.values()) if isinstance(p.enum, dict) else ["Zero", "One"])
+        via = p.sim.enum_via if p.sim else "EnumStrings"
+        dtype = await new_enum(server, ns, f"{p.name}_enum", names)
+        if via == "EnumStrings":
+            await dtype.add_property(0, "EnumStrings", ua.Variant(
+                [ua.LocalizedText(n) for n in names], ua.VariantType.LocalizedText))
+        elif via == "EnumValues":
+            evs = []
+            for i, n in enumerate(names):
+                ev = ua.EnumValueType()
+                ev.Value = i
+                ev.DisplayName = ua.LocalizedText(n)
+                ev.Description = ua.LocalizedText(n)
+                evs.append(ev)
+            await dtype.add_property(0, "EnumValues", ua.Variant(
+                evs, ua.VariantType.ExtensionObject))
+        return dtype
 
     def _trusts(self, der: bytes) -> bool:
         return fingerprint(der) in TrustList([self.trusted_dir]).fingerprints()
@@ -318,6 +354,8 @@ class OpcuaSimServer:
 
 
 def _cast(v: object, vtype: ua.VariantType) -> object:
+    if isinstance(v, tuple | list):
+        return [_cast(x, vtype) for x in v]
     if vtype is ua.VariantType.Boolean:
         return bool(v)
     if vtype in (ua.VariantType.Float, ua.VariantType.Double):

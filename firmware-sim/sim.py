@@ -40,6 +40,7 @@ class Simulator:
         self.pki = pki
         self.opcua: dict[str, OpcuaSimServer] = {}
         self.profile_dirs = [*profile_dirs, *default_profile_dirs()]
+        self._own_dirs = [Path(d).resolve() for d in profile_dirs]
         self.devices: dict[str, Device] = {}
         self.tcp: dict[str, TcpDeviceServer] = {}
         self.rtu: dict[str, RtuBusServer] = {}  # by tty path (or 'pty:<n>')
@@ -229,6 +230,8 @@ class Simulator:
             "uplink": {"mqtt": {"host": mqtt_host, "port": mqtt_port}},
             "devices": devices,
         }
+        if self._own_dirs:  # the gateway finds the same profiles (absolute paths)
+            cfg["profiles_dir"] = [str(d) for d in self._own_dirs]
         cfg.update(extra)
         return cfg
 

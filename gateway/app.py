@@ -22,6 +22,7 @@ from gateway.identifiers.service import IdentifierService
 from gateway.model import Batch
 from gateway.modem.watchdog import LinkWatchdog
 from gateway.pipeline import DevicePipeline
+from gateway.profiles import OpcuaPoint, Point
 from gateway.reload import RESTART_SECTIONS, Plan, plan
 from gateway.scheduler import DeviceRunner
 from gateway.sdnotify import Notifier
@@ -194,8 +195,10 @@ class Gateway:
             self.identifiers.gateway(code, imei=ident.imei, iccid=ident.iccid)
 
     def _point_types(self) -> dict[str, list[tuple[str | None, bool]]]:
-        """Profile tag -> (type, scaled) of each point, for Sparkplug datatypes."""
-        return {d.profile_tag: [(p.type, p.scaled) for p in d.profile.expanded_points()]
+        """Profile tag -> (type, scaled) of each point, for Sparkplug datatypes: an
+        array's type is ``<type>[]``, an enumeration's ``string``."""
+        return {d.profile_tag: [(_sparkplug_type(p), p.scaled)
+                                for p in d.profile.expanded_points()]
                 for d in self.loaded.devices}
 
     def _link_status(self) -> dict[str, object]:
@@ -486,3 +489,12 @@ async def run_until_signal(loaded: LoadedConfig) -> None:
         os._exit(1)
     if gw.error is not None:
         raise GatewayFailed(gw.error)
+
+
+def _sparkplug_type(p: Point) -> str | None:
+    if isinstance(p, OpcuaPoint):
+        if p.enumerated:
+            return "string"
+        if p.array:
+            return f"{p.type or ''}[]"
+    return p.type

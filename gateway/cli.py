@@ -176,6 +176,10 @@ def _device(loaded: LoadedConfig, dev_id: str) -> Device:
 def _fmt(v: Value) -> str:
     """A value as read: floats in full precision (the shortest text that reads back as
     the same float: 12345678.9, not 1.23457e+07)."""
+    if isinstance(v, tuple):  # an array: as JSON ([1.5, 2.25], ["a", "b"], [true])
+        import json
+
+        return json.dumps(list(v), ensure_ascii=False)
     return repr(v) if isinstance(v, float) else str(v)
 
 

@@ -34,7 +34,7 @@ RECORD = b"\xec\x02"
 PACK = b"\xed\x02"
 F_ZLIB = 1
 _F_GRP, _F_STATE, _F_IDS, _F_QUAL, _F_ERR, _F_ST = 1, 2, 4, 8, 16, 32
-T_NULL, T_FALSE, T_TRUE, T_INT, T_F64, T_STR = 0, 1, 2, 3, 4, 5
+T_NULL, T_FALSE, T_TRUE, T_INT, T_F64, T_STR, T_ARR = 0, 1, 2, 3, 4, 5, 6
 T_DEC = 0x10  # 0x10 + e: a float with e decimals (0..15), zigzag mantissa
 _QUALITY = ("good", "uncertain", "bad")
 _F64 = struct.Struct("<d")
@@ -152,12 +152,31 @@ def _value(out: bytearray, v: Value) -> None:
     elif isinstance(v, str):
         out.append(T_STR)
         _s(out, v)
+    elif isinstance(v, tuple | list):
+        out.append(T_ARR)
+        _uv(out, len(v))
+        for x in v:
+            if isinstance(x, tuple | list):
+                raise TypeError("cannot encode an array inside an array")
+            _value(out, x)
     else:
         raise TypeError(f"cannot encode a {type(v).__name__}")
 
 
-def _read_value(r: _Reader) -> Value:
+def _read_value(r: _Reader) -> Any:
+    """A value as JSON decodes it (an array as a list)."""
     t = r.u8()
+    if t == T_ARR:
+        n = r.uv()
+        if n > len(r.buf) - r.pos:  # every element takes at least one byte
+            raise CompactError(f"array of {n} elements in a shorter record")
+        out = []
+        for _ in range(n):
+            x = _read_value(r)
+            if isinstance(x, list):
+                raise CompactError("an array inside an array")
+            out.append(x)
+        return out
     if t == T_INT:
         return r.zz()
     if t >= T_DEC:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-Value = int | float | bool | str | None
+Scalar = int | float | bool | str
+#: a point's value: a scalar, a one-dimensional array of scalars (OPC UA arrays), or
+#: None (no value: bad quality)
+Value = Scalar | tuple[Scalar, ...] | None
 
 
 class Quality(enum.IntEnum):
@@ -38,7 +41,8 @@ class Reading:
     read_ts: float  # wall clock seconds (UTC epoch) when the answer arrived
     error: str | None = None
     #: per-value quality that is not good, by index (e.g. OPC UA StatusCodes); a bad
-    #: value is None
+    #: value is None. Not None (``{}`` when every value is good) also asks the pipeline
+    #: to treat each value on its own: a driver whose values may be arrays sets it
     status: dict[int, tuple[Quality, str]] | None = None
     #: per-value source timestamps (wall clock seconds), when the device supplies them
     times: list[float] | None = None

@@ -45,13 +45,37 @@ def _rt(p: Point, track: bool) -> _PointState:
 
 
 def _within(v: Value, last: Value, st: _PointState) -> bool:
-    """Whether ``v`` is inside the deadband around ``last`` (numbers only)."""
-    if not (st.db_abs or st.db_pct) or not isinstance(v, int | float) \
-            or not isinstance(last, int | float) or isinstance(v, bool):
+    """Whether ``v`` is inside the deadband around ``last`` (numbers only; an array when
+    every element is, and the length is the same)."""
+    if not (st.db_abs or st.db_pct):
+        return False
+    if isinstance(v, tuple):
+        return isinstance(last, tuple) and len(v) == len(last) and all(
+            _within_one(a, b, st) for a, b in zip(v, last, strict=True))
+    return _within_one(v, last, st)
+
+
+def _within_one(v: object, last: object, st: _PointState) -> bool:
+    if not isinstance(v, int | float) or not isinstance(last, int | float) \
+            or isinstance(v, bool):
         return False
     if st.db_abs and abs(v - last) <= st.db_abs:
         return True
     return bool(st.db_pct) and abs(v - last) <= abs(last) * st.db_pct / 100
+
+
+def _array(raw: tuple[object, ...], st: _PointState) -> tuple[Value, str | None]:
+    """An array value scaled element by element, or None and why it is bad."""
+    if st.scaled:
+        try:
+            raw = tuple(round(x * st.scale + st.offset, st.digits)  # type: ignore[operator]
+                        for x in raw)
+        except TypeError:
+            return None, "scale applies to numbers; the array holds other values"
+    for i, x in enumerate(raw):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None, f"element {i} is not a finite number"
+    return raw, None  # type: ignore[return-value]
 
 
 class DevicePipeline:
@@ -185,12 +209,16 @@ class DevicePipeline:
                     self.current.pop(st.name, None)
                 continue
             v = raw
-            if st.scaled and isinstance(raw, int | float) and not isinstance(raw, bool):
+            why = "not a finite number"
+            if isinstance(raw, tuple):
+                v, whyarr = _array(raw, st)
+                why = whyarr or why
+            elif st.scaled and isinstance(raw, int | float) and not isinstance(raw, bool):
                 v = round(raw * st.scale + st.offset, st.digits)
-            if isinstance(v, float) and not math.isfinite(v):
+            if v is None or (isinstance(v, float) and not math.isfinite(v)):
                 if st.last_quality is not Quality.BAD or ts - st.last_ts >= heartbeat:
                     out[st.name] = None
-                    bad[st.name] = (Quality.BAD, "not a finite number")
+                    bad[st.name] = (Quality.BAD, why)
                     st.last, st.last_ts, st.last_quality = None, ts, Quality.BAD
                 continue
             if st.track:

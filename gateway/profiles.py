@@ -83,6 +83,13 @@ class PointSim(_Strict):
     min: float | None = None
     max: float | None = None
     map: dict[str, int] = Field(default_factory=dict)
+    size: int = Field(default=16, ge=1, le=4096, description="elements of an array point")
+    names: list[str] = Field(
+        default_factory=list, description="an enumeration point's names (value 0, 1, ...), "
+        "served as the DataType's names")
+    enum_via: Literal["EnumStrings", "EnumValues", "definition"] = Field(
+        default="EnumStrings", description="how the simulated server publishes the names: the "
+        "EnumStrings or EnumValues property, or only the DataTypeDefinition (OPC UA 1.04)")
 
 
 class Point(_Strict):
@@ -238,6 +245,16 @@ class OpcuaPoint(Point):
     sampling: Duration | None = Field(
         default=None, description="subscription sampling interval (default: the poll period)")
     queue_size: int | None = Field(default=None, ge=1, le=10000)
+    array: bool = Field(
+        default=False, description="the node holds a one-dimensional array of 'type' (ValueRank "
+        "1): the value is a list; scale, offset and deadband apply to each element; InfluxDB "
+        "gets one field per element, name[0], name[1], ...")
+    enum: bool | dict[int, str] | None = Field(
+        default=None, description="an enumeration: true maps values to names from the server "
+        "(the DataType's EnumStrings or EnumValues, read at connect); a map {0: Stopped, 1: "
+        "Running} gives the names here. The value is the name (a string, usable in state "
+        "rules: eq: Running); a number without a name is sent as its digits, quality "
+        "uncertain")
 
     @model_validator(mode="after")
     def _shape(self) -> OpcuaPoint:
@@ -247,7 +264,19 @@ class OpcuaPoint(Point):
             raise ValueError("a browse path looks like 'Machine/Spindle/Speed'")
         if self.deadband is not None and not self.numeric:
             raise ValueError("a deadband needs a numeric type")
+        if self.enum is not None and self.enum is not False:
+            if self.array:
+                raise ValueError("an enumeration point is a scalar (array: false)")
+            if self.scaled or self.deadband is not None:
+                raise ValueError("an enumeration has names, not a scale or deadband")
+            if self.type not in (None, "string"):
+                raise ValueError("an enumeration's value is its name: type string (or leave "
+                                 "type out)")
         return self
+
+    @property
+    def enumerated(self) -> bool:
+        return self.enum is not None and self.enum is not False
 
 
 def modbus_points(points: Iterable[Point]) -> list[ModbusPoint]:

@@ -26,8 +26,8 @@ def _holds(c: Condition, values: Mapping[str, Value]) -> bool:
             return v != c.ne
         if c.in_ is not None:
             return v in c.in_
-        if v is None or isinstance(v, str):
-            return False
+        if v is None or isinstance(v, str | tuple):
+            return False  # comparisons are for numbers
         if c.gt is not None:
             return v > c.gt
         if c.ge is not None:

@@ -70,6 +70,14 @@ _LOGIN = {
     ua.StatusCodes.BadCertificateInvalid: "certificate refused as invalid",
 }
 _FLOAT = ua.VariantType.Float
+#: the VariantType a profile's ``type`` means
+_DECLARED: dict[str, ua.VariantType] = {
+    "bool": ua.VariantType.Boolean, "int16": ua.VariantType.Int16,
+    "uint16": ua.VariantType.UInt16, "int32": ua.VariantType.Int32,
+    "uint32": ua.VariantType.UInt32, "int64": ua.VariantType.Int64,
+    "uint64": ua.VariantType.UInt64, "float32": ua.VariantType.Float,
+    "float64": ua.VariantType.Double, "string": ua.VariantType.String,
+}
 _NETWORK = (OSError, TimeoutError, ConnectionError, asyncio.TimeoutError)
 _CLIENT_HANDLE_BASE = 1000  # monitored item handle = base + index in the group
 fastdecode.install()
@@ -105,6 +113,11 @@ class OpcuaDriver:
         self._lost_reason = ""
         self.max_per_read = conn.max_nodes_per_read or 1000
         self.gaps = 0  # notifications missed (sequence number jumps)
+        #: enumeration points -> value -> name (from the server, or the profile)
+        self._enums: dict[str, dict[int, str]] = {}
+        #: points whose DataType is not built in -> its BrowseName (a structure's type)
+        self._dtnames: dict[str, str] = {}
+        self._warned: set[tuple[str, str]] = set()  # (point, warning) logged once
 
     # -- connection --------------------------------------------------------------------
     @property
@@ -222,6 +235,93 @@ class OpcuaDriver:
         for name, why in self._ids.items():
             if isinstance(why, str):
                 log.warning("device %s: point %s: %s", self.device.id, name, why)
+        await self._inspect(client)
+
+    async def _inspect(self, client: Client) -> None:
+        """Each node's DataType and ValueRank against the profile (a disagreement is
+        warned once per point: ``type: bool`` on an Int32 node would yield 2), and the
+        names of enumeration points."""
+        nodes = [(p, nid) for p in self.points
+                 if isinstance(nid := self._ids.get(p.name), ua.NodeId)]
+        attrs: list[ua.ReadValueId] = []
+        for _, nid in nodes:
+            for attr in (ua.AttributeIds.DataType, ua.AttributeIds.ValueRank):
+                rv = ua.ReadValueId()
+                rv.NodeId = nid
+                rv.AttributeId = attr
+                attrs.append(rv)
+        results: list[ua.DataValue] = []
+        for i in range(0, len(attrs), self.max_per_read):
+            params = ua.ReadParameters()
+            params.NodesToRead = attrs[i : i + self.max_per_read]
+            results += await client.uaclient.read(params)
+        self._enums = {}
+        self._dtnames = {}
+        for k, (p, _) in enumerate(nodes):
+            dtype = results[2 * k].Value.Value if results[2 * k].Value is not None else None
+            rank = results[2 * k + 1].Value.Value if results[2 * k + 1].Value is not None \
+                else None
+            if not isinstance(dtype, ua.NodeId):
+                continue
+            assert isinstance(p, OpcuaPoint)
+            builtin = dtype.NamespaceIndex == 0 and isinstance(dtype.Identifier, int) \
+                and 1 <= dtype.Identifier <= 25
+            if not builtin:
+                with contextlib.suppress(ua.UaError):
+                    qn = await client.get_node(dtype).read_browse_name()
+                    self._dtnames[p.name] = qn.Name
+            shown = ua.VariantType(dtype.Identifier).name if builtin else \
+                self._dtnames.get(p.name, dtype.to_string())
+            if p.enumerated:
+                await self._enum_names(client, p, dtype, shown)
+            elif p.type is not None and (not builtin or
+                                         dtype.Identifier != _DECLARED[p.type].value):
+                self._warn(p.name, f"declared type {p.type}, but the node's DataType is "
+                           f"{shown}: values arrive as the server sends them (fix 'type' in "
+                           "the profile)")
+            if isinstance(rank, int):
+                if rank > 1:
+                    self._warn(p.name, f"the node holds a {rank}-dimensional array (ValueRank "
+                               f"{rank}): not supported, only one-dimensional arrays")
+                elif p.array and rank == -1:
+                    self._warn(p.name, "declared array: true, but the node is a scalar "
+                               "(ValueRank -1)")
+                elif not p.array and rank in (0, 1):
+                    self._warn(p.name, f"the node holds an array (ValueRank {rank}): declare "
+                               "array: true in the profile")
+
+    def _warn(self, point: str, why: str) -> None:
+        if (point, why) not in self._warned:
+            self._warned.add((point, why))
+            log.warning("device %s: point %s: %s", self.device.id, point, why)
+
+    async def _enum_names(self, client: Client, p: OpcuaPoint, dtype: ua.NodeId,
+                          shown: str) -> None:
+        if isinstance(p.enum, dict):
+            self._enums[p.name] = dict(p.enum)
+            return
+        names: dict[int, str] = {}
+        dt_node = client.get_node(dtype)
+        with contextlib.suppress(ua.UaError):
+            for child in await dt_node.get_properties():
+                qn = await child.read_browse_name()
+                if qn.Name == "EnumStrings":
+                    texts = await child.read_value()
+                    names = {i: str(t.Text) for i, t in enumerate(texts or [])}
+                elif qn.Name == "EnumValues":
+                    for ev in await child.read_value() or []:
+                        names[int(ev.Value)] = str(ev.DisplayName.Text)
+        if not names:  # OPC UA 1.04 servers may give only the DataTypeDefinition
+            with contextlib.suppress(ua.UaError):
+                definition = await dt_node.read_data_type_definition()
+                for f in getattr(definition, "Fields", None) or []:
+                    names[int(f.Value)] = str(f.Name)
+        if not names:
+            self._warn(p.name, f"enum: true, but the node's DataType {shown} has no "
+                       "EnumStrings, EnumValues or EnumDefinition: give the names in the "
+                       "profile (enum: {0: Stopped, 1: Running}); values are sent as their "
+                       "digits")
+        self._enums[p.name] = names
 
     def _session_lost(self, reason: str) -> None:
         if not self._lost.is_set():
@@ -274,6 +374,7 @@ class OpcuaDriver:
         values: list[Value] = []
         status: dict[int, tuple[Quality, str]] = {}
         times: list[float] = []
+        arrays = False
         for first, chunk in plan.chunks:
             params = ua.ReadParameters()
             params.NodesToRead = chunk
@@ -289,13 +390,17 @@ class OpcuaDriver:
                 raise self._unreachable(exc) from None
             now = time.time()
             for j, dv in enumerate(results, first):
-                _decode(dv, j, values, status, times, now)
+                arrays |= _decode(dv, j, values, status, times, now)
         for i, why in plan.missing.items():
             values[i] = None
             status[i] = (Quality.BAD, why)
+        if self._enums:
+            _name_enums(self._enums, plan.names, values, status)
         # the batch time is the read time; with source timestamps each value that
-        # differs keeps its own (see gateway.pipeline)
-        return [Reading(plan.names, values, time.time(), status=status or None,
+        # differs keeps its own (see gateway.pipeline). Arrays are scaled element by
+        # element: a status dict (even empty) has the pipeline look at each value
+        return [Reading(plan.names, values, time.time(),
+                        status=status if status or arrays else None,
                         times=times if self.source_times else None)]
 
     def explain(self, points: Sequence[Point]) -> list[str]:
@@ -368,6 +473,8 @@ class OpcuaDriver:
                     for j, item in enumerate(notif.MonitoredItems):
                         idx.append(names[item.ClientHandle - _CLIENT_HANDLE_BASE])
                         _decode(item.Value, j, values, status, times, now)
+                    if idx and self._enums:
+                        _name_enums(self._enums, idx, values, status)
                     if idx:
                         queue.append((group, [self._reading(idx, values, status, times,
                                                             now)]))
@@ -424,9 +531,11 @@ class OpcuaDriver:
                  status: dict[int, tuple[Quality, str]], times: list[float],
                  now: float) -> Reading:
         """A pushed reading: at the newest source time of its values, or at ``now``."""
+        # a status dict (even empty): the pipeline looks at each pushed value on its own
+        # (a new tuple of names each time; values may be arrays)
         if self.source_times:
-            return Reading(tuple(names), values, max(times), None, status or None, times)
-        return Reading(tuple(names), values, now, None, status or None, None)
+            return Reading(tuple(names), values, max(times), None, status, times)
+        return Reading(tuple(names), values, now, None, status, None)
 
     def _fast(self, notif: fastdecode.FastDataChange, names: list[str], group: str,
               queue: deque[tuple[str, list[Reading]]], now: float) -> None:
@@ -446,6 +555,8 @@ class OpcuaDriver:
                         values.append(None)
                         continue
             values.append(float(f"{v:.7g}") if vtype == fastdecode.FLOAT else v)
+        if idx and self._enums:
+            _name_enums(self._enums, idx, values, status)
         if idx:
             queue.append((group, [self._reading(idx, values, status, times, now)]))
 
@@ -554,8 +665,9 @@ class OpcuaDriver:
 
 
 def _decode(dv: ua.DataValue, i: int, values: list[Value], status: dict[int, tuple[Quality, str]],
-            times: list[float], now: float) -> None:
-    """Append one DataValue's value and source time; record non-good quality at ``i``."""
+            times: list[float], now: float) -> bool:
+    """Append one DataValue's value and source time; record non-good quality at ``i``.
+    True when the value is an array."""
     t = epoch(dv.SourceTimestamp)
     times.append(now if t is None else t)
     sc = dv.StatusCode
@@ -563,17 +675,39 @@ def _decode(dv: ua.DataValue, i: int, values: list[Value], status: dict[int, tup
     var = dv.Value
     v = var.Value if var is not None else None
     if var is not None and var.VariantType is _FLOAT and v is not None:
-        v = float(f"{v:.7g}")  # a Float has 7 significant digits; drop binary noise
+        # a Float has 7 significant digits; drop binary noise
+        v = [float(f"{x:.7g}") for x in v] if isinstance(v, list) else float(f"{v:.7g}")
     if q is not None:
         status[i] = q
         if q[0] is Quality.BAD:
             values.append(None)
-            return
+            return False
     try:
-        values.append(to_value(v))
+        value = to_value(v)
     except TypeError as exc:
         values.append(None)
-        status[i] = (Quality.BAD, str(exc))
+        status[i] = (Quality.BAD, f"unsupported OPC UA value: {exc}")
+        return False
+    values.append(value)
+    return value.__class__ is tuple
+
+
+def _name_enums(enums: Mapping[str, dict[int, str]], names: Sequence[str],
+                values: list[Value], status: dict[int, tuple[Quality, str]]) -> None:
+    """Enumeration values as their names; a number without a name as its digits,
+    quality uncertain."""
+    for j, name in enumerate(names):
+        table = enums.get(name)
+        if table is None:
+            continue
+        v = values[j]
+        if isinstance(v, int) and not isinstance(v, bool):
+            text = table.get(v)
+            if text is None:
+                values[j] = str(v)
+                status.setdefault(j, (Quality.UNCERTAIN, f"no name for enumeration value {v}"))
+            else:
+                values[j] = text
 
 
 async def _drop(client: Client) -> None:

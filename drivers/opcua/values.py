@@ -11,7 +11,7 @@ from asyncua import ua
 from asyncua.ua import status_codes
 
 from gateway.errors import WriteRejected
-from gateway.model import Quality, Value
+from gateway.model import Quality, Scalar, Value
 
 _GOOD_MASK = 0xC0000000
 
@@ -29,9 +29,8 @@ def quality_of(code: int) -> tuple[Quality, str] | None:
     return Quality.UNCERTAIN, name
 
 
-def to_value(v: Any) -> Value:
-    """A Variant's Python value as an edgegw value; raises TypeError when unsupported."""
-    if v is None or isinstance(v, bool | int | float | str):
+def _scalar(v: Any) -> Scalar:
+    if isinstance(v, bool | int | float | str):
         return v
     if isinstance(v, dt.datetime):
         return (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).isoformat()
@@ -39,7 +38,37 @@ def to_value(v: Any) -> Value:
         return str(v.Text)
     if isinstance(v, bytes):
         return v.hex()
-    raise TypeError(f"unsupported value type {type(v).__name__}")
+    if isinstance(v, ua.NodeId | ua.QualifiedName):
+        return str(v.to_string())
+    if isinstance(v, ua.StatusCode):
+        return str(v.name)
+    if isinstance(v, list):
+        raise TypeError("a multi-dimensional array (edgegw reads scalars and one-dimensional "
+                        "arrays)")
+    raise TypeError(f"{_kind(v)}: structures are not supported (edgegw reads scalars and "
+                    "one-dimensional arrays)")
+
+
+def _kind(v: Any) -> str:
+    """What a value the driver cannot use is, in OPC UA terms."""
+    if isinstance(v, ua.ExtensionObject):
+        return f"a structure (an ExtensionObject of encoding {v.TypeId.to_string()})"
+    if isinstance(v, ua.Variant):
+        return "a Variant inside a Variant"
+    if isinstance(v, ua.DataValue | ua.DiagnosticInfo | ua.XmlElement):
+        return f"a {type(v).__name__}"
+    # asyncua decodes the structures it knows into classes named after their DataType
+    return f"a structure (DataType {type(v).__name__})"
+
+
+def to_value(v: Any) -> Value:
+    """A Variant's Python value as an edgegw value: a scalar, or a tuple for a
+    one-dimensional array; raises TypeError (saying what it is) when unsupported."""
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    if isinstance(v, list):
+        return tuple(_scalar(x) for x in v)
+    return _scalar(v)
 
 
 def epoch(t: dt.datetime | None) -> float | None:

@@ -4,7 +4,8 @@ One measurement per device profile (``acme/cnc-vmc850``): a profile fixes its po
 names and types, so a field never changes type inside a measurement, while the same
 point name in two profiles (``temp`` as int here, float there) cannot conflict. Tags:
 ``gateway``, ``device``, ``profile_version``, and ``id_<kind>`` per identifier code.
-Fields: one per reported point (int ``i``, float, bool, string), ``state`` (string) and
+Fields: one per reported point (int ``i``, float, bool, string; an array one per
+element, ``name[0]``, ``name[1]``, ...), ``state`` (string) and
 ``err`` (offline reason). Bad points are not written as values; each becomes a line in
 measurement ``edgegw_quality`` (tags gateway, device, point; field ``reason``).
 Timestamps: the gateway's read time, milliseconds.
@@ -43,6 +44,8 @@ def _field(v: Any) -> str | None:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     if v is None:
         return None
+    if isinstance(v, list):
+        raise PayloadError("an array inside an array")
     raise PayloadError(f"unsupported value type {type(v).__name__}")
 
 
@@ -74,14 +77,19 @@ def batch_lines(doc: dict[str, Any]) -> list[str]:
     fields = []
     own: dict[int, list[str]] = {}  # points with their own source timestamp
     for k, v in points.items():
-        f = _field(v)
-        if f is None:
+        if isinstance(v, list):  # an array: one field per element, name[i]
+            these = [f"{_esc_key(k)}[{i}]={f}" for i, x in enumerate(v)
+                     if (f := _field(x)) is not None]
+        else:
+            f = _field(v)
+            these = [f"{_esc_key(k)}={f}"] if f is not None else []
+        if not these:
             continue
         t = st.get(k)
         if t is None:
-            fields.append(f"{_esc_key(k)}={f}")
+            fields += these
         elif isinstance(t, int) and not isinstance(t, bool) and t > 0:
-            own.setdefault(t, []).append(f"{_esc_key(k)}={f}")
+            own.setdefault(t, []).extend(these)
         else:
             raise PayloadError(f"st.{k} must be a positive integer (ms)")
     if isinstance(doc.get("state"), str):

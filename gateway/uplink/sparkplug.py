@@ -37,6 +37,17 @@ FLOAT, DOUBLE, BOOLEAN, STRING = 9, 10, 11, 12
 _TYPES = {"int16": INT16, "uint16": UINT16, "int32": INT32, "uint32": UINT32,
           "int64": INT64, "uint64": UINT64, "float32": FLOAT, "float64": DOUBLE,
           "bool": BOOLEAN, "string": STRING, "bitfield": UINT16}
+# array datatypes: bytes_value, little-endian packed (Sparkplug 3.0, 6.4.17)
+INT8_ARRAY, INT16_ARRAY, INT32_ARRAY, INT64_ARRAY = 22, 23, 24, 25
+UINT8_ARRAY, UINT16_ARRAY, UINT32_ARRAY, UINT64_ARRAY = 26, 27, 28, 29
+FLOAT_ARRAY, DOUBLE_ARRAY, BOOLEAN_ARRAY, STRING_ARRAY = 30, 31, 32, 33
+_ARRAYS = {"int16": INT16_ARRAY, "uint16": UINT16_ARRAY, "int32": INT32_ARRAY,
+           "uint32": UINT32_ARRAY, "int64": INT64_ARRAY, "uint64": UINT64_ARRAY,
+           "float32": FLOAT_ARRAY, "float64": DOUBLE_ARRAY, "bool": BOOLEAN_ARRAY,
+           "string": STRING_ARRAY}
+_PACK = {INT8_ARRAY: "b", INT16_ARRAY: "h", INT32_ARRAY: "i", INT64_ARRAY: "q",
+         UINT8_ARRAY: "B", UINT16_ARRAY: "H", UINT32_ARRAY: "I", UINT64_ARRAY: "Q",
+         FLOAT_ARRAY: "f", DOUBLE_ARRAY: "d"}
 REBIRTH = "Node Control/Rebirth"
 
 
@@ -74,7 +85,9 @@ def metric(alias: int, ts_ms: int, datatype: int, value: Any, *, name: str | Non
     if value is None:
         _field_varint(out, 7, 1)  # is_null
         return bytes(out)
-    if datatype == BOOLEAN:
+    if datatype >= INT8_ARRAY:
+        _field_bytes(out, 16, pack_array(datatype, value))
+    elif datatype == BOOLEAN:
         _field_varint(out, 14, 1 if value else 0)
     elif datatype == STRING:
         _field_bytes(out, 15, str(value).encode())
@@ -89,6 +102,29 @@ def metric(alias: int, ts_ms: int, datatype: int, value: Any, *, name: str | Non
     else:  # 8-32 bit integers: int_value, a uint32 (two's complement for negatives)
         _field_varint(out, 10, int(value) & 0xFFFFFFFF)
     return bytes(out)
+
+
+def pack_array(datatype: int, values: Any) -> bytes:
+    """An array metric's bytes_value: little-endian packed numbers; a BooleanArray as a
+    uint32 count then the bits, most significant first; a StringArray as
+    NUL-terminated UTF-8 strings."""
+    if not isinstance(values, list | tuple):
+        raise TypeError("an array datatype needs a list")
+    code = _PACK.get(datatype)
+    if code is not None:
+        items = [float(x) for x in values] if code in "fd" else [int(x) for x in values]
+        return struct.pack(f"<{len(items)}{code}", *items)
+    if datatype == BOOLEAN_ARRAY:
+        if not all(isinstance(x, bool) for x in values):
+            raise TypeError("a BooleanArray holds booleans")
+        bits = bytearray((len(values) + 7) // 8)
+        for i, x in enumerate(values):
+            if x:
+                bits[i // 8] |= 0x80 >> (i % 8)
+        return struct.pack("<I", len(values)) + bytes(bits)
+    if datatype == STRING_ARRAY:
+        return b"".join(str(x).encode() + b"\0" for x in values)
+    raise TypeError(f"datatype {datatype} is not an array type")
 
 
 def safe_metric(alias: int, ts_ms: int, datatype: int, value: Any, **kw: Any) -> bytes:
@@ -155,10 +191,21 @@ def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
 
 # -- the session ---------------------------------------------------------------------------
 def datatype(point_type: str | None, scaled: bool, value: Any = None) -> int:
+    """The Sparkplug datatype of a point: from its profile type (``float64[]`` for an
+    array of float64, ``[]`` for an array of undeclared type), else from a value."""
+    if point_type is not None and point_type.endswith("[]"):
+        base = point_type[:-2]
+        if scaled:
+            return DOUBLE_ARRAY
+        if base:
+            return _ARRAYS[base]
+        return _array_of(value)
     if scaled:
         return DOUBLE
     if point_type is not None:
         return _TYPES[point_type]
+    if isinstance(value, list | tuple):
+        return _array_of(value)
     if isinstance(value, bool):
         return BOOLEAN
     if isinstance(value, int):
@@ -168,10 +215,30 @@ def datatype(point_type: str | None, scaled: bool, value: Any = None) -> int:
     return DOUBLE
 
 
+def _refines(current: int, kind: str | None, v: Any) -> bool:
+    """Whether value ``v`` tells more than the default datatype of an undeclared type."""
+    if current == DOUBLE:
+        return isinstance(v, bool | str | list)
+    return current == DOUBLE_ARRAY and kind == "[]" and isinstance(v, list) and bool(v) \
+        and not isinstance(v[0], float)
+
+
+def _array_of(value: Any) -> int:
+    first = value[0] if isinstance(value, list | tuple) and value else None
+    if isinstance(first, bool):
+        return BOOLEAN_ARRAY
+    if isinstance(first, int):
+        return INT64_ARRAY
+    if isinstance(first, str):
+        return STRING_ARRAY
+    return DOUBLE_ARRAY
+
+
 @dataclass
 class _Device:
     schema: Schema
     types: list[int]
+    kinds: list[str | None]  # the profile's type of each point (float64[], [] ...)
     #: alias -> (last value, its time in ms)
     values: dict[int, tuple[Any, int]] = field(default_factory=dict)
     born: bool = False
@@ -223,7 +290,8 @@ class SparkplugSession:
         if d is None or d.schema.profile != profile:
             schema = self.schemas.get(profile)
             kinds = self.point_types.get(profile) or [(None, False)] * len(schema.names)
-            d = self.devices[dev] = _Device(schema, [datatype(t, s) for t, s in kinds])
+            d = self.devices[dev] = _Device(schema, [datatype(t, s) for t, s in kinds],
+                                            [t for t, _ in kinds])
         return d
 
     def dbirth(self, dev: str) -> tuple[str, bytes]:
@@ -252,9 +320,9 @@ class SparkplugSession:
         index = d.schema.index
         st = doc.get("st", {})
         updates = [(index[name], v, int(st.get(name, ts))) for name, v in doc["p"].items()]
-        for i, v, _t in updates:
-            if v is not None and d.types[i] == DOUBLE and isinstance(v, bool | str):
-                d.types[i] = BOOLEAN if isinstance(v, bool) else STRING
+        for i, v, _t in updates:  # an undeclared type: the first value says which
+            if _refines(d.types[i], d.kinds[i], v):
+                d.types[i] = datatype(None, False, v)
         if doc.get("state") == "offline" and doc.get("err") is not None and not doc["p"]:
             if not d.born:
                 return []

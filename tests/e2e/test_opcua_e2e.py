@@ -62,7 +62,10 @@ async def test_opcua_machines_poll_subscribe_and_survive_a_server_restart(
             assert cnc["program_running"] is True and cnc["spindle_speed"] > 1000
             assert sub.data("cnc-ua")[-1]["state"] == "running"
             imm = _merged(sub.data("imm-ua"))
-            assert len(imm) == 23 and imm["mould_id"] == "M-5520-A"
+            assert len(imm) == 25 and imm["mould_id"] == "M-5520-A"
+            # an enumeration by its name, an array as a JSON array
+            assert imm["machine_mode"] == "AUTOMATIC"
+            assert len(imm["injection_pressure_curve"]) == 16
             before = len(sub.data("cnc-ua"))
             imm_before = len(sub.data("imm-ua"))
 

@@ -29,8 +29,10 @@ SCHEMA = Schema.of("acme/test@1.0", NAMES)
 SCHEMAS = Schemas([SCHEMA])
 
 floats = st.floats(allow_nan=False, allow_infinity=False)
-values = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), floats,
-                   floats.map(lambda f: round(f, 2)), st.text(max_size=20))
+scalars = st.one_of(st.booleans(), st.integers(-2**63, 2**64 - 1), floats,
+                    floats.map(lambda f: round(f, 2)), st.text(max_size=20))
+# a one-dimensional array (OPC UA): a tuple in the gateway, a list once decoded
+values = st.one_of(st.none(), scalars, st.lists(scalars, max_size=20).map(tuple))
 names = st.sampled_from(NAMES)
 batches = st.builds(
     Batch, gateway=st.just("gw1"), device=st.text(min_size=1, max_size=12),
@@ -53,6 +55,8 @@ def same(a: Any, b: Any) -> bool:
         return a == b and math.copysign(1, a) == math.copysign(1, b)
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return a == b and type(a) is type(b)
 
 

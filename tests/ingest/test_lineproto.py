@@ -33,7 +33,8 @@ def test_offline_batch_writes_state_and_reason() -> None:
     ({"ts": "yesterday"}, "ts must be"),
     ({"p": [1, 2]}, "p must be an object"),
     ({"gw": 5}, "must be strings"),
-    ({"p": {"x": [1]}}, "unsupported value type list"),
+    ({"p": {"x": [[1]]}}, "an array inside an array"),
+    ({"p": {"x": {"a": 1}}}, "unsupported value type dict"),
     ({"st": [1]}, "st must be an object"),
     ({"st": {"speed": "noon"}}, "st.speed must be"),
 ])
@@ -54,3 +55,15 @@ def test_points_with_their_own_source_timestamp_get_their_own_line() -> None:
                                 "st": {"temp": 1795449999000, "door": 1795449999000}})
     assert main.endswith(' speed=8000i,state="running" 1795450000123')
     assert own.endswith(" temp=41.5,door=true 1795449999000")
+
+
+def test_an_array_is_one_field_per_element() -> None:
+    from gateway.ingest.lineproto import batch_lines
+
+    doc = {"gw": "gw1", "dev": "imm", "prof": "moldtech/imm-ua-e77@1.1", "ts": 1795450000123,
+           "p": {"curve": [1.5, 2.0, None, 4.25], "valves": [True, False], "mode": "SETUP"},
+           "st": {"valves": 1795450000100}}
+    lines = batch_lines(doc)
+    assert lines[0].endswith(' curve[0]=1.5,curve[1]=2.0,curve[3]=4.25,mode="SETUP" '
+                             '1795450000123')
+    assert lines[1].endswith(" valves[0]=true,valves[1]=false 1795450000100")

@@ -185,3 +185,45 @@ async def test_sparkplug_b_births_data_deaths_and_rebirth(
         finally:
             gw.stop()
             await asyncio.wait_for(task, 15)
+
+
+# -- array datatypes (Sparkplug 3.0, 6.4.17: bytes_value, little-endian packed) ----------
+def _one_metric(datatype: int, value: object) -> Any:
+    from gateway.uplink import sparkplug as spb
+
+    p = Payload()
+    p.ParseFromString(spb.payload(1, 0, [spb.metric(3, 1, datatype, value)]))
+    return p.metrics[0]
+
+
+def test_array_metrics_match_the_specification_examples() -> None:
+    from gateway.uplink import sparkplug as spb
+
+    m = _one_metric(spb.INT32_ARRAY, (123456789, 987654321))
+    assert m.datatype == 24
+    assert m.bytes_value == bytes([0x15, 0xCD, 0x5B, 0x07, 0xB1, 0x68, 0xDE, 0x3A])
+    bools = [False, False, True, True, False, True, False, False, True, True, False, True]
+    m = _one_metric(spb.BOOLEAN_ARRAY, bools)
+    assert m.datatype == 32 and m.bytes_value[:5] == bytes([0x0C, 0, 0, 0, 0x34])
+    assert m.bytes_value[5] & 0xF0 == 0xD0  # the last 4 bits: do not care
+    m = _one_metric(spb.STRING_ARRAY, ["ABC", "hello"])
+    assert m.bytes_value == b"ABC\x00hello\x00"
+    m = _one_metric(spb.INT8_ARRAY, [-23, 123])
+    assert m.bytes_value == bytes([0xE9, 0x7B])
+    m = _one_metric(spb.DOUBLE_ARRAY, (1.5, -2.25))
+    assert m.datatype == 31 and m.bytes_value == bytes.fromhex("000000000000f83f00000000000002c0")
+
+
+def test_array_datatypes_from_the_profile_and_from_values() -> None:
+    from gateway.uplink import sparkplug as spb
+
+    assert spb.datatype("float64[]", False) == spb.DOUBLE_ARRAY
+    assert spb.datatype("int32[]", True) == spb.DOUBLE_ARRAY  # scaled: doubles
+    assert spb.datatype("bool[]", False) == spb.BOOLEAN_ARRAY
+    assert spb.datatype("[]", False, ["a"]) == spb.STRING_ARRAY
+    assert spb.datatype(None, False, [1, 2]) == spb.INT64_ARRAY
+    # a value that does not fit the birth datatype is sent as null, not as garbage
+    m = spb.safe_metric(1, 1, spb.INT16_ARRAY, ["x"])
+    p = Payload()
+    p.ParseFromString(spb.payload(1, 0, [m]))
+    assert p.metrics[0].is_null

@@ -42,9 +42,10 @@ def test_values(raw: object, value: object) -> None:
     assert to_value(raw) == value
 
 
-def test_unsupported_value_type() -> None:
-    with pytest.raises(TypeError, match="unsupported value type"):
-        to_value([1, 2, 3])
+def test_arrays_are_tuples_and_structures_unsupported() -> None:
+    assert to_value([1, 2, 3]) == (1, 2, 3)
+    with pytest.raises(TypeError, match=r"a structure \(DataType EUInformation\)"):
+        to_value(ua.EUInformation())
 
 
 def test_epoch_of_naive_and_aware_times() -> None:
