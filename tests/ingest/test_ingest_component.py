@@ -355,3 +355,20 @@ async def test_compact_pack_records_written_and_bad_ones_dead_lettered(
                (tmp_path / "dead-letter.jsonl").read_bytes().splitlines()]
     assert any("unknown profile 'nobody/unknown@1'" in r for r in reasons)
     assert any("cannot decode the pack" in r for r in reasons)
+
+
+async def test_arrays_and_enumerations_land_in_influxd(
+    broker: Mosquitto, influx: Influxd, tmp_path: Path
+) -> None:
+    """An OPC UA array point is one field per element (name[i]); an enumeration a string."""
+    svc = IngestService(loaded(tmp_path, broker.port, {"kind": "influxdb-v1", "url": influx.url,
+                                                       "database": "edgegw"}))
+    body = payload(1, curve=(125.4, 371.5, 603.25), valves=(True, False), mode="SETUP")
+    async with ingest(svc):
+        await publish(broker.port, [(T, body)])
+        await until(lambda: svc.stats.written_batches == 1, what="the batch written")
+    (series,) = influx.query('SELECT * FROM "acme/cnc-vmc850"', "edgegw")
+    row = dict(zip(series["columns"], series["values"][0], strict=True))  # type: ignore[arg-type]
+    assert row["curve[0]"] == 125.4 and row["curve[2]"] == 603.25
+    assert row["valves[0]"] is True and row["valves[1]"] is False
+    assert row["mode"] == "SETUP"
