@@ -86,10 +86,35 @@ async def resolve(client: Client, points: Sequence[OpcuaPoint],
     for i in range(0, len(paths), 100):
         chunk = paths[i : i + 100]
         results = await client.uaclient.translate_browsepaths_to_nodeids([bp for _, bp in chunk])
-        for (name, _), res in zip(chunk, results, strict=True):
+        for (name, bp), res in zip(chunk, results, strict=True):
             if res.StatusCode.is_good() and res.Targets:
                 t = res.Targets[0].TargetId
                 out[name] = ua.NodeId(t.Identifier, t.NamespaceIndex, t.NodeIdType)
             else:
-                out[name] = f"browse path not found ({res.StatusCode.name})"
+                out[name] = await _not_found(client, bp, res.StatusCode.name)
     return out
+
+
+async def _not_found(client: Client, bp: ua.BrowsePath, status: str) -> str:
+    """Why a browse path did not resolve, naming the first segment that is not there
+    (its prefixes translated in one request)."""
+    elements = bp.RelativePath.Elements
+    prefixes = []
+    for k in range(1, len(elements)):
+        sub = ua.BrowsePath()
+        sub.StartingNode = bp.StartingNode
+        sub.RelativePath = ua.RelativePath()
+        sub.RelativePath.Elements = elements[:k]
+        prefixes.append(sub)
+    found = 0
+    if prefixes:
+        results = await client.uaclient.translate_browsepaths_to_nodeids(prefixes)
+        for res in results:
+            if not (res.StatusCode.is_good() and res.Targets):
+                break
+            found += 1
+    seg = elements[found].TargetName
+    parent = "/".join(e.TargetName.Name for e in elements[:found]) or \
+        f"the root {bp.StartingNode.to_string()}"
+    return (f"browse path not found: no {seg.NamespaceIndex}:{seg.Name} below {parent} "
+            f"({status})")

@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
@@ -32,6 +31,7 @@ from asyncua.crypto import security_policies
 from drivers.base import DriverContext, DriverMetric
 from drivers.opcua import fastdecode
 from drivers.opcua.address import resolve
+from drivers.opcua.browse import Browsed, lines, walk
 from drivers.opcua.pki import TrustList, UntrustedCertificate, ensure_certificate
 from drivers.opcua.values import epoch, quality_of, to_value, to_variant, variant_type_of
 from gateway.config import Device, Opcua
@@ -626,42 +626,30 @@ class OpcuaDriver:
         if not results[0].is_good():
             raise WriteRejected(f"{point.name}: the server refused: {results[0].name}")
 
-    async def browse(self, start: str | None = None, depth: int = 4) -> list[str]:
-        """The address space below ``start`` (default: the profile's root) as
-        indented lines: ``BrowseName  NodeId  [DataType = value]``."""
-        from drivers.opcua.address import parse_node
+    async def browse(self, start: str | None = None, depth: int = 4
+                     ) -> tuple[list[str], list[Browsed], ua.NodeId]:
+        """The address space below ``start`` (a NodeId; default: the profile's root):
+        the printed lines (namespace table, then one line per node), the nodes, and the
+        start's NodeId."""
+        from drivers.opcua.address import AddressError, parse_node
 
         client = self._require()
-        ns = await client.get_namespace_array()
-        root = client.get_node(parse_node(start or self.settings.root, ns))
-        lines: list[str] = []
-
-        async def walk(node: Any, level: int) -> None:
-            for child in await node.get_children(refs=ua.ObjectIds.HierarchicalReferences):
-                qn = await child.read_browse_name()
-                cls = await child.read_node_class()
-                line = f"{'  ' * level}{qn.NamespaceIndex}:{qn.Name}  {child.nodeid.to_string()}"
-                if cls == ua.NodeClass.Variable:
-                    dv = await child.read_data_value(raise_on_bad_status=False)
-                    vt = dv.Value.VariantType.name if dv.Value is not None else "?"
-                    val = dv.Value.Value if dv.Value is not None else None
-                    text = repr(val)
-                    line += f"  [{vt}] = {text if len(text) <= 60 else text[:57] + '...'}"
-                    if not dv.StatusCode.is_good():
-                        line += f" ({dv.StatusCode.name})"
-                else:
-                    line += f"  ({cls.name})"
-                lines.append(line)
-                if level + 1 < depth and cls != ua.NodeClass.Variable:
-                    await walk(child, level + 1)
-
         try:
-            await walk(root, 0)
+            ns = await client.get_namespace_array()
+            text = start or self.settings.root
+            try:
+                root = parse_node(text, ns)
+            except AddressError as exc:
+                raise DeviceUnreachable(f"browse: {exc}") from None
+            nodes = await walk(client, root, depth)
         except ua.UaStatusCodeError as exc:
             raise DeviceUnreachable(f"browse failed: {ua.StatusCode(exc.code).name}") from None
         except (*_NETWORK, ua.UaError) as exc:
             raise self._unreachable(exc) from None
-        return lines
+        return lines(nodes, ns, text), nodes, root
+
+    async def namespaces(self) -> list[str]:
+        return list(await self._require().get_namespace_array())
 
 
 def _decode(dv: ua.DataValue, i: int, values: list[Value], status: dict[int, tuple[Quality, str]],

@@ -107,12 +107,13 @@ async def test_writes_are_type_checked_against_the_node_data_type(tmp_path: Path
 
 async def test_browse_prints_the_machine_tree(tmp_path: Path) -> None:
     async with served(tmp_path, "imm", IMM) as (_sim, drv):
-        lines = await drv.browse(depth=6)
+        lines, nodes, _ = await drv.browse(depth=6)
         text = "\n".join(lines)
         assert "2:IMM" in text and "  2:Barrel" in text
-        assert any("Temperature" in ln and "[Double]" in ln for ln in lines)
-        sub = await drv.browse("ns=2;s=IMM.Jobs.ActiveJob", depth=1)
-        assert any("JobName" in ln and "JOB-2026-1123-07" in ln for ln in sub)
+        assert any("Temperature" in ln and "Double = " in ln for ln in lines)
+        assert len([b for b in nodes if b.path[-1].Name == "Temperature"]) == 5
+        sub, _, _ = await drv.browse("ns=2;s=IMM.Jobs.ActiveJob", depth=1)
+        assert any("JobName" in ln and '"JOB-2026-1123-07"' in ln for ln in sub)
 
 
 async def test_unreachable_server_is_a_clear_device_error(tmp_path: Path) -> None:
