@@ -97,6 +97,50 @@ class Mosquitto:
         self.proc = None
 
 
+@dataclass
+class Amqtt:
+    """amqtt, a third-party broker (PyPI) that speaks only MQTT 3.1.1: a CONNECT for v5
+    is refused (return code 1), one with properties dropped without an answer. Sessions
+    live in its memory (a restart loses them), and it keeps no messages for anonymous
+    clients even on a persistent session: give ``users``."""
+
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    users: dict[str, str] | None = None
+
+    def start(self) -> None:
+        import sys
+
+        exe = Path(sys.executable).parent / "amqtt"
+        if not exe.exists():
+            raise FileNotFoundError(f"{exe}: amqtt is not installed (scripts/setup installs "
+                                    "the dev dependencies)")
+        listen = f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{self.port}\n"
+        conf = self.workdir / "amqtt.yaml"
+        if self.users:
+            # the entry-point style config: in amqtt 0.12 the FileAuthPlugin cannot be
+            # configured the new (plugins: {dotted.path: ...}) way
+            from pwdlib import PasswordHash
+
+            hasher = PasswordHash.recommended()
+            pw = self.workdir / "amqtt.passwd"
+            pw.write_text("".join(f"{u}:{hasher.hash(p)}\n" for u, p in self.users.items()))
+            conf.write_text(f"{listen}auth:\n  allow-anonymous: false\n  password-file: {pw}\n"
+                            "  plugins: [auth_file]\ntopic-check:\n  enabled: false\n")
+        else:
+            conf.write_text(f"{listen}plugins:\n"
+                            "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+                            "    allow_anonymous: true\n")
+        log = (self.workdir / "amqtt.log").open("ab")
+        self.proc = subprocess.Popen([str(exe), "-c", str(conf)], stdout=log, stderr=log)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        stop_process(self.proc, 5)
+        self.proc = None
+
+
 @contextlib.contextmanager
 def mosquitto(workdir: Path, persistent: bool = False) -> Iterator[Mosquitto]:
     m = Mosquitto(free_port(), workdir, persistent=persistent)

@@ -121,7 +121,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser("ingest", help="backend: MQTT -> InfluxDB, exactly once")
     ing.add_argument("-c", "--config", type=Path, required=True, help="ingest.yaml")
-    ing.add_argument("--check", action="store_true", help="validate the config and exit")
+    ing.add_argument("--check", action="store_true", help="validate the config, connect to "
+                     "the broker (subscribing as the ingest would) and the database, report "
+                     "each; exit 0 when all are ok, 2 when one is not")
     ing.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     lv = sub.add_parser("live", help="live table of machine states read back from InfluxDB 1.x")
@@ -505,8 +507,13 @@ def main(argv: list[str] | None = None) -> int:
 
             ingest_cfg = load_ingest_config(args.config)
             if args.check:
-                print(f"{args.config}: ok")
-                return 0
+                from gateway.ingest.check import check
+
+                print(f"{args.config}: config ok")
+                findings = asyncio.run(check(ingest_cfg))
+                for f in findings:
+                    print(f"{f.what}: {'ok' if f.ok else 'FAILED'}: {f.detail}")
+                return 0 if all(f.ok for f in findings) else 2
             asyncio.run(run_ingest(ingest_cfg))
             return 0
         if args.cmd == "id":

@@ -37,7 +37,20 @@ class IngestMqtt(MqttConfig):
         default=10000, ge=10, le=65535,
         description="unacknowledged messages the broker may send: bounds memory, and must "
         "hold a full batch (batch.max_lines) or batches only ever fill by time")
-    session_expiry: Duration = Field(default=86400.0, description="broker keeps our queue")
+    session_expiry: Duration = Field(
+        default=86400.0, description="MQTT v5: how long the broker keeps our queue while the "
+        "ingest is away (3.1.1 brokers keep a persistent session until it is cleaned)")
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        default="auto", description="MQTT version: auto tries v5 and falls back to 3.1.1 when "
+        "the broker does not speak v5 (both with a persistent session and acknowledgements "
+        "only after the database has the data); 5 or 3.1.1 insist")
+
+    @model_validator(mode="after")
+    def _shared_needs_v5(self) -> IngestMqtt:
+        if self.share_group and self.protocol == "3.1.1":
+            raise ValueError("share_group is an MQTT v5 shared subscription: it needs "
+                             "protocol 5 or auto")
+        return self
 
 
 class BatchConfig(_Strict):

@@ -23,25 +23,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.backoff import Backoff
 from gateway.compact import PACK, CompactError, decode_pack, decode_record
 from gateway.encode import decode_batch
-from gateway.ingest.config import LoadedIngest
+from gateway.errors import EdgegwError
+from gateway.ingest.config import IngestMqtt, LoadedIngest
+from gateway.ingest.connack import UNSUPPORTED_PROTOCOL, code_of, meaning
 from gateway.ingest.deadletter import DeadLetters
 from gateway.ingest.lineproto import batch_lines
 from gateway.ingest.sinks import Sink, describe, make_sink
 from gateway.ingest.writer import BatchWriter
 
 log = logging.getLogger("edgegw.ingest")
+
+
+class BrokerRefused(EdgegwError):
+    """The broker refuses the connection in a way trying again cannot mend."""
+
+
+def _tls(m: IngestMqtt) -> ssl.SSLContext | None:
+    if m.tls is None:
+        return None
+    from gateway.uplink.mqtt import tls_context
+
+    return tls_context(m.tls)
 
 
 @dataclass(slots=True)
@@ -85,6 +101,7 @@ class IngestService:
         self._lock = asyncio.Lock()
         self._stopping = False
         self._paho: object | None = None
+        self.protocol: str | None = None  # the MQTT version of the current session
         m = self.cfg.mqtt
         share = f"$share/{m.share_group}/" if m.share_group else ""
         self.topics = [f"{share}{m.topic_prefix}/{gw}/+/data" for gw in m.gateways] + [
@@ -97,17 +114,30 @@ class IngestService:
             self._count_retry)
 
     # -- MQTT --------------------------------------------------------------------------
-    def _client(self) -> aiomqtt.Client:
+    def _client(self, version: str) -> aiomqtt.Client:
+        """A client on a persistent session: v5 (clean start off, session expiry,
+        receive maximum) or 3.1.1 (clean session off)."""
         m = self.cfg.mqtt
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = int(m.session_expiry)
-        props.ReceiveMaximum = m.receive_maximum
-        client = aiomqtt.Client(
-            m.host, m.port, identifier=m.client_id or "edgegw-ingest",
-            username=m.username, password=m.password(), keepalive=m.keepalive,
-            protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
-            timeout=10,
-        )
+        if version == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = int(m.session_expiry)
+            props.ReceiveMaximum = m.receive_maximum
+            client = aiomqtt.Client(
+                m.host, m.port, identifier=m.client_id or "edgegw-ingest",
+                username=m.username, password=m.password(), keepalive=m.keepalive,
+                protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
+                # auto, before v5 is known to work: a 3.1.1-only broker may never answer
+                timeout=5 if m.protocol == "auto" and self.protocol is None else 10,
+                tls_context=_tls(m),
+            )
+        else:
+            client = aiomqtt.Client(
+                m.host, m.port, identifier=m.client_id or "edgegw-ingest",
+                username=m.username, password=m.password(), keepalive=m.keepalive,
+                protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
+                max_queued_incoming_messages=m.receive_maximum,
+                timeout=10, tls_context=_tls(m),
+            )
         paho = getattr(client, "_client", None)
         if paho is None or not hasattr(paho, "manual_ack_set"):
             raise RuntimeError("this aiomqtt/paho does not offer manual acknowledgements")
@@ -125,31 +155,94 @@ class IngestService:
         self._paho.ack(mid, 1)  # type: ignore[attr-defined]
 
     async def run(self) -> None:
+        """Consume until stopped; raises BrokerRefused when the broker refuses the
+        connection in a way trying again cannot mend (credentials, ACL, version)."""
         log.info("ingest: %s -> %s", ", ".join(self.topics), describe(self.cfg.sink))
-        backoff = Backoff(self.cfg.mqtt.reconnect.initial, self.cfg.mqtt.reconnect.max)
-        while not self._stopping:
-            try:
-                async with self._client() as client:
-                    for topic in self.topics:
-                        await client.subscribe(topic, qos=1)
-                    backoff.reset()
-                    self.connected.set()
-                    log.info("ingest: subscribed on %s:%d", self.cfg.mqtt.host,
-                             self.cfg.mqtt.port)
-                    async with asyncio.TaskGroup() as tg:
-                        timer = tg.create_task(self._timer(), name="ingest-timer")
-                        await self._consume(client)
-                        timer.cancel()
-            except* aiomqtt.MqttError as eg:
-                self.connected.clear()
-                # unacknowledged messages come again on the next session
-                self._pending = _Pending()
-                self._parts.clear()
-                delay = backoff.next()
-                log.warning("ingest: mqtt: %s; reconnecting in %.1f s", eg.exceptions[0], delay)
-                await asyncio.sleep(delay)
-        await self.sink.close()
-        self.dead.close()
+        m = self.cfg.mqtt
+        backoff = Backoff(m.reconnect.initial, m.reconnect.max)
+        version = "3.1.1" if m.protocol == "3.1.1" else "5"
+        probing = False  # trying 3.1.1 after a v5 CONNECT got no answer
+        try:
+            while not self._stopping:
+                refused: aiomqtt.MqttCodeError | None = None
+                session = False
+                try:
+                    async with self._client(version) as client:
+                        session = True
+                        if probing and m.share_group:
+                            raise BrokerRefused(
+                                f"ingest: the broker at {m.host}:{m.port} does not speak MQTT "
+                                "v5 (no answer to a v5 CONNECT; 3.1.1 works), which "
+                                "mqtt.share_group (a shared subscription) needs; unset it "
+                                "(split the load with mqtt.gateways instead)")
+                        if probing:
+                            log.warning("ingest: the broker at %s:%d did not answer an MQTT "
+                                        "v5 CONNECT but speaks 3.1.1: using MQTT 3.1.1 (a "
+                                        "persistent session, clean session off)", m.host, m.port)
+                            probing = False
+                        self.protocol = version
+                        async with asyncio.TaskGroup() as tg:
+                            timer = tg.create_task(self._timer(), name="ingest-timer")
+                            # consume before subscribing: a persistent session's stored
+                            # messages may come first, and some brokers (amqtt) answer
+                            # the SUBSCRIBE only after they are acknowledged
+                            consumer = tg.create_task(self._consume(client),
+                                                      name="ingest-consume")
+                            for topic in self.topics:
+                                await client.subscribe(topic, qos=1)
+                            backoff.reset()
+                            self.connected.set()
+                            log.info("ingest: subscribed on %s:%d (MQTT %s, persistent "
+                                     "session)", m.host, m.port, version)
+                            await consumer
+                            timer.cancel()
+                except* aiomqtt.MqttError as eg:
+                    self.connected.clear()
+                    # unacknowledged messages come again on the next session
+                    self._pending = _Pending()
+                    self._parts.clear()
+                    exc = eg.exceptions[0]
+                    if isinstance(exc, MqttConnectError):
+                        refused = exc
+                    elif not session and m.protocol == "auto" and version == "5":
+                        # some 3.1.1-only brokers drop a v5 CONNECT (its properties)
+                        # without a CONNACK: try 3.1.1 at once
+                        version, probing = "3.1.1", True
+                    else:
+                        if probing:  # neither answered: the network, not the version
+                            version, probing = "5", False
+                        delay = backoff.next()
+                        log.warning("ingest: mqtt: %s; reconnecting in %.1f s", exc, delay)
+                        await asyncio.sleep(delay)
+                if refused is not None:
+                    version = await self._refused(refused, version, backoff)
+        finally:
+            await self.sink.close()
+            self.dead.close()
+
+    async def _refused(self, exc: aiomqtt.MqttCodeError, version: str,
+                       backoff: Backoff) -> str:
+        """After a CONNACK refusal: the version to try next, or BrokerRefused."""
+        m = self.cfg.mqtt
+        where = f"the broker at {m.host}:{m.port}"
+        if code_of(exc.rc) == UNSUPPORTED_PROTOCOL and version == "5" and \
+                m.protocol == "auto":
+            if m.share_group:
+                raise BrokerRefused(f"ingest: {where} does not speak MQTT v5, which "
+                                    "mqtt.share_group (a shared subscription) needs; unset "
+                                    "it (split the load with mqtt.gateways instead)")
+            log.warning("ingest: %s does not speak MQTT v5: using MQTT 3.1.1 (a persistent "
+                        "session, clean session off)", where)
+            return "3.1.1"
+        text, permanent = meaning(exc.rc)
+        if permanent:
+            raise BrokerRefused(f"ingest: {where} refused the connection (MQTT {version}): "
+                                f"{text}")
+        delay = backoff.next()
+        log.warning("ingest: %s refused the connection: %s; trying again in %.1f s", where,
+                    text, delay)
+        await asyncio.sleep(delay)
+        return version
 
     def stop(self) -> None:
         self._stopping = True

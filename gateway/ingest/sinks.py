@@ -67,12 +67,16 @@ class InfluxV1Sink:
         if cfg.retention_policy:
             q["rp"] = cfg.retention_policy
         self._url = f"{cfg.url.rstrip('/')}/write?{urllib.parse.urlencode(q)}"
-        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if cfg.username:
-            pw = cfg.password_file.read_text().strip() if cfg.password_file else ""
-            token = base64.b64encode(f"{cfg.username}:{pw}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
+        self._headers = {"Content-Type": "text/plain; charset=utf-8", **self.auth_headers()}
         self._created = not cfg.create_database
+
+    def auth_headers(self) -> dict[str, str]:
+        cfg = self.cfg
+        if not cfg.username:
+            return {}
+        pw = cfg.password_file.read_text().strip() if cfg.password_file else ""
+        token = base64.b64encode(f"{cfg.username}:{pw}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
 
     def _post(self, url: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
               ) -> None:

@@ -25,7 +25,7 @@ import orjson
 from gateway import __version__
 from gateway.backoff import Backoff
 from gateway.compact import CompactError, Schemas, encode_pack, pack_topic
-from gateway.config import GatewayMqtt
+from gateway.config import GatewayMqtt, TlsConfig
 from gateway.encode import status_topic
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
@@ -165,16 +165,6 @@ class MqttUplink:
     def _client(self) -> aiomqtt.Client:
         cfg = self.cfg
         self._since_ms = int(time.time() * 1000)
-        tls_context = None
-        if cfg.tls is not None:
-            tls_context = ssl.create_default_context(
-                cafile=str(cfg.tls.ca_file) if cfg.tls.ca_file else None
-            )
-            if cfg.tls.cert_file and cfg.tls.key_file:
-                tls_context.load_cert_chain(str(cfg.tls.cert_file), str(cfg.tls.key_file))
-            if cfg.tls.insecure_skip_verify:
-                tls_context.check_hostname = False
-                tls_context.verify_mode = ssl.CERT_NONE
         return aiomqtt.Client(
             cfg.host, cfg.port,
             identifier=cfg.client_id or f"edgegw-{self.gateway_id}",
@@ -182,7 +172,7 @@ class MqttUplink:
             username=cfg.username, password=cfg.password(),
             keepalive=cfg.keepalive,
             will=self._will(),
-            tls_context=tls_context,
+            tls_context=tls_context(cfg.tls) if cfg.tls is not None else None,
             max_inflight_messages=cfg.max_inflight,
             clean_session=True,
             timeout=10,
@@ -498,3 +488,14 @@ class MqttUplink:
         """Ask :meth:`run` to publish what is queued, then the offline status, and return.
         The caller bounds the wait (a dead broker never drains)."""
         self._stopping = True
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """The TLS context of an MQTT connection (the gateway's uplink, the ingest)."""
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file and tls.key_file:
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -27,10 +27,11 @@ TS = 1795450000000
 
 
 def loaded(tmp_path: Path, port: int, sink: dict[str, Any], share_group: str | None = None,
-           **kw: Any) -> LoadedIngest:
+           mqtt: dict[str, Any] | None = None, **kw: Any) -> LoadedIngest:
     cfg = IngestConfig.model_validate({
         "mqtt": {"port": port, "client_id": f"ingest-{tmp_path.name}",
-                 "reconnect": {"initial": "100ms", "max": "500ms"}, "share_group": share_group},
+                 "reconnect": {"initial": "100ms", "max": "500ms"}, "share_group": share_group,
+                 **(mqtt or {})},
         "sink": sink, "batch": {"max_lines": 50, "max_interval": "200ms",
                                 "retry": {"initial": "100ms", "max": "500ms"}},
         **kw,
