@@ -134,3 +134,40 @@ async def test_client_certificate_from_another_ca_is_refused_with_the_reason(
     msg = await _refused(tls_broker, tls_cfg(tls_broker, pki.path, cert, key), caplog)
     assert "TLS: tlsv1 alert unknown ca: the broker does not trust the CA that signed our " \
         "client certificate" in msg, msg
+
+
+async def test_the_ingest_uses_mutual_tls_too(tls_broker: Mosquitto, pki: TestCA,
+                                              tmp_path: Path) -> None:
+    """mqtt.tls in ingest.yaml is honoured (the TLS listener refuses anything else)."""
+    from gateway.ingest.service import IngestService
+    from tests.ingest.test_ingest_component import T, ingest, loaded, payload
+
+    assert tls_broker.tls is not None
+    cert, key = pki.issue("ingest")
+
+    class Sink:
+        bodies: list[bytes] = []
+
+        async def write(self, body: bytes) -> None:
+            self.bodies.append(body)
+
+        async def close(self) -> None:
+            return None
+
+    sink = Sink()
+    cfg = loaded(tmp_path, int(tls_broker.tls["port"]), {"kind": "influxdb-v1",
+                                                         "database": "edgegw"},
+                 mqtt={"tls": {"ca_file": str(pki.path), "cert_file": str(cert),
+                               "key_file": str(key)}})
+    svc = IngestService(cfg, sink)
+    async with ingest(svc):
+        assert svc.protocol == "5"
+        import aiomqtt
+
+        async with aiomqtt.Client("127.0.0.1", tls_broker.port) as c:  # the plain listener
+            await c.publish(T, payload(1), qos=1)
+        for _ in range(100):
+            if svc.stats.written_batches:
+                break
+            await asyncio.sleep(0.05)
+    assert svc.stats.written_batches == 1 and b"speed=8001i" in sink.bodies[0]
