@@ -4,9 +4,7 @@ EURange, writable), writes a starting profile, and that profile reads the machin
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,17 +14,9 @@ from firmware_sim.sim import Simulator, write_yaml
 from drivers.opcua.address import resolve
 from gateway.profiles import OpcuaPoint, OpcuaSettings
 from tests.drivers.opcua.helpers import served
+from tests.e2e.harness import run_cli
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(120)]
-
-
-async def _cli(*args: str, cwd: Path | str = "/") -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", *args, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_browse_an_endpoint_write_a_profile_and_read_with_it(tmp_path: Path) -> None:
@@ -36,7 +26,7 @@ async def test_browse_an_endpoint_write_a_profile_and_read_with_it(tmp_path: Pat
         url = sim.opcua["imm"].url
         prof = tmp_path / "profiles" / "moldtech" / "imm-new.yaml"
         prof.parent.mkdir(parents=True)
-        code, out, err = await _cli(
+        code, out, err = await run_cli(
             "browse", "--endpoint", url, "ns=2;s=IMM", "--state-dir", str(tmp_path),
             "-c", str(tmp_path / "none.yaml"), "--write-profile", str(prof), "--depth", "6",
             "--vendor", "Moldtech", "--model", "IMM-NEW")
@@ -66,7 +56,7 @@ async def test_browse_an_endpoint_write_a_profile_and_read_with_it(tmp_path: Pat
                "devices": [{"id": "imm", "profile": "moldtech/imm-new",
                             "connection": {"kind": "opcua", "endpoint": url}}]}
         write_yaml(tmp_path / "gateway.yaml", cfg)
-        code, out, err = await _cli("read", "-c", str(tmp_path / "gateway.yaml"), "imm")
+        code, out, err = await run_cli("read", "-c", str(tmp_path / "gateway.yaml"), "imm")
         assert code == 0, out + err
         assert "BAD" not in out and "warning" not in err.lower(), out + err
         assert "machine_status_machine_mode" in out and "AUTOMATIC" in out
@@ -81,13 +71,13 @@ async def test_browse_a_secured_endpoint_names_the_certificate_to_trust(tmp_path
                 "--trust", str(srv.cert_path), "--state-dir", str(tmp_path / "gw"),
                 "-c", str(tmp_path / "none.yaml"), "--depth", "2"]
         own = tmp_path / "gw" / "pki" / "own" / "cert.der"
-        code, _, err = await _cli(*args)
+        code, _, err = await run_cli(*args)
         assert code == 2 and "the server does not trust our certificate" in err, err
         assert str(own) in err
         assert srv.pki is not None
         (srv.pki / "trusted").mkdir(parents=True, exist_ok=True)
         shutil.copy(own, srv.pki / "trusted" / "gw.der")
-        code, out, err = await _cli(*args)
+        code, out, err = await run_cli(*args)
         assert code == 0, err
         assert "urn:acme:cnc-ua500:machine" in out and "Machine" in out
 
