@@ -3,6 +3,7 @@ checked against the node's DataType."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from typing import Any
@@ -45,8 +46,10 @@ def _scalar(v: Any) -> Scalar:
     if isinstance(v, list):
         raise TypeError("a multi-dimensional array (edgegw reads scalars and one-dimensional "
                         "arrays)")
-    raise TypeError(f"{_kind(v)}: structures are not supported (edgegw reads scalars and "
-                    "one-dimensional arrays)")
+    if isinstance(v, ua.ExtensionObject) or dataclasses.is_dataclass(v):
+        raise TypeError(f"{_kind(v)}: structures are not supported (edgegw reads scalars and "
+                        "one-dimensional arrays)")
+    raise TypeError(f"unsupported value type {_kind(v)}")
 
 
 def _kind(v: Any) -> str:
@@ -55,10 +58,10 @@ def _kind(v: Any) -> str:
         return f"a structure (an ExtensionObject of encoding {v.TypeId.to_string()})"
     if isinstance(v, ua.Variant):
         return "a Variant inside a Variant"
-    if isinstance(v, ua.DataValue | ua.DiagnosticInfo | ua.XmlElement):
-        return f"a {type(v).__name__}"
-    # asyncua decodes the structures it knows into classes named after their DataType
-    return f"a structure (DataType {type(v).__name__})"
+    if dataclasses.is_dataclass(v):
+        # asyncua decodes the structures it knows into classes named after their DataType
+        return f"a structure (DataType {type(v).__name__})"
+    return f"a {type(v).__name__}"
 
 
 def to_value(v: Any) -> Value:
