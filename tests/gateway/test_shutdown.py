@@ -27,9 +27,9 @@ from gateway.config import Device, load_config
 from gateway.model import Reading
 from gateway.profiles import Point
 from gateway.tasks import stop_tasks
-from tests.servers import Mosquitto, free_port
+from tests.servers import Mosquitto
 
-pytestmark = pytest.mark.component
+pytestmark = [pytest.mark.component, pytest.mark.serial]
 
 
 async def test_stop_tasks_cancels_again_until_a_task_ends() -> None:
@@ -195,8 +195,17 @@ async def test_a_second_sigterm_stops_at_once_and_the_spool_keeps_the_batches(
         tmp_path: Path, sim: Simulator) -> None:
     sim.add_profile_device("cnc", "acme/cnc-vmc850", port=0)
     await sim.start()
-    cfg = sim.gateway_config("gw-now", mqtt_port=free_port(), health={"enabled": False})
-    write_yaml(tmp_path / "gateway.yaml", cfg)  # no broker there: the batches wait
+    # a broker that takes the connection and never answers the CONNECT: the batches wait,
+    # and the stop waits for the drain (with nothing listening it would not wait at all)
+    conns: list[asyncio.StreamWriter] = []
+
+    async def silent(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        conns.append(w)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = sim.gateway_config("gw-now", mqtt_port=port, health={"enabled": False})
+    write_yaml(tmp_path / "gateway.yaml", cfg)
     log = tmp_path / "gateway.log"
     proc = _process(tmp_path / "gateway.yaml", log)
     spool = tmp_path / "spool.db"
@@ -215,7 +224,7 @@ async def test_a_second_sigterm_stops_at_once_and_the_spool_keeps_the_batches(
         await asyncio.sleep(0.1)
         if stored() >= 3:
             break
-    proc.send_signal(signal.SIGTERM)  # drains for up to 5 s: the broker is not there
+    proc.send_signal(signal.SIGTERM)  # drains for up to 5 s: the broker never answers
     await asyncio.sleep(0.5)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -225,3 +234,6 @@ async def test_a_second_sigterm_stops_at_once_and_the_spool_keeps_the_batches(
     text = log.read_text()
     assert "second SIGTERM: stopping at once" in text and "stay in the spool" in text
     assert stored() >= 3
+    server.close()
+    for w in conns:
+        w.close()
