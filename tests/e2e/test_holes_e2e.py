@@ -21,7 +21,7 @@ from tests.e2e.harness import GatewayProcess, run_cli, write_config
 from tests.mqtt_sub import Subscriber
 from tests.servers import Mosquitto
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 PROFILES = {"meter": "voltmeter/em340-3ph", "press": "presstec/tyre-curing-tc48"}
 
