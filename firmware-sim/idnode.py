@@ -22,10 +22,15 @@ Faults (``FakeIdNode.fault``): ``authfail`` (every login refused), ``ratelimit``
 429 with Retry-After), ``error`` (HTTP 500), ``timeout`` (the registration is stored,
 then HTTP 504: the outcome is unknown to the client), ``hang`` (no answer for
 ``hang_s`` seconds), ``down`` (connection refused: the server socket is closed).
+Hostile answers to every data call (logins still work), as a broken or compromised node
+gives: ``nested`` (JSON nested 100,000 deep), ``items`` (a batch answer whose ``data``
+items are not objects), ``huge`` (a 64 MB answer with no Content-Length), ``drip`` (the
+answer one byte every ``drip_s`` seconds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import threading
@@ -39,6 +44,7 @@ from gateway.identifiers.codes import CodeError, parse
 from gateway.identifiers.passwords import NODE_TZ, v1_password
 
 MAX_BATCH = 2000
+HOSTILE = ("nested", "items", "huge", "drip")
 EXISTS = "标识已存在"
 NOT_FOUND = "标识不存在"
 BAD_LOGIN = "用户名/密码错误\uff01"  # the node's own message (full-width punctuation)
@@ -57,6 +63,7 @@ class FakeIdNode:
         self.tokens: dict[str, float] = {}  # token -> expiry (monotonic)
         self.fault = "none"
         self.hang_s = 5.0
+        self.drip_s = 0.2
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request
         self.registrations: dict[str, int] = {}  # handle -> times it was stored (once!)
         self._lock = threading.Lock()
@@ -242,6 +249,9 @@ class FakeIdNode:
                     body = None
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 code, doc, extra = node.handle(method, self.path, headers, body)
+                if node.fault in HOSTILE and "/token" not in self.path:
+                    self._hostile(node.fault)
+                    return
                 data = json.dumps(doc, ensure_ascii=False).encode("utf-8")
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json;charset=UTF-8")
@@ -250,6 +260,34 @@ class FakeIdNode:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _hostile(self, fault: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json;charset=UTF-8")
+                self.close_connection = True
+                if fault == "nested":
+                    data = b'{"status":1,"data":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+                elif fault == "items":
+                    data = b'{"status":1,"message":"success","data":[1,"x",null,[]]}'
+                elif fault == "huge":
+                    self.end_headers()
+                    block = b" " * 65536
+                    with contextlib.suppress(OSError):
+                        for _ in range(1024):
+                            self.wfile.write(block)
+                    return
+                else:  # drip
+                    self.end_headers()
+                    with contextlib.suppress(OSError):
+                        for b in b'{"status":1,"message":"success","data":true}' * 100:
+                            self.wfile.write(bytes([b]))
+                            self.wfile.flush()
+                            time.sleep(node.drip_s)
+                    return
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(data)
 
             def do_GET(self) -> None:
                 self._serve("GET")

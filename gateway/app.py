@@ -7,9 +7,11 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from drivers.base import DriverContext, driver_for
+from gateway.backoff import Backoff
 from gateway.compact import Schemas, encode_record, pack_topic, schema_of
 from gateway.config import Device, LoadedConfig, check_files, load_config
 from gateway.crypto.spool import SpoolCipher
@@ -45,6 +47,8 @@ STOP_TIMEOUT = 5.0
 READY_GRACE = 30.0
 #: in the state directory: the running gateway's pid, for `edgegw reload`
 PIDFILE = "edgegw.pid"
+#: an optional service that fails is restarted after a wait that doubles up to this
+SERVICE_BACKOFF = (1.0, 300.0)
 
 
 class Gateway:
@@ -121,6 +125,9 @@ class Gateway:
         self.stuck: list[str] = []
         #: a service that failed and stopped the gateway (exit status 1)
         self.error: str | None = None
+        #: optional services that failed: name -> (failures, last error, monotonic time
+        #: of the last failure); see _isolated
+        self.service_failures: dict[str, tuple[int, str, float]] = {}
         self.notifier = Notifier()
         hc = cfg.health
         self.health = HealthServer(self, hc.host, hc.port) if hc.enabled else None
@@ -240,14 +247,17 @@ class Gateway:
         # Devices and services run as plain tasks (each supervises itself and never
         # raises), not under a TaskGroup: a task that ignores its cancellation (see
         # gateway/tasks.py) must never hold the gateway's stop.
-        services = {
-            "uplink": self.uplink.run(), "reload": self._reloader(),
-            "fault-summary": self._summaries(), "identifiers": self.identifiers.run(),
-            "systemd": self._systemd(), "cert-watch": self.certs.run(),
-            "modem-watchdog": self.watchdog.run(),
+        # The optional services are isolated: one that fails is logged, counted (health,
+        # /metrics) and restarted with backoff; it never stops polling or the uplink.
+        optional: dict[str, Callable[[], Awaitable[None]]] = {
+            "reload": self._reloader, "fault-summary": self._summaries,
+            "identifiers": self.identifiers.run, "cert-watch": self.certs.run,
+            "modem-watchdog": self.watchdog.run,
         }
-        tasks = {name: asyncio.create_task(coro, name=name) for name, coro in services.items()}
-        uplink = tasks.pop("uplink")
+        tasks = {name: asyncio.create_task(self._isolated(name, start), name=name)
+                 for name, start in optional.items()}
+        tasks["systemd"] = asyncio.create_task(self._systemd(), name="systemd")
+        uplink = asyncio.create_task(self.uplink.run(), name="uplink")
         try:
             for r in self.runners:
                 self._start(r)
@@ -281,6 +291,46 @@ class Gateway:
             self.identifiers.close()
             await self.store.close()
             log.info("edgegw %s stopped", self.gateway_id)
+
+    async def _isolated(self, name: str, start: Callable[[], Awaitable[None]]) -> None:
+        """Run an optional service; when it fails, log and count it and start it again
+        after a backoff (1 s doubling to 5 min; reset after an hour without failure)."""
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(*SERVICE_BACKOFF)
+        while True:
+            t0 = loop.time()
+            try:
+                await start()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the isolation boundary: any failure is contained
+                if loop.time() - t0 > 3600:
+                    backoff.reset()
+                count = self.service_failures.get(name, (0, ""))[0] + 1
+                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self.service_failures[name] = (count, why[:300], loop.time())
+                wait = backoff.next()
+                log.error("service %s failed (%d time(s)): %s; restarting it in %.0f s "
+                          "(devices and the uplink keep running)", name, count, why[:300],
+                          wait, exc_info=exc if count == 1 else None)
+                await asyncio.sleep(wait)
+
+    def stalled_devices(self) -> list[str]:
+        """Devices not being polled: their task ended, or no cycle for too long."""
+        if self._stop.is_set():
+            return []
+        now = asyncio.get_running_loop().time()
+        out = []
+        for r in self.runners:
+            if r.stopping:  # being stopped or restarted (a reload)
+                continue
+            task = self._device_tasks.get(r.device.id)
+            if task is None:  # not started yet
+                continue
+            if task.done() or r.stalled(now):
+                out.append(r.device.id)
+        return out
 
     async def _until_stopped(self, services: list[asyncio.Task[None]]) -> None:
         """Until :meth:`stop`, or until a service fails (logged; the gateway stops with

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgegw.health")
 MAX_REQUEST = 8192
+#: a service that failed this recently (s) makes the status 'degraded'
+SERVICE_FAILED_FOR = 900.0
 
 
 def _json_safe(v: object) -> object:
@@ -98,14 +100,23 @@ class HealthServer:
         gw = self.gw
         devs = gw.stats.devices
         degraded = gw.store.stats.degraded
+        stalled = gw.stalled_devices()
+        now = asyncio.get_running_loop().time()
+        failed = {name: {"failures": n, "last_error": why,
+                         "seconds_ago": round(now - when)}
+                  for name, (n, why, when) in sorted(gw.service_failures.items())}
+        recent = any(now - when < SERVICE_FAILED_FOR
+                     for _, _, when in gw.service_failures.values())
         return {
-            "status": "degraded" if degraded else "ok",
+            "status": "degraded" if degraded or stalled or recent else "ok",
             "gateway": gw.gateway_id,
             "devices": len(gw.runners),
             "devices_online": sum(d.state == "online" for d in devs.values()),
             "uplink_connected": gw.stats.uplink_connected,
             "queued_batches": gw.store.stats.entries,
             "store_degraded": degraded,
+            "devices_stalled": stalled,
+            "services_failed": failed,
             "cert_warnings": gw.certs.warnings,
         }
 
@@ -164,6 +175,10 @@ class HealthServer:
         metric("store_dropped_batches_total", "counter", "batches dropped, by reason",
                [({"reason": k}, v) for k, v in sorted(st.dropped_by.items())] or
                [({"reason": "none"}, 0)])
+        metric("service_failures_total", "counter",
+               "optional services (identifiers, reload, ...) that failed and were restarted",
+               [({"service": k}, v[0]) for k, v in sorted(gw.service_failures.items())] or
+               [({"service": "none"}, 0)])
         metric("store_degraded", "gauge", "1 while the store cannot write (e.g. disk full)",
                [({}, 1.0 if st.degraded else 0.0)])
         s = gw.stats

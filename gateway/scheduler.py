@@ -63,6 +63,9 @@ class DeviceRunner:
             g: (device.poll_periods[g], tuple(pts)) for g, pts in groups.items()
         }
         self.online = False
+        #: a device whose stats.beat is older than this (s) is stalled: not being polled
+        #: (/healthz says degraded); None for a pushing device without heartbeat
+        self.stall_after = self._stall_after(backoff.max)
         #: set when the gateway stops this device: every loop ends at its next turn, even
         #: if a cancellation was lost inside a driver's wait (gateway/tasks.py)
         self.stopping = False
@@ -70,6 +73,19 @@ class DeviceRunner:
         self.contexts: list[tuple[str, str, list[DevicePipeline]]] = []
         self.on_context: Callable[[str, str, list[DevicePipeline]], None] | None = None
         self._shared: dict[str, str] = {}  # point -> the code last handed on
+
+    def _stall_after(self, backoff_max: float) -> float | None:
+        # a cycle every period (or every half heartbeat), a reconnect every backoff_max;
+        # the margin covers a read's own timeouts and retries
+        if self.driver.streaming:
+            hb = self.pipeline.heartbeat
+            return hb + backoff_max + 60.0 if hb > 0 else None
+        fastest = min((p for p, _ in self.groups.values()), default=60.0)
+        return 3 * fastest + backoff_max + 60.0
+
+    def stalled(self, now: float) -> bool:
+        """True when the device has not been polled (nor tried) for ``stall_after`` s."""
+        return self.stall_after is not None and now - self.stats.beat > self.stall_after
 
     async def run(self) -> None:
         """Supervise forever (until cancelled)."""
@@ -92,6 +108,7 @@ class DeviceRunner:
 
     async def _connected_cycle(self) -> None:
         dev = self.device.id
+        self.stats.beat = time.monotonic()
         try:
             await self.driver.connect()
         except DeviceUnreachable as exc:
@@ -133,6 +150,7 @@ class DeviceRunner:
             if self.stopping:
                 return
             self.stats.polls += 1
+            self.stats.beat = time.monotonic()
             await self._emit(group, readings)
 
     async def _refresh(self, driver: StreamingDriver, interval: float) -> None:
@@ -140,6 +158,7 @@ class DeviceRunner:
             await asyncio.sleep(interval)
             for group, (_, points) in self.groups.items():
                 readings = await driver.read(points)
+                self.stats.beat = time.monotonic()
                 if readings:  # empty: nothing received yet (a code reader before a scan)
                     await self._emit(group, readings)
 
@@ -220,7 +239,8 @@ class DeviceRunner:
         while not self.stopping:
             t0 = clock()
             readings = await read(points)
-            st.read_seconds += clock() - t0
+            st.beat = t1 = clock()
+            st.read_seconds += t1 - t0
             st.polls += 1
             await emit(group, readings)
             deadline += period

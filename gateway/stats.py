@@ -16,6 +16,7 @@ class DeviceStats:
     last_error: str | None = None
     last_ok: float = 0.0  # wall-clock time of the last successful read
     read_seconds: float = 0.0  # total time spent in reads (polls): mean = / polls
+    beat: float = 0.0  # monotonic time of the last poll cycle, delivery or connect attempt
 
 
 @dataclass(slots=True)

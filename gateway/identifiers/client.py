@@ -15,6 +15,12 @@ kind            meaning                                               retry?
 ``down``        connection refused / network unreachable              yes
 ==============  ====================================================  ===========
 
+Every reply is untrusted: its body is read in bounded chunks up to ``MAX_REPLY`` bytes
+and within ``timeout`` seconds in all (a slow drip is cut off, not waited for), JSON
+nested deeper than ``MAX_DEPTH`` is refused before it is parsed, and every field used is
+type-checked; a reply that breaks any of these is a ``server`` error (retried), never an
+exception of another kind.
+
 A 401 on a data call means the token expired: the client logs in again once and
 repeats the call. The password is read when logging in (from a file or the environment,
 through the callable given) and never logged or kept in the exception texts.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +46,8 @@ MAX_BATCH = 2000
 MAX_VALUE = 255
 TEMPLATE_INDEX = 1001
 FIRST_USER_INDEX = 2000
+MAX_REPLY = 4 * 1024 * 1024  # bytes: a batch answer for 2000 codes is ~200 kB
+MAX_DEPTH = 32  # nesting of the node's JSON answers: 4 at most
 EXISTS_MARK = "已存在"  # "标识已存在": the node's answer for a code that is registered
 
 
@@ -113,8 +122,16 @@ class NodeClient:
             headers["Authorization"] = f"Bearer {token}"
         data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None \
             else None
+        deadline = time.monotonic() + self.timeout
         try:
-            resp = self._http.request(method, self.url + path, body=data, headers=headers)
+            resp = self._http.request(method, self.url + path, body=data, headers=headers,
+                                      preload_content=False)
+            try:
+                raw = self._body(resp, method, path, deadline)
+            except BaseException:
+                resp.close()  # a part-read reply: the connection is not reused
+                raise
+            resp.release_conn()
         except urllib3.exceptions.ReadTimeoutError:
             raise NodeError("unknown", f"{method} {path}: no answer within "
                             f"{self.timeout:g} s") from None
@@ -122,10 +139,7 @@ class NodeClient:
             raise NodeError("down", f"{method} {path}: {self.url} unreachable "
                             f"({type(exc).__name__})") from None
         status = resp.status
-        try:
-            doc = json.loads(resp.data) if resp.data else None
-        except ValueError:
-            doc = None
+        doc = _json(raw)
         if status == 429:
             after = resp.headers.get("Retry-After")
             raise NodeError("rate_limit", f"{method} {path}: rate limited (HTTP 429)",
@@ -137,6 +151,30 @@ class NodeClient:
             raise NodeError("server", f"{method} {path}: HTTP {status}")
         return status, doc
 
+    def _body(self, resp: urllib3.BaseHTTPResponse, method: str, path: str,
+              deadline: float) -> bytes:
+        """The reply's body, at most MAX_REPLY bytes, complete before ``deadline``."""
+        length = resp.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > MAX_REPLY:
+            raise NodeError("server", f"{method} {path}: reply of {int(length)} bytes "
+                            f"refused (at most {MAX_REPLY})")
+        chunks: list[bytes] = []
+        size = 0
+        # read1: one socket read at a time, so a slow drip meets the deadline check
+        read = getattr(resp, "read1", None) or resp.read
+        while True:
+            chunk = read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_REPLY:
+                raise NodeError("server", f"{method} {path}: reply longer than {MAX_REPLY} "
+                                "bytes refused")
+            if time.monotonic() > deadline:
+                raise NodeError("unknown", f"{method} {path}: reply not complete within "
+                                f"{self.timeout:g} s")
+            chunks.append(chunk)
+
     def login(self) -> str:
         password = self._password()
         path = "/identity/token/v1" if self.login_kind == "v1" else "/identity/token"
@@ -144,8 +182,8 @@ class NodeClient:
         status, doc = self._send("POST", path, {"username": self.username, "password": sent})
         token = (doc or {}).get("data", {}) if isinstance(doc, dict) else {}
         token = token.get("token") if isinstance(token, dict) else None
-        if status != 200 or not token:
-            msg = doc.get("message") if isinstance(doc, dict) else None
+        if status != 200 or not isinstance(token, str | int) or not token:
+            msg = str(doc.get("message"))[:MAX_VALUE] if isinstance(doc, dict) else None
             raise NodeError("auth", f"login as {self.username!r} refused by {self.url} "
                             f"(HTTP {status}{': ' + msg if msg else ''})")
         self._token = str(token)
@@ -173,7 +211,7 @@ class NodeClient:
         doc = self._call("POST", "/identityv2/data", rec.to_json())
         if doc.get("status") == 1:
             return "created"
-        msg = str(doc.get("message", ""))
+        msg = str(doc.get("message", ""))[:MAX_VALUE]
         if EXISTS_MARK in msg:
             return "exists"
         raise NodeError("rejected", f"{rec.handle}: refused by the node: {msg}")
@@ -189,10 +227,14 @@ class NodeClient:
             doc = self._call("POST", "/identityv2/data/batchCreate",
                              [r.to_json() for r in chunk])
             if doc.get("status") != 1 or not isinstance(doc.get("data"), list):
-                raise NodeError("rejected", f"batch refused: {doc.get('message')}")
+                raise NodeError("rejected",
+                                f"batch refused: {str(doc.get('message'))[:MAX_VALUE]}")
             for item in doc["data"]:
-                msg = str(item.get("msg", ""))
-                out[str(item.get("handle"))] = "created" if msg == "success" else \
+                if not isinstance(item, dict) or not isinstance(item.get("handle"), str):
+                    raise NodeError("server", "batch answer malformed: an item is not "
+                                    "{handle, msg}")
+                msg = str(item.get("msg", ""))[:MAX_VALUE]
+                out[item["handle"]] = "created" if msg == "success" else \
                     "exists" if EXISTS_MARK in msg else msg
         return out
 
@@ -209,6 +251,41 @@ class NodeClient:
         status, doc = self._send("GET", f"/api/handles/{c.prefix}/{quote(c.suffix)}")
         if status == 404 or (isinstance(doc, dict) and doc.get("responseCode") == 100):
             return None
-        if status != 200 or not isinstance(doc, dict) or doc.get("responseCode") != 1:
+        if status != 200 or not isinstance(doc, dict) or doc.get("responseCode") != 1 \
+                or not isinstance(doc.get("values", []), list):
             raise NodeError("server", f"resolve {code}: unexpected answer (HTTP {status})")
         return doc
+
+
+def _depth_ok(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True when no JSON array/object in ``raw`` nests deeper than ``limit`` (brackets
+    inside strings are skipped), checked before parsing: the parser recurses."""
+    depth = 0
+    in_str = esc = False
+    for b in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif b == 0x5C:  # backslash
+                esc = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return False
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def _json(raw: bytes) -> Any:
+    """The parsed reply, or None when it is empty, not JSON or nested too deep."""
+    if not raw or not _depth_ok(raw):
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None

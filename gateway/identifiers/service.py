@@ -177,8 +177,10 @@ class ResolverCache:
         doc = await asyncio.to_thread(self.client.resolve, code)
         if doc is None:  # not (yet) registered: ask again next time
             return None
-        ttls = [int(v.get("ttl", self.max_ttl)) for v in (doc or {}).get("values", [])
-                if isinstance(v, dict)]
+        ttls = [int(t) for v in doc.get("values", []) if isinstance(v, dict)
+                for t in [v.get("ttl", self.max_ttl)]
+                if isinstance(t, int | float) and not isinstance(t, bool)
+                and 0 <= t < 2**31]
         ttl = min(ttls) if ttls else self.min_ttl
         self._cache[code] = (self.clock() + min(self.max_ttl, max(self.min_ttl, ttl)), doc)
         return doc

@@ -132,3 +132,34 @@ def test_concurrent_calls_share_one_login(node: FakeIdNode) -> None:
         t.join()
     assert len(node.records) == 8
     assert node.calls.count(("POST", "/identity/token/v1")) == 1
+
+
+@pytest.mark.parametrize(("fault", "call", "kind"), [
+    ("nested", "register", "server"),  # refused before parsing: retried later
+    ("nested", "resolve", "server"),
+    ("items", "batch", "server"),
+    ("huge", "batch", "server"),
+    ("drip", "register", "unknown"),
+])
+def test_hostile_answers_are_node_errors_bounded_in_size_and_time(
+        node: FakeIdNode, fault: str, call: str, kind: str) -> None:
+    """A broken or compromised node: every answer is untrusted (issue 18, item 2)."""
+    import resource
+    import time
+
+    c = client(node, timeout=1.0)
+    c.login()  # logins still work under these faults
+    node.fault = fault
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.monotonic()
+    calls = {"register": lambda: c.register(rec()), "resolve": lambda: c.resolve(TYRE),
+             "batch": lambda: c.batch_create([rec(f"88.118.8/H-{i}") for i in range(3)])}
+    with pytest.raises(NodeError) as e:
+        calls[call]()
+    assert e.value.kind == kind, e.value
+    assert time.monotonic() - t0 < 3.0  # the drip is cut off at the 1 s timeout
+    # the 64 MB answer was refused after 4 MiB, not buffered (ru_maxrss is in KiB)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 32 * 1024
+    node.fault = "none"
+    # the client is usable afterwards (the node may have stored the code before)
+    assert c.register(rec()) in ("created", "exists")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,27 @@ async def test_rate_limit_and_server_errors_are_retried(tmp_path: Path,
     node.fault = "none"
     await until(lambda: q.counts() == {"done": 2}, 15)
     task.cancel()
+
+
+@pytest.mark.parametrize("fault", ["nested", "items", "huge", "drip"])
+async def test_hostile_answers_are_retried_and_the_registrar_keeps_running(
+        fault: str, node: FakeIdNode) -> None:
+    """Issue 18, item 2: these answers used to raise out of the registrar and stop the
+    gateway's task group; now they are retryable node errors and the codes wait."""
+    node.drip_s = 0.05
+    q = RegistrationQueue(":memory:")
+    reg = registrar(q, node.url)
+    reg.submit("product", CODES[0])
+    reg.submit("product", CODES[1])
+    node.fault = fault
+    task = asyncio.create_task(reg.run())
+    await until(lambda: all(e.attempts >= 2 for e in q.entries()), 20)
+    assert not task.done() and "done" not in q.counts()
+    node.fault = "none"
+    await until(lambda: q.counts() == {"done": 2}, 15)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 3)  # stops promptly, even after a drip
 
 
 @pytest.mark.parametrize("n", [1, 2])
