@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -21,7 +21,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: MqttConfig settings the ingest does not use, and why
+INGEST_UNUSED = {
+    "qos": "not used by the ingest: it always subscribes with QoS 1 (acknowledged after "
+           "the database has the data)",
+    "max_inflight": "not used by the ingest (it publishes nothing); receive_maximum bounds "
+                    "what the broker sends",
+    "status_interval": "not used by the ingest (the gateway's retained status message)",
+}
+
+
 class IngestMqtt(MqttConfig):
+    UNUSED_FIELDS: ClassVar[dict[str, str]] = INGEST_UNUSED
     share_group: str | None = Field(
         default=None,
         description="MQTT v5 shared subscription group, to split the load over several "
@@ -44,6 +55,14 @@ class IngestMqtt(MqttConfig):
         default="auto", description="MQTT version: auto tries v5 and falls back to 3.1.1 when "
         "the broker does not speak v5 (both with a persistent session and acknowledgements "
         "only after the database has the data); 5 or 3.1.1 insist")
+
+    @model_validator(mode="after")
+    def _only_honoured(self) -> IngestMqtt:
+        # the gateway's publishing settings: refused here rather than silently ignored
+        unused = sorted(self.model_fields_set & INGEST_UNUSED.keys())
+        if unused:
+            raise ValueError("; ".join(f"{k}: {INGEST_UNUSED[k]}" for k in unused))
+        return self
 
     @model_validator(mode="after")
     def _shared_needs_v5(self) -> IngestMqtt:
