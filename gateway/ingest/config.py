@@ -46,8 +46,10 @@ class IngestMqtt(MqttConfig):
         "list to split the load without shared subscriptions")
     receive_maximum: int = Field(
         default=10000, ge=10, le=65535,
-        description="unacknowledged messages the broker may send: bounds memory, and must "
-        "hold a full batch (batch.max_lines) or batches only ever fill by time")
+        description="unacknowledged messages the broker may send, and the most the ingest "
+        "holds in memory (it stops reading the socket beyond it, whatever the broker does: "
+        "about 8 KB each with MQTT v5, so 10000 is ~80 MB); must hold a full batch "
+        "(batch.max_lines) or batches only ever fill by time")
     session_expiry: Duration = Field(
         default=86400.0, description="MQTT v5: how long the broker keeps our queue while the "
         "ingest is away (3.1.1 brokers keep a persistent session until it is cleaned)")

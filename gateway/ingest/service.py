@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import ssl
 import time
 from collections import OrderedDict
@@ -41,6 +42,7 @@ from gateway.errors import EdgegwError
 from gateway.ingest.config import IngestMqtt, LoadedIngest
 from gateway.ingest.connack import UNSUPPORTED_PROTOCOL, code_of, meaning
 from gateway.ingest.deadletter import DeadLetters
+from gateway.ingest.flow import ReadGate
 from gateway.ingest.lineproto import batch_lines
 from gateway.ingest.sinks import Sink, describe, make_sink
 from gateway.ingest.writer import BatchWriter
@@ -101,6 +103,7 @@ class IngestService:
         self._lock = asyncio.Lock()
         self._stopping = False
         self._paho: object | None = None
+        self._gate: ReadGate | None = None
         self.protocol: str | None = None  # the MQTT version of the current session
         m = self.cfg.mqtt
         share = f"$share/{m.share_group}/" if m.share_group else ""
@@ -135,7 +138,6 @@ class IngestService:
                 m.host, m.port, identifier=m.client_id or "edgegw-ingest",
                 username=m.username, password=m.password(), keepalive=m.keepalive,
                 protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
-                max_queued_incoming_messages=m.receive_maximum,
                 timeout=10, tls_context=_tls(m),
             )
         paho = getattr(client, "_client", None)
@@ -143,6 +145,8 @@ class IngestService:
             raise RuntimeError("this aiomqtt/paho does not offer manual acknowledgements")
         paho.manual_ack_set(True)  # PUBACK only after the database has the data
         self._paho = paho
+        # at most receive_maximum messages wait in memory, whatever the broker sends
+        self._gate = ReadGate(client, m.receive_maximum)
         return client
 
     def _ack(self, mid: int) -> None:
@@ -189,7 +193,10 @@ class IngestService:
                             consumer = tg.create_task(self._consume(client),
                                                       name="ingest-consume")
                             for topic in self.topics:
-                                await client.subscribe(topic, qos=1)
+                                # a resumed session's backlog comes before the SUBACK
+                                # (mosquitto: all of it): no timeout, the consumer works
+                                # on meanwhile; a dead link ends the session (keepalive)
+                                await client.subscribe(topic, qos=1, timeout=math.inf)
                             backoff.reset()
                             self.connected.set()
                             log.info("ingest: subscribed on %s:%d (MQTT %s, persistent "
@@ -248,7 +255,10 @@ class IngestService:
         self._stopping = True
 
     async def _consume(self, client: aiomqtt.Client) -> None:
+        gate = self._gate
         async for m in client.messages:
+            if gate is not None:
+                gate.drained()
             self._take(m)
             if self._pending.lines >= self.cfg.batch.max_lines:
                 await self.flush()  # backpressure: nothing new is read until written
