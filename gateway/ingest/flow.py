@@ -40,8 +40,7 @@ class ReadGate:
         def on_message(c: Any, userdata: Any, message: Any) -> None:
             took(c, userdata, message)
             n = self._queue.qsize()
-            if n > self.peak:
-                self.peak = n
+            self.peak = max(self.peak, n)
             if not self.paused and n >= self.high:
                 self._pause()
 
