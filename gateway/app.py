@@ -17,7 +17,7 @@ from gateway.config import Device, LoadedConfig, check_files, load_config
 from gateway.crypto.spool import SpoolCipher
 from gateway.crypto.watch import CertWatch
 from gateway.encode import data_topic, encode_batch
-from gateway.errors import ConfigError, EdgegwError
+from gateway.errors import ConfigError, EdgegwError, SpoolUnavailable
 from gateway.faultlog import FaultLog
 from gateway.health import HealthServer
 from gateway.identifiers.service import IdentifierService
@@ -87,14 +87,25 @@ class Gateway:
         sc = cfg.store
         cipher = (SpoolCipher.from_file(loaded.resolve(sc.encryption_key_file))
                   if sc.encryption_key_file is not None else None)
-        self.store: Store = open_store(
-            sc.kind, encode if cfg.uplink.mqtt.encoding == "json" else encode_compact,
-            Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy),
-            str(loaded.store_path), sc.sync_interval, cipher)
+        encoder = encode if cfg.uplink.mqtt.encoding == "json" else encode_compact
+        limits = Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy)
+        spool: str | None = str(loaded.store_path) if sc.kind == "sqlite" else None
+        try:
+            self.store: Store = open_store(sc.kind, encoder, limits, str(loaded.store_path),
+                                           sc.sync_interval, cipher)
+        except SpoolUnavailable as exc:
+            # a full or read-only disk: poll and publish live data all the same, and say
+            # so (/healthz degraded, the status topic), rather than not start at all
+            spool = None
+            self.store = open_store("memory", encoder, limits)
+            self.store.fallback = self.store.stats.degraded = (
+                f"{exc}: running on a memory store (batches are lost on restart); free "
+                "space and restart the gateway")
+            log.error("store: %s", self.store.fallback)
         self.ctx = DriverContext(cfg.gateway.id, loaded.state_dir, loaded.path.parent)
         ids = cfg.identifiers
         self.identifiers = IdentifierService(
-            ids, str(loaded.store_path) if sc.kind == "sqlite" else ":memory:", gw,
+            ids, spool or ":memory:", gw,
             cfg.gateway.site or "")
         self.runners: list[DeviceRunner] = []
         enabled = [d for d in loaded.devices if d.config.enabled]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Protocol
@@ -781,7 +782,28 @@ def file_problems(loaded: LoadedConfig) -> tuple[list[tuple[str, str]], list[str
         if f.secret and mode & 0o004:
             warnings.append(f"{at}: {f.path} is readable by every user (mode "
                             f"{mode & 0o777:o}); run: chmod 600 {f.path}")
+    if loaded.config.store.kind == "sqlite":
+        warnings += _spool_space(loaded)
     return errors, warnings
+
+
+def _spool_space(loaded: LoadedConfig) -> list[str]:
+    """A warning when the spool's filesystem is (nearly) full or not writable: the
+    gateway would start on a memory store (data lost on restart)."""
+    at = f"{loaded.path}: store.path"
+    where = loaded.store_path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError as exc:
+        return [f"{at}: cannot check the space for {loaded.store_path}: {exc.strerror}"]
+    if not os.access(where, os.W_OK):
+        return [f"{at}: {where} is not writable: the gateway would run on a memory store"]
+    if free < 16 * 1024 * 1024:
+        return [f"{at}: only {free // 1024} KiB free for {loaded.store_path}: a full disk "
+                "drops batches (and the gateway may start on a memory store)"]
+    return []
 
 
 def check_files(loaded: LoadedConfig) -> list[str]:

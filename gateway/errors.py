@@ -55,5 +55,10 @@ class StoreError(EdgegwError):
     """The store could not accept or return entries."""
 
 
+class SpoolUnavailable(StoreError):
+    """The spool file cannot be opened or created (a full or read-only disk): the gateway
+    runs on a memory store and says so, rather than not at all."""
+
+
 class KeyFileError(EdgegwError):
     """A key or certificate file that cannot be used; the message names the file."""

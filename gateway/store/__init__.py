@@ -123,6 +123,10 @@ class BoundedStore(ABC):
         self._room = asyncio.Event()
         self._warned: set[str] = set()
         self._next_age_check = 0.0
+        #: why this store stands in for the configured one (set by the gateway when the
+        #: spool cannot be opened): the status stays degraded with it
+        self.fallback: str | None = None
+        self._made_room_at = -1e9  # monotonic time old batches last made room on a full disk
         #: alarm/state batches just stored, for the uplink to send before anything else
         #: (they are in the store like every batch; this is only the fast lane's queue)
         self.urgent: deque[Entry] = deque(maxlen=10_000)
@@ -162,18 +166,28 @@ class BoundedStore(ABC):
         self._check_age()
         if not await self._make_room(size, points):
             return seq
+        bulk = batch.priority == BULK
         try:
-            self._insert(seq, topic, payload, batch.ts_ms, points, batch.priority == BULK)
+            self._insert(seq, topic, payload, batch.ts_ms, points, bulk)
         except StoreFull as exc:
-            self._count_drop("disk_full", 1, points)
-            if self.stats.degraded is None:
+            if self.stats.degraded in (None, self.fallback):
                 self.stats.degraded = f"disk full: {exc}"
-                log.error("store: cannot write (%s): new batches are dropped and counted "
-                          "until space is free again", exc)
-            return seq
-        if self.stats.degraded is not None:
-            log.warning("store: writing again after: %s", self.stats.degraded)
-            self.stats.degraded = None
+                log.error("store: cannot write (%s): %s, counted, until space is free "
+                          "again", exc, "the oldest batches are dropped for new ones"
+                          if self.limits.policy == "drop-oldest" else
+                          "new batches are dropped")
+            # the disk stays full (degraded) while old batches make room for new ones
+            if not (self.limits.policy == "drop-oldest" and
+                    self._make_room_on_disk(seq, topic, payload, batch.ts_ms, points, bulk)):
+                self._count_drop("disk_full", 1, points)
+                return seq
+        else:
+            # after old batches made room the disk is still full: degraded (and quiet)
+            # until an ack frees space or a minute passes without making room
+            if self.stats.degraded != self.fallback and \
+                    time.monotonic() - self._made_room_at > 60.0:
+                log.warning("store: writing again after: %s", self.stats.degraded)
+                self.stats.degraded = self.fallback
         st = self.stats
         st.entries += 1
         st.bytes += size
@@ -184,6 +198,29 @@ class BoundedStore(ABC):
             self.urgent_ready.set()
         self._new.set()
         return seq
+
+    def _make_room_on_disk(self, seq: int, topic: str, payload: bytes, ts_ms: int,
+                           points: int, bulk: bool) -> bool:
+        """Disk full under drop-oldest: delete the oldest batches, 16 at a time (counted
+        as ``disk_full``; a page is reused once all its rows are gone), until the new one
+        fits; at most 256. False when it still does not fit."""
+        st = self.stats
+        self._made_room_at = time.monotonic()
+        for _ in range(16):
+            oldest = self._oldest(16)
+            if not oldest:
+                return False
+            for old, nbytes, npoints in oldest:
+                if self._delete(old) is not None:
+                    st.entries -= 1
+                    st.bytes -= nbytes
+                    self._count_drop("disk_full", 1, npoints)
+            try:
+                self._insert(seq, topic, payload, ts_ms, points, bulk)
+            except StoreFull:
+                continue
+            return True
+        return False
 
     async def _make_room(self, size: int, points: int) -> bool:
         lim = self.limits
@@ -257,6 +294,7 @@ class BoundedStore(ABC):
             self.stats.entries -= 1
             self.stats.bytes -= found[0]
             self.stats.acked += 1
+            self._made_room_at = -1e9  # the uplink frees space
             self._room.set()
             if not self.stats.entries:
                 self._warned.discard("full")

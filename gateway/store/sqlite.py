@@ -12,6 +12,13 @@ not fsync (``synchronous=NORMAL``); a background thread checkpoints the WAL ever
 ``sync_interval`` seconds, which fsyncs it, so a power cut loses at most that window.
 ``sync_interval: 0`` fsyncs every commit instead (``synchronous=FULL``; slow on SD cards).
 
+Disk full: a reserve file of ``RESERVE_BYTES`` lies beside the spool. When the disk is
+full it is released, so that acknowledged batches can still be deleted (SQLite writes to
+its WAL to delete) and the spool opened after a restart; it is made again once there is
+room. New batches that find no room are dropped and counted (``disk_full``), the oldest
+first under the ``drop-oldest`` policy, and the store writes again as soon as acks or
+the reserve free space.
+
 Recovery: on open the file is checked (``PRAGMA quick_check``). A file that is not a
 database or is damaged is renamed to ``<name>.corrupt-<time>``, every row that can still
 be read is copied into a new spool, and the gateway starts: it never crash-loops on a bad
@@ -22,13 +29,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
 from gateway.crypto.spool import OVERHEAD, SealError, SpoolCipher, is_sealed
-from gateway.errors import StoreError
+from gateway.errors import SpoolUnavailable, StoreError
 from gateway.store import BoundedStore, Encoder, Entry, Limits, StoreFull, initial_seq
 
 log = logging.getLogger("edgegw.store")
@@ -48,6 +57,55 @@ CREATE TABLE IF NOT EXISTS spool (
 #: a batch's size as counted in the stats: its payload, without the encryption overhead
 _LEN = f"(length(payload) - CASE WHEN substr(payload, 1, 1) = x'01' THEN {OVERHEAD} ELSE 0 END)"
 _OUT_OF_SPACE = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)
+#: bytes kept in reserve beside the spool, released when the disk is full
+RESERVE_BYTES = 4 * 1024 * 1024
+
+
+class Reserve:
+    """A preallocated file beside the spool: space that a full disk gives back."""
+
+    RETRY = 10.0  # s between attempts to make it again
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ok = False  # in place (as far as we know)
+        self._next_try = 0.0
+
+    def ensure(self) -> bool:
+        """Make the reserve when missing and there is room for it twice over (at most
+        every RETRY s); True when it is in place."""
+        if self.path.exists():
+            self.ok = True
+            return True
+        now = time.monotonic()
+        if now < self._next_try:
+            return False
+        self._next_try = now + self.RETRY
+        try:
+            if shutil.disk_usage(self.path.parent).free < 2 * RESERVE_BYTES:
+                return False
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            return False
+        self.ok = True
+        return True
+
+    def release(self) -> bool:
+        """Give the space back; True when there was a reserve to release."""
+        self.ok = False
+        try:
+            self.path.unlink()
+        except OSError:
+            return False
+        log.warning("store: disk full: released the spool's %d MiB reserve (%s) so that "
+                    "acknowledged batches can be deleted", RESERVE_BYTES >> 20, self.path)
+        return True
 
 
 def _connect(path: Path, sync_interval: float) -> sqlite3.Connection:
@@ -81,8 +139,15 @@ def _is_ok(path: Path) -> str | None:
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
+        if _out_of_space(exc):  # not damage: the disk is full (the caller frees space)
+            raise
         return str(exc)
     return None
+
+
+def _out_of_space(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None) or 0  # extended: the low byte is primary
+    return code & 0xFF in _OUT_OF_SPACE or "full" in str(exc) or "unable to open" in str(exc)
 
 
 def _salvage(src: Path, dst: sqlite3.Connection) -> int:
@@ -119,12 +184,22 @@ class SqliteStore(BoundedStore):
         self.path = Path(path)
         self.stats.durable = True
         self._cipher = cipher
+        self.reserve = Reserve(self.path.with_name(self.path.name + ".reserve"))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = self._open(sync_interval)
+            try:
+                self._db = self._open(sync_interval)
+            except (OSError, sqlite3.Error):
+                if not self.reserve.release():  # a full disk: the reserve makes room
+                    raise
+                self._db = self._open(sync_interval)
             self._check_sealed()
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the spool {self.path}: {exc}") from exc
+            raise SpoolUnavailable(f"cannot open the spool {self.path}: {exc}") from exc
+        if not self.reserve.ensure():
+            log.warning("store: no room for the spool's %d MiB reserve beside %s: a full "
+                        "disk may keep acknowledged batches from being deleted",
+                        RESERVE_BYTES >> 20, self.path)
         count, nbytes, last = self._db.execute(
             f"SELECT count(*), coalesce(sum({_LEN}), 0), coalesce(max(seq), 0) "
             "FROM spool").fetchone()
@@ -202,9 +277,11 @@ class SqliteStore(BoundedStore):
             self._db.execute("INSERT INTO spool VALUES (?,?,?,?,?,?)",
                              (seq, topic, payload, ts_ms, points, bulk))
         except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", None) in _OUT_OF_SPACE or "full" in str(exc):
+            if _out_of_space(exc):
                 raise StoreFull(str(exc)) from exc
             raise
+        if not self.reserve.ok:  # released on a full disk: make it again when there is room
+            self.reserve.ensure()
 
     def _oldest(self, n: int) -> list[tuple[int, int, int]]:
         rows = self._db.execute(
@@ -212,16 +289,21 @@ class SqliteStore(BoundedStore):
         return [(int(a), int(b), int(c)) for a, b, c in rows]
 
     def _delete(self, seq: int) -> tuple[int, int] | None:
+        sql = f"DELETE FROM spool WHERE seq = ? RETURNING {_LEN}, points"
         try:
-            row = self._db.execute(
-                f"DELETE FROM spool WHERE seq = ? RETURNING {_LEN}, points", (seq,)
-            ).fetchone()
+            row = self._db.execute(sql, (seq,)).fetchone()
         except sqlite3.OperationalError as exc:
-            # out of space even for the delete: the entry stays and is sent again later
-            if not self._space_warned:
-                self._space_warned = True
-                log.error("store: cannot delete acknowledged batches (%s)", exc)
-            return None
+            try:
+                if not self.reserve.release():
+                    raise
+                row = self._db.execute(sql, (seq,)).fetchone()
+            except sqlite3.OperationalError:
+                # out of space even for the delete, no reserve left: the entry stays
+                # and is sent again later (the ingest drops the duplicate)
+                if not self._space_warned:
+                    self._space_warned = True
+                    log.error("store: cannot delete acknowledged batches (%s)", exc)
+                return None
         return None if row is None else (int(row[0]), int(row[1]))
 
     def _select(self, n: int, after: int, before: int | None) -> list[Entry]:

@@ -282,20 +282,21 @@ async def test_not_a_database_never_crash_loops(tmp_path: Path) -> None:
     await s.close()
 
 
-async def test_disk_full_degrades_counts_and_recovers(tmp_path: Path) -> None:
-    s = sqlite_store(tmp_path / "spool.db")
+@pytest.mark.parametrize("policy", ["drop-newest", "drop-oldest"])
+async def test_disk_full_degrades_counts_and_recovers(tmp_path: Path, policy: str) -> None:
+    s = sqlite_store(tmp_path / "spool.db", policy=policy)
     s._db.execute("PRAGMA max_page_count = 12")  # a 'disk' of 12 pages of 4 KiB
-    stored, dropped = [], 0
-    for _ in range(400):
-        seq = await s.append(batch())
-        if s.stats.degraded:
-            dropped += 1
-        else:
-            stored.append(seq)
+    seqs = [await s.append(batch()) for _ in range(400)]
     assert s.stats.degraded and s.stats.degraded.startswith("disk full")
-    assert s.stats.dropped_by["disk_full"] == s.stats.dropped == dropped > 0
-    for e in await s.peek(10**6):
-        await s.ack(e.seq)  # the broker takes the backlog: space is free again
+    assert s.stats.dropped_by["disk_full"] == s.stats.dropped > 0
+    assert s.stats.entries + s.stats.dropped == 400
+    kept = [e.seq for e in await s.peek(10**6)]
+    if policy == "drop-oldest":  # the newest are kept, the oldest made room
+        assert kept == seqs[-len(kept):]
+    else:
+        assert kept == seqs[:len(kept)]
+    for seq in kept:
+        await s.ack(seq)  # the broker takes the backlog: space is free again
     await s.append(batch())
     assert s.stats.degraded is None and s.stats.entries == 1
     await s.close()
