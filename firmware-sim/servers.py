@@ -188,7 +188,10 @@ class HttpServer:
 
 
 class Influxd(HttpServer):
-    """InfluxDB 1.x (Debian ``influxdb``) with its own config and data dir."""
+    """InfluxDB 1.x (Debian ``influxdb``) with its own config and data dir.
+    ``max_values_per_tag``: InfluxDB's own limit (default 100,000), lowered in tests."""
+
+    max_values_per_tag = 100_000
 
     def start(self) -> None:
         d = self.workdir
@@ -198,6 +201,7 @@ class Influxd(HttpServer):
             f'bind-address = "127.0.0.1:{free_port()}"\n'
             f'[meta]\n  dir = "{d}/meta"\n'
             f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
+            f"  max-values-per-tag = {self.max_values_per_tag}\n"
             f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{self.port}"\n'
             "  log-enabled = false\n  max-body-size = 0\n"
             "[monitor]\n  store-enabled = false\n"

@@ -116,6 +116,12 @@ class IngestConfig(_Strict):
     max_payload: int = Field(default=1_048_576, ge=1024, description="bytes; larger -> dead letter")
     dedupe_window: int = Field(default=100_000, ge=0,
                                description="recent (gateway, seq) remembered per process")
+    id_tags: list[str] = Field(
+        default_factory=lambda: ["device"],
+        description="identifier kinds written as InfluxDB tags (id_<kind>); every other "
+        "kind is a string field. Only bounded sets belong here: one code per device, or an "
+        "order number if orders are few; a product's or a batch's code is unbounded and "
+        "would reach InfluxDB's max-values-per-tag limit (writes refused)")
 
     @model_validator(mode="after")
     def _batch_fits(self) -> IngestConfig:

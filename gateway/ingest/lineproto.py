@@ -2,8 +2,15 @@
 
 One measurement per device profile (``acme/cnc-vmc850``): a profile fixes its points'
 names and types, so a field never changes type inside a measurement, while the same
-point name in two profiles (``temp`` as int here, float there) cannot conflict. Tags:
-``gateway``, ``device``, ``profile_version``, and ``id_<kind>`` per identifier code.
+point name in two profiles (``temp`` as int here, float there) cannot conflict. Tags
+are bounded sets only: ``gateway``, ``device``, ``profile_version``, and ``id_<kind>``
+for the identifier kinds in ``id_tags`` (default ``device``: one code per device). Every
+other identifier code (a product's, a batch's: unbounded, one per part) is a string
+field ``id_<kind>``, so that InfluxDB's series and ``max-values-per-tag`` limits are
+never reached, and a tag value that line protocol cannot carry (a trailing backslash, a
+newline) is written as a field too. Names (measurement, tag and field keys) with a
+newline or other control character, which line protocol cannot carry at all, make the
+whole message a PayloadError: all of its lines or none.
 Fields: one per reported point (int ``i``, float, bool, string; an array one per
 element, ``name[0]``, ``name[1]``, ...), ``state`` (string) and
 ``err`` (offline reason). Bad points are not written as values; each becomes a line in
@@ -17,18 +24,43 @@ import math
 from typing import Any
 
 QUALITY_MEASUREMENT = "edgegw_quality"
+#: identifier kinds written as tags by default: bounded (one code per device)
+ID_TAGS: frozenset[str] = frozenset({"device"})
 
 
 class PayloadError(ValueError):
     """A payload that cannot be turned into points (goes to the dead-letter file)."""
 
 
-def _esc_key(s: str) -> str:  # measurement, tag keys/values, field keys
-    return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
+def _control(s: str) -> bool:
+    return any(c < " " or c == "\x7f" for c in s)
+
+
+def _carried(s: str) -> bool:
+    """True when line protocol (InfluxDB 1.x, which does not unescape a doubled
+    backslash in names and tag values) can carry ``s`` as a name or tag value exactly:
+    not empty, no control character, no backslash at the end or before ``,``, ``=``,
+    a space."""
+    if not s or _control(s) or s.endswith("\\"):
+        return False
+    return not ("\\," in s or "\\=" in s or "\\ " in s)
+
+
+def _name(s: str, what: str) -> str:
+    """A tag key or field key, escaped; PayloadError when it cannot be written."""
+    if not _carried(s):
+        raise PayloadError(f"{what} {s[:80]!r} cannot be written to InfluxDB: empty, a "
+                           "control character (newline), or a backslash at the end or "
+                           "before ',', '=', ' '")
+    return s.replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
 
 
 def _esc_meas(s: str) -> str:
-    return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+    if not _carried(s):
+        raise PayloadError(f"measurement {s[:80]!r} cannot be written to InfluxDB: empty, "
+                           "a control character (newline), or a backslash at the end or "
+                           "before ',', '=', ' '")
+    return s.replace(",", "\\,").replace(" ", "\\ ")
 
 
 def _field(v: Any) -> str | None:
@@ -49,8 +81,9 @@ def _field(v: Any) -> str | None:
     raise PayloadError(f"unsupported value type {type(v).__name__}")
 
 
-def batch_lines(doc: dict[str, Any]) -> list[str]:
-    """Lines for one decoded v1 data payload; raises PayloadError when malformed."""
+def batch_lines(doc: dict[str, Any], id_tags: frozenset[str] = ID_TAGS) -> list[str]:
+    """Lines for one decoded v1 data payload, all of them or (PayloadError, when
+    malformed or not writable) none."""
     try:
         gw, dev, prof, ts = doc["gw"], doc["dev"], doc["prof"], doc["ts"]
         points = doc["p"]
@@ -63,26 +96,34 @@ def batch_lines(doc: dict[str, Any]) -> list[str]:
     if not isinstance(points, dict):
         raise PayloadError("p must be an object")
     name, _, version = prof.partition("@")
-    tags = f",gateway={_esc_key(gw)},device={_esc_key(dev)}"
+    meas = _esc_meas(name)
+    tags = f",gateway={_name(gw, 'gateway')},device={_name(dev, 'device')}"
     if version:
-        tags += f",profile_version={_esc_key(version)}"
+        tags += f",profile_version={_name(version, 'profile version')}"
     ids = doc.get("ids") or {}
     if not isinstance(ids, dict):
         raise PayloadError("ids must be an object")
+    fields = []
     for kind in sorted(ids):
-        tags += f",id_{_esc_key(str(kind))}={_esc_key(str(ids[kind]))}"
+        key, code = f"id_{kind}", ids[kind]
+        if not isinstance(code, str):
+            raise PayloadError(f"ids.{str(kind)[:40]} must be a string")
+        if kind in id_tags and _carried(code):
+            tags += f",{_name(key, 'identifier kind')}={_name(code, key)}"
+        else:  # unbounded (one per product), or not a valid tag value: a field
+            fields.append(f"{_name(key, 'identifier kind')}={_field(code)}")
     st = doc.get("st") or {}
     if not isinstance(st, dict):
         raise PayloadError("st must be an object")
-    fields = []
     own: dict[int, list[str]] = {}  # points with their own source timestamp
     for k, v in points.items():
         if isinstance(v, list):  # an array: one field per element, name[i]
-            these = [f"{_esc_key(k)}[{i}]={f}" for i, x in enumerate(v)
+            key = _name(k, "point")
+            these = [f"{key}[{i}]={f}" for i, x in enumerate(v)
                      if (f := _field(x)) is not None]
         else:
             f = _field(v)
-            these = [f"{_esc_key(k)}={f}"] if f is not None else []
+            these = [f"{_name(k, 'point')}={f}"] if f is not None else []
         if not these:
             continue
         t = st.get(k)
@@ -98,14 +139,14 @@ def batch_lines(doc: dict[str, Any]) -> list[str]:
         fields.append(f"err={_field(doc['err'])}")
     lines = []
     if fields:
-        lines.append(f"{_esc_meas(name)}{tags} {','.join(fields)} {ts}")
+        lines.append(f"{meas}{tags} {','.join(fields)} {ts}")
     for t, tfields in own.items():
-        lines.append(f"{_esc_meas(name)}{tags} {','.join(tfields)} {t}")
+        lines.append(f"{meas}{tags} {','.join(tfields)} {t}")
     q = doc.get("q") or {}
     if not isinstance(q, dict):
         raise PayloadError("q must be an object")
-    base = f"{QUALITY_MEASUREMENT},gateway={_esc_key(gw)},device={_esc_key(dev)}"
+    base = f"{QUALITY_MEASUREMENT},gateway={_name(gw, 'gateway')},device={_name(dev, 'device')}"
     for point, qr in q.items():
         reason = qr[1] if isinstance(qr, list) and len(qr) == 2 else str(qr)
-        lines.append(f"{base},point={_esc_key(point)} reason={_field(str(reason))} {ts}")
+        lines.append(f"{base},point={_name(point, 'point')} reason={_field(str(reason))} {ts}")
     return lines

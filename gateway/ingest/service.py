@@ -110,6 +110,7 @@ class IngestService:
         self.topics = [f"{share}{m.topic_prefix}/{gw}/+/data" for gw in m.gateways] + [
             f"{share}{m.topic_prefix}/{gw}/pack" for gw in m.gateways]
         self.schemas = loaded.schemas()
+        self._id_tags = frozenset(self.cfg.id_tags)
         self._parts: dict[int, int] = {}  # pack mid -> records not yet settled
         self.connected = asyncio.Event()
         self._writer: BatchWriter[_Msg] = BatchWriter(
@@ -297,7 +298,7 @@ class IngestService:
         try:
             doc = decode_batch(message)
             key = (str(doc["gw"]), int(doc["seq"]))
-            lines = batch_lines(doc)
+            lines = batch_lines(doc, self._id_tags)
         except (ValueError, KeyError, TypeError) as exc:
             self._dead(m.mid, topic, payload, f"cannot decode: {exc}")
             return
@@ -343,7 +344,8 @@ class IngestService:
         for rec in records:
             try:
                 doc = decode_record(rec, gateway, self.schemas)
-                msg = _Msg(mid, topic, rec, (gateway, int(doc["seq"])), batch_lines(doc))
+                lines = batch_lines(doc, self._id_tags)
+                msg = _Msg(mid, topic, rec, (gateway, int(doc["seq"])), lines)
             except (ValueError, KeyError, TypeError) as exc:
                 self._dead(mid, topic, rec, f"cannot decode a record: {exc}")
                 continue

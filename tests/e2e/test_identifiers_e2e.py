@@ -1,6 +1,7 @@
 """End to end with identifiers: a tyre code read by the (serial, simulated) code reader
 at a curing press tags the press samples, is registered once at the (fake) secondary
-node, and lands as the `id_product` tag in InfluxDB through `edgegw ingest`; the
+node, and lands as the `id_product` field in InfluxDB through `edgegw ingest` (a field:
+one code per tyre is unbounded, and tags are for bounded sets); the
 device's own identifier is registered too. The node is down when the first codes are
 read: they wait in the durable queue."""
 
@@ -85,12 +86,12 @@ async def test_scanned_codes_tag_register_and_reach_influxdb(
 
                     def tagged_in_db() -> set[str]:
                         try:
-                            series = db.query(f'SELECT count(*) FROM "{PRESS}" '
-                                              "GROUP BY id_product", "edgegw")
+                            series = db.query(f'SELECT id_product FROM "{PRESS}" '
+                                              "WHERE id_product <> ''", "edgegw")
                         except (OSError, RuntimeError):
                             return set()
-                        return {s["tags"]["id_product"] for s in series  # type: ignore[index]
-                                if s["tags"]["id_product"]}  # type: ignore[index]
+                        return {str(v[1]) for s in series  # type: ignore[union-attr]
+                                for v in s["values"]}  # type: ignore[index]
 
                     for _ in range(100):
                         if codes <= tagged_in_db():
