@@ -62,13 +62,18 @@ class Gateway:
         gw = cfg.gateway.id
         topics: dict[str, str] = {}
 
-        sign = None
+        sign = sign_pack = None
         if cfg.signing is not None:
             from gateway.crypto.signing import load_signer  # cryptography: only when used
 
             s = cfg.signing
-            sign = load_signer(loaded.resolve(s.key_file), s.key_id, s.algorithm).sign
-            log.info("signing batches with %s key %s", s.algorithm, s.key_id)
+            signer = load_signer(loaded.resolve(s.key_file), s.key_id, s.algorithm)
+            if cfg.uplink.mqtt.encoding == "compact":
+                sign_pack = signer.sign_pack  # each pack, when it is published
+            else:
+                sign = signer.sign  # each batch, when it is stored
+            log.info("signing %s with %s key %s", "packs" if sign_pack else "batches",
+                     s.algorithm, s.key_id)
 
         def encode(b: Batch) -> tuple[str, bytes]:
             topic = topics.get(b.device)
@@ -122,7 +127,7 @@ class Gateway:
                                        cfg.uplink.mqtt.reconnect)
         else:
             self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status,
-                                     self.schemas, self._point_types())
+                                     self.schemas, self._point_types(), sign_pack)
         self._wire_radio()
         self.watchdog = LinkWatchdog(lambda: self.modem,
                                      lambda: self.stats.uplink_connected)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from gateway.model import Batch, Quality, Value
 RECORD = b"\xec\x02"
 PACK = b"\xed\x02"
 F_ZLIB = 1
+F_SIG = 2  # signed: key id and signature follow the flags (docs/wire-format.md)
 _F_GRP, _F_STATE, _F_IDS, _F_QUAL, _F_ERR, _F_ST = 1, 2, 4, 8, 16, 32
 T_NULL, T_FALSE, T_TRUE, T_INT, T_F64, T_STR, T_ARR = 0, 1, 2, 3, 4, 5, 6
 T_DEC = 0x10  # 0x10 + e: a float with e decimals (0..15), zigzag mantissa
@@ -123,6 +124,14 @@ class _Reader:
 
     def u8(self) -> int:
         return self.take(1)[0]
+
+    def count(self, each: int, what: str) -> int:
+        """A count of items that take at least ``each`` bytes each: bounded by the bytes
+        actually left, so a forged count cannot make a loop run longer than the data."""
+        n = self.uv()
+        if n * each > len(self.buf) - self.pos:
+            raise CompactError(f"{n} {what} claimed in {len(self.buf) - self.pos} bytes")
+        return n
 
 
 # -- values --------------------------------------------------------------------------------
@@ -304,23 +313,24 @@ def decode_record(buf: bytes, gateway: str, schemas: Schemas) -> dict[str, Any]:
         if flags & _F_STATE:
             doc["state"] = r.s()
         if flags & _F_IDS:
-            doc["ids"] = {r.s(): r.s() for _ in range(r.uv())}
+            doc["ids"] = {r.s(): r.s() for _ in range(r.count(2, "identifier codes"))}
         values: dict[str, Value] = {}
         i = -1
-        for _ in range(r.uv()):
+        for _ in range(r.count(2, "values")):
             i += r.uv() + 1
             values[names[i]] = _read_value(r)
         doc["p"] = values
         if flags & _F_QUAL:
             q: dict[str, list[str]] = {}
-            for _ in range(r.uv()):
+            for _ in range(r.count(3, "quality entries")):
                 name = names[r.uv()]
                 q[name] = [_QUALITY[Quality(r.u8())], r.s()]
             doc["q"] = q
         if flags & _F_ERR:
             doc["err"] = r.s()
         if flags & _F_ST:
-            doc["st"] = {names[r.uv()]: ts + r.zz() for _ in range(r.uv())}
+            doc["st"] = {names[r.uv()]: ts + r.zz()
+                         for _ in range(r.count(2, "source timestamps"))}
     except (IndexError, ValueError) as exc:  # an index beyond the schema, a bad quality
         if isinstance(exc, CompactError):
             raise
@@ -345,12 +355,23 @@ def encode_pack(records: Sequence[bytes], level: int = 6) -> bytes:
     return PACK + b"\x00" + bytes(body)
 
 
-def decode_pack(payload: bytes, max_body: int = 64 << 20) -> list[bytes]:
-    """The records of a pack (each still encoded); raises CompactError."""
+#: the smallest record: magic, seq, ts, device, profile, schema hash, flags, count
+MIN_RECORD = 12
+#: records in one pack, at most (a gateway's pack holds max_bytes <= 16 MiB of them)
+MAX_RECORDS = 100_000
+MAX_BODY = (16 << 20) + 1024
+
+
+def decode_pack(payload: bytes, max_body: int = MAX_BODY) -> list[bytes]:
+    """The records of a pack (each still encoded); raises CompactError. Every count and
+    length is bounded by the bytes actually present (and the body by ``max_body``
+    decompressed), so a forged pack costs at most one pass over its own bytes."""
     if payload[:2] != PACK or len(payload) < 3:
         raise CompactError("not a compact v2 pack")
     flags = payload[2]
     body = payload[3:]
+    if flags & F_SIG:
+        raise CompactError("a signed pack: verify it first (gateway.compact.split_pack)")
     if flags & F_ZLIB:
         d = zlib.decompressobj()
         try:
@@ -362,10 +383,44 @@ def decode_pack(payload: bytes, max_body: int = 64 << 20) -> list[bytes]:
     elif flags:
         raise CompactError(f"unknown pack flags {flags:#x}")
     r = _Reader(body)
-    out = [r.take(r.uv()) for _ in range(r.uv())]
+    n = r.count(MIN_RECORD + 1, "records")
+    if n > MAX_RECORDS:
+        raise CompactError(f"{n} records in one pack (at most {MAX_RECORDS})")
+    out = []
+    for _ in range(n):
+        size = r.uv()
+        if size < MIN_RECORD:
+            raise CompactError(f"a record of {size} bytes (at least {MIN_RECORD})")
+        out.append(r.take(size))
     if r.pos != len(body):
         raise CompactError("trailing bytes after the pack's records")
     return out
+
+
+def sign_pack(pack: bytes, key_id: str, signature: Callable[[bytes], bytes]) -> bytes:
+    """The pack signed: flag F_SIG, then ``len(key id) | key id | len(sig) | sig``
+    before the body. The signed message is the pack with F_SIG set and without that
+    block (header and body, byte for byte), so the flag cannot be cleared unnoticed."""
+    flags = bytes([pack[2] | F_SIG])
+    kid = key_id.encode("ascii")
+    sig = signature(PACK + flags + pack[3:])
+    return PACK + flags + bytes([len(kid)]) + kid + bytes([len(sig)]) + sig + pack[3:]
+
+
+def split_pack(payload: bytes) -> tuple[bytes, bytes, str, bytes] | None:
+    """``(unsigned pack, signed message, key id, signature)``, or None when the pack is
+    not signed; CompactError when the signature block is malformed."""
+    if payload[:2] != PACK or len(payload) < 3 or not payload[2] & F_SIG:
+        return None
+    r = _Reader(payload, 3)
+    kid = r.take(r.u8())
+    sig = r.take(r.u8())
+    body = payload[r.pos:]
+    flags = payload[2]
+    if not kid:
+        raise CompactError("a signed pack without a key id")
+    return (PACK + bytes([flags & ~F_SIG]) + body, PACK + bytes([flags]) + body,
+            kid.decode("ascii", "replace"), sig)
 
 
 def pack_topic(prefix: str, gateway: str) -> str:

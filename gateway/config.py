@@ -642,10 +642,10 @@ class GatewayConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> GatewayConfig:
-        if self.signing is not None and self.uplink.mqtt.encoding != "json":
-            raise ValueError("signing: signatures are made per JSON batch; with "
-                             f"uplink.mqtt.encoding: {self.uplink.mqtt.encoding} they are "
-                             "not supported yet")
+        if self.signing is not None and self.uplink.mqtt.encoding == "sparkplug":
+            raise ValueError("signing: JSON batches and compact packs are signed; Sparkplug "
+                             "B payloads cannot carry a signature (use encoding json or "
+                             "compact)")
         seen: set[str] = set()
         for i, d in enumerate(self.devices):
             if d.id in seen:

@@ -122,6 +122,12 @@ class Signer:
         r, s = decode_dss_signature(k.sign(message, _ECDSA))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
+    def sign_pack(self, pack: bytes) -> bytes:
+        """A compact pack, signed (gateway.compact.sign_pack)."""
+        from gateway.compact import sign_pack
+
+        return sign_pack(pack, self.key_id, self.signature)
+
     def sign(self, payload: bytes) -> bytes:
         if not payload.endswith(b"}"):
             raise ValueError("only a JSON object payload can be signed")
@@ -172,15 +178,31 @@ class Verifier:
                 raise ValueError("unsigned payload (signatures are required)")
             return payload, None
         message, kid, sig = parts
+        return message, self._verified(message, kid, sig)
+
+    def check_pack(self, payload: bytes) -> tuple[bytes, str | None]:
+        """A compact pack: the unsigned pack to decode and the key id that signed it
+        (None: unsigned and allowed). Raises ValueError saying why it is refused."""
+        from gateway.compact import split_pack
+
+        parts = split_pack(payload)
+        if parts is None:
+            if self.require:
+                raise ValueError("unsigned pack (signatures are required)")
+            return payload, None
+        pack, message, kid, sig = parts
+        return pack, self._verified(message, kid, sig)
+
+    def _verified(self, message: bytes, kid: str, sig: bytes) -> str | None:
         trusted = self.keys.get(kid)
         if trusted is None:
             if self.require or self.keys:
                 raise ValueError(f"signed with unknown key id {kid!r}")
-            return message, None
+            return None
         if not verify(trusted.key, message, sig):
             raise ValueError(f"bad signature for key id {kid!r} (tampered, or signed "
                              "with another key)")
-        return message, kid
+        return kid
 
     def allowed(self, kid: str | None, gateway: str) -> bool:
         if kid is None:

@@ -27,8 +27,9 @@ import math
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -36,7 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.backoff import Backoff
-from gateway.compact import PACK, CompactError, decode_pack, decode_record
+from gateway.compact import PACK, CompactError, decode_pack, decode_record, split_pack
 from gateway.encode import decode_batch
 from gateway.errors import EdgegwError
 from gateway.ingest.config import IngestMqtt, LoadedIngest
@@ -48,6 +49,8 @@ from gateway.ingest.sinks import Sink, describe, make_sink
 from gateway.ingest.writer import BatchWriter
 
 log = logging.getLogger("edgegw.ingest")
+#: records of a compact pack decoded between two turns of the event loop
+PACK_STEP = 256
 
 
 class BrokerRefused(EdgegwError):
@@ -260,7 +263,9 @@ class IngestService:
         async for m in client.messages:
             if gate is not None:
                 gate.drained()
-            self._take(m)
+            pack = self._take(m)
+            if pack is not None:
+                await pack
             if self._pending.lines >= self.cfg.batch.max_lines:
                 await self.flush()  # backpressure: nothing new is read until written
             if self._stopping:
@@ -276,17 +281,18 @@ class IngestService:
                 await self.flush()
 
     # -- messages ------------------------------------------------------------------------
-    def _take(self, m: aiomqtt.Message) -> None:
+    def _take(self, m: aiomqtt.Message) -> Coroutine[Any, Any, None] | None:
+        """Take one message; a compact pack is decoded by the coroutine returned (in
+        bounded steps: other work runs in between)."""
         self.stats.received += 1
         topic = str(m.topic)
         payload = m.payload if isinstance(m.payload, bytes | bytearray) else b""
         payload = bytes(payload)
         if len(payload) > self.cfg.max_payload:
             self._dead(m.mid, topic, payload, f"payload of {len(payload)} bytes is too large")
-            return
+            return None
         if payload[:2] == PACK:
-            self._take_pack(m.mid, topic, payload)
-            return
+            return self._take_pack(m.mid, topic, payload)
         message, kid = payload, None
         if self.verifier is not None:
             try:
@@ -294,20 +300,21 @@ class IngestService:
             except ValueError as exc:
                 self.stats.refused_signatures += 1
                 self._dead(m.mid, topic, payload, str(exc))
-                return
+                return None
         try:
             doc = decode_batch(message)
             key = (str(doc["gw"]), int(doc["seq"]))
             lines = batch_lines(doc, self._id_tags)
         except (ValueError, KeyError, TypeError) as exc:
             self._dead(m.mid, topic, payload, f"cannot decode: {exc}")
-            return
+            return None
         if self.verifier is not None and not self.verifier.allowed(kid, key[0]):
             self.stats.refused_signatures += 1
             self._dead(m.mid, topic, payload,
                        f"key id {kid!r} may not sign for gateway {key[0]!r}")
-            return
+            return None
         self._queue(_Msg(m.mid, topic, payload, key, lines))
+        return None
 
     def _queue(self, msg: _Msg) -> None:
         if msg.key in self._seen or msg.key in self._pending.keys:
@@ -321,18 +328,27 @@ class IngestService:
         p.keys.add(msg.key)
         p.lines += len(msg.lines)
 
-    def _take_pack(self, mid: int, topic: str, payload: bytes) -> None:
-        """A compact pack: each record is a batch of its own (deduplicated, written or
-        dead-lettered alone); the message is acknowledged when all are settled."""
+    async def _take_pack(self, mid: int, topic: str, payload: bytes) -> None:
+        """A compact pack: each record is a batch of its own (deduplicated and written
+        alone); the message is acknowledged when all are settled. A pack whose signature
+        or structure is bad, or with records that cannot be decoded, is dead-lettered
+        once, whole, with the reason (its good records are still written)."""
         parts = topic.split("/")
         gateway = parts[-2] if len(parts) >= 3 else ""
-        if self.verifier is not None and self.verifier.require:
+        unsigned = payload
+        try:
+            if self.verifier is not None:
+                unsigned, kid = self.verifier.check_pack(payload)
+                if not self.verifier.allowed(kid, gateway):
+                    raise ValueError(f"key id {kid!r} may not sign for gateway {gateway!r}")
+            elif (split := split_pack(payload)) is not None:
+                unsigned = split[0]  # signed, but no keys configured: not verified
+        except ValueError as exc:
             self.stats.refused_signatures += 1
-            self._dead(mid, topic, payload, "unsigned payload (signatures are required; "
-                       "compact packs are not signed)")
+            self._dead(mid, topic, payload, str(exc))
             return
         try:
-            records = decode_pack(payload)
+            records = decode_pack(unsigned)
         except CompactError as exc:
             self._dead(mid, topic, payload, f"cannot decode the pack: {exc}")
             return
@@ -341,15 +357,25 @@ class IngestService:
             return
         self._parts[mid] = len(records)
         self.stats.received += len(records) - 1
-        for rec in records:
+        bad: list[str] = []
+        for k, rec in enumerate(records):
+            if k % PACK_STEP == PACK_STEP - 1:
+                await asyncio.sleep(0)  # a large pack must not hold the event loop
+                if self._pending.lines >= self.cfg.batch.max_lines:
+                    await self.flush()
             try:
                 doc = decode_record(rec, gateway, self.schemas)
                 lines = batch_lines(doc, self._id_tags)
                 msg = _Msg(mid, topic, rec, (gateway, int(doc["seq"])), lines)
             except (ValueError, KeyError, TypeError) as exc:
-                self._dead(mid, topic, rec, f"cannot decode a record: {exc}")
+                bad.append(str(exc))
+                self._ack(mid)  # settled: it is in the pack's dead letter
                 continue
             self._queue(msg)
+        if bad:
+            self.dead.add(topic, payload, f"{len(bad)} of {len(records)} record(s) cannot "
+                          f"be decoded; the first: {bad[0]}")
+            self.stats.dead_letters += 1
 
     def _dead(self, mid: int, topic: str, payload: bytes, reason: str) -> None:
         self.dead.add(topic, payload, reason)

@@ -95,8 +95,10 @@ class MqttUplink:
     def __init__(self, cfg: GatewayMqtt, gateway_id: str, store: Store, stats: GatewayStats,
                  status_extra: Callable[[], dict[str, object]] | None = None,
                  schemas: Schemas | None = None,
-                 point_types: dict[str, list[tuple[str | None, bool]]] | None = None) -> None:
+                 point_types: dict[str, list[tuple[str | None, bool]]] | None = None,
+                 sign_pack: Callable[[bytes], bytes] | None = None) -> None:
         self.cfg = cfg
+        self._sign_pack = sign_pack
         self.gateway_id = gateway_id
         self.store = store
         self.stats = stats
@@ -250,7 +252,8 @@ class MqttUplink:
         if not self.compact:
             return [(msg[0].topic, msg[0].payload)]
         level = self.radio.compression if self.radio.poor else self.cfg.pack.compression
-        return [(self.topic_pack, encode_pack([e.payload for e in msg], level))]
+        pack = encode_pack([e.payload for e in msg], level)
+        return [(self.topic_pack, pack if self._sign_pack is None else self._sign_pack(pack))]
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         """Publish until stopping and drained; an MqttError ends the session.

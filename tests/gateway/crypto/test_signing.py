@@ -156,3 +156,33 @@ def test_the_gateway_stores_signed_batches_and_refuses_an_open_key(
     (tmp_path / "sign.key").chmod(0o644)
     assert main(["run", "-c", str(conf)]) == 1
     assert "sign.key: the signing key is accessible to other users" in capsys.readouterr().err
+
+
+def test_a_compact_gateway_signs_its_packs(tmp_path: Path) -> None:
+    """Issue 18, item 6: compact packs are signable, so require: true covers them."""
+    from gateway.app import Gateway
+    from gateway.cli import main
+    from gateway.config import load_config
+
+    conf = tmp_path / "gateway.yaml"
+    conf.write_text("version: 1\ngateway: {id: gw1}\nstore: {kind: memory}\n"
+                    "health: {enabled: false}\nuplink: {mqtt: {encoding: compact}}\n"
+                    "signing: {key_file: sign.key, key_id: gw1-1, algorithm: ed25519}\n"
+                    "devices: [{id: d, profile: acme/cnc-vmc850, connection: "
+                    "{kind: modbus-tcp, host: 192.0.2.10}}]\n")
+    assert main(["certs", "signing-key", "-c", str(conf)]) == 0
+
+    async def one_pack() -> bytes:
+        gw = Gateway(load_config(conf))
+        await gw.store.append(Batch("gw1", "d", "acme/cnc-vmc850@1.2", 1,
+                                    {"spindle_speed": 1}))
+        entries = await gw.store.peek(1)
+        await gw.store.close()
+        assert gw.uplink is not None
+        ((topic, pack),) = gw.uplink._encode(entries)  # type: ignore[union-attr]
+        assert topic == "edgegw/gw1/pack"
+        return pack
+
+    v = Verifier({"gw1-1": TrustedKey(load_public(tmp_path / "sign.pub.pem"))}, require=True)
+    pack, kid = v.check_pack(asyncio.run(one_pack()))
+    assert kid == "gw1-1" and pack[2] & 2 == 0  # verified, and the flag is off again
