@@ -84,12 +84,14 @@ class _Msg:
     payload: bytes
     key: tuple[str, int]
     lines: list[str]
+    verified: bool = False  # signed by a trusted key
+
 
 
 @dataclass
 class _Pending:
     msgs: list[_Msg] = field(default_factory=list)
-    keys: set[tuple[str, int]] = field(default_factory=set)
+    keys: dict[tuple[str, int], bool] = field(default_factory=dict)  # -> verified
     lines: int = 0
     since: float = 0.0
 
@@ -101,7 +103,8 @@ class IngestService:
         self.verifier = loaded.verifier()
         self.dead = DeadLetters(loaded.dead_letter)
         self.stats = IngestStats()
-        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        #: recently written (gateway, seq) -> whether that batch was verified
+        self._seen: OrderedDict[tuple[str, int], bool] = OrderedDict()
         self._pending = _Pending()
         self._lock = asyncio.Lock()
         self._stopping = False
@@ -308,16 +311,24 @@ class IngestService:
         except (ValueError, KeyError, TypeError) as exc:
             self._dead(m.mid, topic, payload, f"cannot decode: {exc}")
             return None
+        parts = topic.split("/")
+        if len(parts) < 4 or parts[-3] != key[0] or parts[-2] != doc["dev"]:
+            self._dead(m.mid, topic, payload, f"the payload's gateway/device {key[0]!r}/"
+                       f"{str(doc['dev'])!r} do not match the topic {topic!r}")
+            return None
         if self.verifier is not None and not self.verifier.allowed(kid, key[0]):
             self.stats.refused_signatures += 1
             self._dead(m.mid, topic, payload,
                        f"key id {kid!r} may not sign for gateway {key[0]!r}")
             return None
-        self._queue(_Msg(m.mid, topic, payload, key, lines))
+        self._queue(_Msg(m.mid, topic, payload, key, lines, kid is not None))
         return None
 
     def _queue(self, msg: _Msg) -> None:
-        if msg.key in self._seen or msg.key in self._pending.keys:
+        # a duplicate by (gateway, seq), unless it is verified and what came first was
+        # not: an unsigned forgery must never make the authentic batch a "duplicate"
+        before = self._pending.keys.get(msg.key, self._seen.get(msg.key))
+        if before is not None and (before or not msg.verified):
             self.stats.duplicates += 1
             self._ack(msg.mid)
             return
@@ -325,7 +336,7 @@ class IngestService:
         if not p.msgs:
             p.since = time.monotonic()
         p.msgs.append(msg)
-        p.keys.add(msg.key)
+        p.keys[msg.key] = msg.verified
         p.lines += len(msg.lines)
 
     async def _take_pack(self, mid: int, topic: str, payload: bytes) -> None:
@@ -335,7 +346,7 @@ class IngestService:
         once, whole, with the reason (its good records are still written)."""
         parts = topic.split("/")
         gateway = parts[-2] if len(parts) >= 3 else ""
-        unsigned = payload
+        unsigned, kid = payload, None
         try:
             if self.verifier is not None:
                 unsigned, kid = self.verifier.check_pack(payload)
@@ -366,7 +377,7 @@ class IngestService:
             try:
                 doc = decode_record(rec, gateway, self.schemas)
                 lines = batch_lines(doc, self._id_tags)
-                msg = _Msg(mid, topic, rec, (gateway, int(doc["seq"])), lines)
+                msg = _Msg(mid, topic, rec, (gateway, int(doc["seq"])), lines, kid is not None)
             except (ValueError, KeyError, TypeError) as exc:
                 bad.append(str(exc))
                 self._ack(mid)  # settled: it is in the pack's dead letter
@@ -400,16 +411,16 @@ class IngestService:
     def _on_written(self, msgs: Sequence[_Msg]) -> None:
         for m in msgs:
             self._ack(m.mid)
-            self._remember(m.key)
+            self._remember(m.key, m.verified)
         self.stats.written_batches += len(msgs)
         self.stats.written_lines += sum(len(m.lines) for m in msgs)
 
     def _reject(self, m: _Msg, reason: str) -> None:
         self._dead(m.mid, m.topic, m.payload, f"rejected by the database: {reason}")
 
-    def _remember(self, key: tuple[str, int]) -> None:
+    def _remember(self, key: tuple[str, int], verified: bool) -> None:
         if self.cfg.dedupe_window:
-            self._seen[key] = None
+            self._seen[key] = verified or self._seen.get(key, False)
             if len(self._seen) > self.cfg.dedupe_window:
                 self._seen.popitem(last=False)
 

@@ -373,3 +373,33 @@ async def test_arrays_and_enumerations_land_in_influxd(
     assert row["curve[0]"] == 125.4 and row["curve[2]"] == 603.25
     assert row["valves[0]"] is True and row["valves[1]"] is False
     assert row["mode"] == "SETUP"
+
+
+async def test_a_forged_unsigned_batch_cannot_shadow_the_signed_one(
+    broker: Mosquitto, influx: Influxd, tmp_path: Path
+) -> None:
+    """Issue 18, item 8: with require: false a forged unsigned batch with the next seq
+    made the authentic signed one a silent duplicate; and a payload's gateway was
+    trusted over the topic's."""
+    from gateway.crypto.signing import Signer, generate_key, load_private
+
+    generate_key(tmp_path / "keys" / "gw1.key", "ed25519")
+    gw1 = Signer(load_private(tmp_path / "keys" / "gw1.key"), "gw1-2026")
+    svc = IngestService(loaded(
+        tmp_path, broker.port, {"kind": "influxdb-v1", "url": influx.url, "database": "edgegw"},
+        signatures={"require": False, "keys": {
+            "gw1-2026": {"public_key": "keys/gw1.pub.pem", "gateways": ["gw1"]}}}))
+    forged = payload(7, speed=66666)  # unsigned, the next seq
+    authentic = gw1.sign(payload(7))
+    other_gw = payload(8).replace(b'"gw":"gw1"', b'"gw":"gw2"')  # on gw1's topic
+    async with ingest(svc):
+        await publish(broker.port, [(T, forged)])
+        await until(lambda: svc.stats.written_batches == 1, what="the forgery written")
+        await publish(broker.port, [(T, authentic), (T, forged), (T, other_gw)])
+        await until(lambda: svc.stats.written_batches == 2 and svc.stats.dead_letters == 1
+                    and svc.stats.duplicates == 1, what="authentic written over it")
+    (s,) = influx.query('SELECT speed FROM "acme/cnc-vmc850"', "edgegw")
+    assert [v[1] for v in s["values"]] == [8007]  # type: ignore[index]  # the signed value
+    (reason,) = [orjson.loads(x)["reason"] for x in
+                 (tmp_path / "dead-letter.jsonl").read_bytes().splitlines()]
+    assert "do not match the topic" in reason
