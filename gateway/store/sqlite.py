@@ -151,30 +151,54 @@ def _out_of_space(exc: sqlite3.Error) -> bool:
 
 
 def _salvage(src: Path, dst: sqlite3.Connection) -> int:
-    """Copy every readable row of a damaged spool; stop at the first unreadable one."""
-    copied = 0
+    """Copy every readable row of a damaged spool. A damaged page makes the scan fail
+    where it starts; the scan goes on after it: the next lower bound that reads is found
+    by doubling the step past the failure, then bisecting back towards it."""
     try:
         old = sqlite3.connect(f"file:{src}?mode=ro", uri=True, isolation_level=None)
     except sqlite3.DatabaseError:
         return 0
+    copied = 0
+    after = -(1 << 62)  # seq > after
+    floor = after  # the next search starts at least here
+
+    def readable(bound: int) -> bool:
+        try:
+            old.execute("SELECT * FROM spool WHERE seq > ? ORDER BY seq LIMIT 1",
+                        (bound,)).fetchall()
+        except sqlite3.DatabaseError:
+            return False
+        return True
+
     try:
-        cur = old.execute("SELECT * FROM spool ORDER BY seq")
         while True:
             try:
-                row = cur.fetchone()
+                cur = old.execute("SELECT * FROM spool WHERE seq > ? ORDER BY seq", (after,))
+                for found in cur:
+                    row = (*found, 0) if len(found) == 5 else found  # schema 1: no bulk
+                    dst.execute("INSERT OR IGNORE INTO spool VALUES (?,?,?,?,?,?)", row[:6])
+                    copied += 1
+                    after = int(row[0])
+                return copied
             except sqlite3.DatabaseError:
-                break
-            if row is None:
-                break
-            if len(row) == 5:  # a spool of schema 1: no bulk column
-                row = (*row, 0)
-            dst.execute("INSERT OR IGNORE INTO spool VALUES (?,?,?,?,?,?)", row[:6])
-            copied += 1
+                pass
+            # the scan failed past `after`: find the next bound that reads (and one past
+            # the last one found, when that one failed with no row read)
+            after = max(after, floor)
+            step = 1
+            while not readable(after + step):
+                step *= 2
+                if step > 1 << 62:
+                    return copied  # nothing after it reads
+            lo, hi = after + step // 2, after + step  # lo fails (or is after), hi reads
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if readable(mid) else (mid, hi)
+            after, floor = hi, hi + 1
     except sqlite3.DatabaseError:
-        pass
+        return copied
     finally:
         old.close()
-    return copied
 
 
 class SqliteStore(BoundedStore):
