@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -31,7 +33,20 @@ class Finding:
 
 
 async def check(loaded: LoadedIngest) -> list[Finding]:
-    return [await _broker(loaded), await asyncio.to_thread(_database, loaded.config.sink)]
+    return [await _broker(loaded), await asyncio.to_thread(_database, loaded.config.sink),
+            _writable(loaded.dead_letter)]
+
+
+def _writable(path: Path) -> Finding:
+    """The dead-letter file can be written (the shipped unit's /etc/edgegw cannot)."""
+    what = f"dead-letter file {path}"
+    where = path if path.exists() else path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent  # created at start, like the state directory
+    if os.access(where, os.W_OK):
+        return Finding(what, True, "writable")
+    return Finding(what, False, f"{where} is not writable by this user: set dead_letter to "
+                   "a writable place (default: the systemd state directory)")
 
 
 async def _broker(loaded: LoadedIngest) -> Finding:

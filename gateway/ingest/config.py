@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -112,7 +113,10 @@ class IngestConfig(_Strict):
         default_factory=list, description="profile folders for compact records (beside "
         "the config file unless absolute), searched before the shipped profiles: the "
         "gateway's own profiles must be here too")
-    dead_letter: Path = Path("dead-letter.jsonl")
+    dead_letter: Path | None = Field(
+        default=None, description="payloads that cannot be decoded or are refused, with "
+        "the reason (JSON lines); default $STATE_DIRECTORY/dead-letter.jsonl under systemd "
+        "(the shipped unit's state directory), else beside this file")
     max_payload: int = Field(default=1_048_576, ge=1024, description="bytes; larger -> dead letter")
     dedupe_window: int = Field(default=100_000, ge=0,
                                description="recent (gateway, seq) remembered per process")
@@ -143,7 +147,10 @@ class LoadedIngest:
 
     @property
     def dead_letter(self) -> Path:
-        return self.resolve(self.config.dead_letter)
+        if self.config.dead_letter is not None:
+            return self.resolve(self.config.dead_letter)
+        state = os.environ.get("STATE_DIRECTORY")
+        return (Path(state.split(":")[0]) if state else self.path.parent) / "dead-letter.jsonl"
 
     def schemas(self) -> Schemas:
         """Where compact records find their profiles (index -> point name)."""

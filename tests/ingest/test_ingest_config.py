@@ -28,3 +28,37 @@ def test_a_gateway_only_mqtt_setting_is_refused(tmp_path: Path, line: str, says:
 def test_the_example_config_loads() -> None:
     root = Path(__file__).resolve().parents[2]
     assert load_ingest_config(root / "examples" / "ingest.yaml").config.mqtt.qos == 1
+
+
+def test_the_dead_letter_file_defaults_to_the_state_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18, item 10: under the shipped unit the example's dead-letter file landed in
+    the read-only /etc/edgegw, and --check passed. A real read-only mount stands in for
+    ProtectSystem=strict (root ignores file modes, not a read-only filesystem)."""
+    import subprocess
+
+    from gateway.ingest.check import _writable
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(etc)],
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        root = Path(__file__).resolve().parents[2]
+        (etc / "ingest.yaml").write_text((root / "examples" / "ingest.yaml").read_text())
+        subprocess.run(["mount", "-o", "remount,ro", str(etc)], check=True)
+        state = tmp_path / "state"
+        state.mkdir()
+        monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+        beside = load_ingest_config(etc / "ingest.yaml").dead_letter
+        assert beside == etc / "dead-letter.jsonl"
+        refused = _writable(beside)
+        assert not refused.ok and "not writable" in refused.detail
+        monkeypatch.setenv("STATE_DIRECTORY", str(state))
+        loaded = load_ingest_config(etc / "ingest.yaml")
+        assert loaded.dead_letter == state / "dead-letter.jsonl"
+        assert _writable(loaded.dead_letter).ok
+    finally:
+        subprocess.run(["umount", "-l", str(etc)], check=False)
