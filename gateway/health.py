@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgegw.health")
 MAX_REQUEST = 8192
+#: connections served at once; more are closed at once (a flood of idle connections
+#: must not use up the process's file descriptors, which the devices and spool need)
+MAX_CONNECTIONS = 32
+#: seconds a client has to send its request
+REQUEST_TIMEOUT = 5.0
 #: a service that failed this recently (s) makes the status 'degraded'
 SERVICE_FAILED_FOR = 900.0
 
@@ -45,6 +50,9 @@ class HealthServer:
         self.port = port
         self._server: asyncio.Server | None = None
         self.requests: dict[str, int] = {}  # path -> answered GETs (known paths)
+        self.active = 0  # connections being served
+        self.refused = 0  # idle connections closed to make room (MAX_CONNECTIONS)
+        self._waiting: dict[asyncio.StreamWriter, None] = {}  # no request yet, oldest first
         self.routes: dict[str, Callable[[], tuple[int, str, str]]] = {
             "/healthz": self.healthz, "/metrics": self.metrics, "/": self.page,
             "/status.json": self.status_json,
@@ -61,8 +69,28 @@ class HealthServer:
             await self._server.wait_closed()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.active >= MAX_CONNECTIONS and self._waiting:
+            # full: the oldest connection still waiting for its request makes room, so
+            # idle connections never lock a monitoring probe out
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.close()
+            self.refused += 1
+            if self.refused == 1 or self.refused % 10_000 == 0:
+                log.warning("health endpoint: %d connections at once; closing the oldest "
+                            "idle ones (%d so far)", MAX_CONNECTIONS, self.refused)
+        self.active += 1
+        self._waiting[writer] = None
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            await self._serve(reader, writer)
+        finally:
+            self.active -= 1
+            self._waiting.pop(writer, None)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+            self._waiting.pop(writer, None)
             if len(head) > MAX_REQUEST:
                 raise ValueError("request too large")
             method, path, _ = head.split(b"\r\n", 1)[0].decode("ascii").split(" ", 2)
@@ -80,6 +108,8 @@ class HealthServer:
             code, ctype, body = 400, "text/plain", "bad request\n"
             method = "GET"
         except ConnectionError:
+            return
+        if writer.is_closing():  # closed to make room for a newer connection
             return
         data = body.encode("utf-8")
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
@@ -175,6 +205,9 @@ class HealthServer:
         metric("store_dropped_batches_total", "counter", "batches dropped, by reason",
                [({"reason": k}, v) for k, v in sorted(st.dropped_by.items())] or
                [({"reason": "none"}, 0)])
+        metric("health_refused_connections_total", "counter",
+               "idle connections to this endpoint closed to make room (too many at once)",
+               [({}, self.refused)])
         metric("service_failures_total", "counter",
                "optional services (identifiers, reload, ...) that failed and were restarted",
                [({"service": k}, v[0]) for k, v in sorted(gw.service_failures.items())] or

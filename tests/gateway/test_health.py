@@ -95,3 +95,31 @@ async def test_a_taken_port_does_not_stop_the_gateway(tmp_path: Path, sim: Simul
     gw.stop()
     await asyncio.wait_for(task, 15)
     blocker.close()
+
+
+async def test_a_flood_of_idle_connections_is_bounded_and_healthz_still_answers(
+        tmp_path: Path, sim: Simulator, broker: Mosquitto,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 18, item 11: 1,100 idle connections used up the 1,024 descriptors and wrote
+    6 MB of tracebacks in 45 s."""
+    import resource
+
+    from gateway.health import MAX_CONNECTIONS
+
+    async with health_gateway(tmp_path, sim, broker, "gw-flood") as gw:
+        assert gw.health is not None
+        port = gw.health.port
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        n = min(600, soft // 2 - 100)  # our own client ends count against the limit too
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
+        await asyncio.sleep(0.2)
+        assert gw.health.active <= MAX_CONNECTIONS
+        assert gw.health.refused >= n - MAX_CONNECTIONS
+        code, _, body = await asyncio.to_thread(get, port, "/healthz")  # not locked out
+        assert code == 200 and json.loads(body)["status"] == "ok"
+        _, _, metrics = await asyncio.to_thread(get, port, "/metrics")
+        assert "edgegw_health_refused_connections_total" in metrics
+        for _, w in idle:
+            w.close()
+        warnings = [r for r in caplog.records if "connections at once" in r.getMessage()]
+        assert len(warnings) == 1 and not any(r.exc_info for r in caplog.records)
