@@ -24,6 +24,15 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError([(str(path), f"not UTF-8 text: byte {exc.object[exc.start]:#04x} "
                             f"at offset {exc.start}")]) from None
     try:
+        # aliases (*name) are refused before anything is built: nine nested ones
+        # expand a 1 KB file into a billion nodes (an alias bomb hung check-config)
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.AliasEvent):
+                m = event.start_mark
+                at = f"{path}:{m.line + 1}:{m.column + 1}" if m is not None else str(path)
+                raise ConfigError([(at,
+                                    "YAML aliases (*name) are not allowed: write the value "
+                                    "out")])
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -38,6 +38,9 @@ ALGORITHMS: tuple[Algorithm, ...] = ("ed25519", "ecdsa-p256")
 KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FIELD = b',"sig":"'
 _ECDSA = ec.ECDSA(hashes.SHA256())
+#: the order of P-256; a signature's S above half of it is refused (malleable form)
+_P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_HALF_N = _P256_N // 2
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
@@ -120,6 +123,8 @@ class Signer:
         if isinstance(k, ed25519.Ed25519PrivateKey):
             return k.sign(message)
         r, s = decode_dss_signature(k.sign(message, _ECDSA))
+        if s > _P256_HALF_N:
+            s = _P256_N - s  # low S (BIP 62 style): the one form verifiers accept
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     def sign_pack(self, pack: bytes) -> bytes:
@@ -218,8 +223,10 @@ def verify(key: PublicKey, message: bytes, sig: bytes) -> bool:
         else:
             if len(sig) != 64:
                 return False
-            der = encode_dss_signature(int.from_bytes(sig[:32], "big"),
-                                       int.from_bytes(sig[32:], "big"))
+            r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+            if s > _P256_HALF_N:  # (r, n - s) verifies too: only low S is one signature
+                return False
+            der = encode_dss_signature(r, s)
             key.verify(der, message, _ECDSA)
     except InvalidSignature:
         return False

@@ -83,9 +83,13 @@ class BatchConfig(_Strict):
 
 class TrustedKeyConfig(_Strict):
     public_key: Path = Field(description="PEM public key (the gateway's <key>.pub.pem)")
-    gateways: list[str] | None = Field(
-        default=None, description="gateway ids that may sign with this key (default any); "
-        "a batch from another gateway signed with it is dead-lettered")
+    gateways: list[str] | Literal["any"] = Field(
+        description="gateway ids that may sign with this key (required: a batch from "
+        "another gateway signed with it is dead-lettered), or `any` to let it sign for "
+        "every gateway (a fleet key)")
+
+    def allowed(self) -> list[str] | None:
+        return None if self.gateways == "any" else self.gateways
 
 
 class SignaturesConfig(_Strict):
@@ -167,7 +171,7 @@ class LoadedIngest:
         if sc is None:
             return None
         return verifier_from_files(
-            ((kid, self.resolve(k.public_key), k.gateways) for kid, k in sc.keys.items()),
+            ((kid, self.resolve(k.public_key), k.allowed()) for kid, k in sc.keys.items()),
             sc.require)
 
 

@@ -181,3 +181,20 @@ def test_relative_paths_are_beside_the_config_whatever_the_cwd(
     assert main(["check-config", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"uplink.mqtt.tls.ca_file: {tmp_path / 'pki' / 'ca.pem'} does not exist" in err
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    """Issue 18, item 12: nested aliases hung check-config and a reload."""
+    import time
+
+    rows = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefg", "bcdefgh", strict=True):
+        rows.append(f"{name}: &{name} [{','.join([f'*{prev}'] * 9)}]")
+    f = tmp_path / "gateway.yaml"
+    f.write_text("version: 1\n" + "\n".join(rows) + "\ngateway: {id: [*h,*h,*h,*h]}\n")
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    assert time.monotonic() - t0 < 2.0
+    assert "aliases (*name) are not allowed" in str(e.value) and f"{f}:3:" in str(e.value)
+    assert "lol" not in str(e.value)  # never the expanded input

@@ -186,3 +186,41 @@ def test_a_compact_gateway_signs_its_packs(tmp_path: Path) -> None:
     v = Verifier({"gw1-1": TrustedKey(load_public(tmp_path / "sign.pub.pem"))}, require=True)
     pack, kid = v.check_pack(asyncio.run(one_pack()))
     assert kid == "gw1-1" and pack[2] & 2 == 0  # verified, and the flag is off again
+
+
+def test_a_high_s_ecdsa_signature_is_refused(tmp_path: Path) -> None:
+    """Issue 18, item 16: (r, n - s) verifies as well as (r, s); only low S is accepted,
+    and the signer only makes low S."""
+    from gateway.crypto.signing import _P256_HALF_N, _P256_N, split
+
+    signer, pub = keypair(tmp_path, "ecdsa-p256")
+    v = Verifier({signer.key_id: TrustedKey(load_public(pub))}, require=True)
+    for i in range(20):
+        signed = signer.sign(payload({"x": i}))
+        message, kid, sig = split(signed)  # type: ignore[misc]
+        r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+        assert s <= _P256_HALF_N
+        assert v.check(signed)[1] == kid
+        flipped = sig[:32] + (_P256_N - s).to_bytes(32, "big")  # the malleable twin
+        forged = signed.replace(_b64(sig), _b64(flipped))
+        with pytest.raises(ValueError, match="bad signature"):
+            v.check(forged)
+
+
+def _b64(b: bytes) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64encode(b).rstrip(b"=")
+
+
+def test_a_trusted_key_must_list_its_gateways_or_say_any(tmp_path: Path) -> None:
+    from gateway.ingest.config import IngestConfig
+
+    base = {"sink": {"kind": "influxdb-v1", "url": "http://127.0.0.1:8086",
+                     "database": "edgegw"}}
+    with pytest.raises(ValueError, match="gateways"):
+        IngestConfig.model_validate({**base, "signatures": {"keys": {
+            "k1": {"public_key": "k1.pub.pem"}}}})
+    fleet = IngestConfig.model_validate({**base, "signatures": {"keys": {
+        "k1": {"public_key": "k1.pub.pem", "gateways": "any"}}}})
+    assert fleet.signatures is not None and fleet.signatures.keys["k1"].allowed() is None
