@@ -257,14 +257,19 @@ class Schemas:
     def __init__(self, schemas: Iterable[Schema] = ()) -> None:
         self._by_profile = {s.profile: s for s in schemas}
         self.search: list[Path] = []
+        self._missing: set[str] = set()
 
     def add(self, schema: Schema) -> None:
         self._by_profile[schema.profile] = schema
 
     def get(self, profile: str) -> Schema:
         s = self._by_profile.get(profile)
-        if s is None and self.search:
+        if s is None and self.search and profile not in self._missing:
             s = self._load(profile)
+            if s is None:  # not looked up on disk again (until restart; bounded)
+                if len(self._missing) >= 1024:
+                    self._missing.clear()
+                self._missing.add(profile)
         if s is None:
             raise CompactError(f"unknown profile {profile!r} (give the ingest its profile "
                                "folder: profiles_dir)")

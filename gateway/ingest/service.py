@@ -51,6 +51,8 @@ from gateway.ingest.writer import BatchWriter
 log = logging.getLogger("edgegw.ingest")
 #: records of a compact pack decoded between two turns of the event loop
 PACK_STEP = 256
+#: points in one batch of a profile the ingest does not know, at most
+MAX_UNKNOWN_POINTS = 1000
 
 
 class BrokerRefused(EdgegwError):
@@ -117,6 +119,8 @@ class IngestService:
             f"{share}{m.topic_prefix}/{gw}/pack" for gw in m.gateways]
         self.schemas = loaded.schemas()
         self._id_tags = frozenset(self.cfg.id_tags)
+        #: profile -> the points it declares (0: a profile this ingest does not know)
+        self._points: dict[str, int] = {}
         self._parts: dict[int, int] = {}  # pack mid -> records not yet settled
         self.connected = asyncio.Event()
         self._writer: BatchWriter[_Msg] = BatchWriter(
@@ -311,6 +315,10 @@ class IngestService:
         except (ValueError, KeyError, TypeError) as exc:
             self._dead(m.mid, topic, payload, f"cannot decode: {exc}")
             return None
+        bounded = self._within_profile(doc)
+        if bounded is not None:
+            self._dead(m.mid, topic, payload, bounded)
+            return None
         parts = topic.split("/")
         if len(parts) < 4 or parts[-3] != key[0] or parts[-2] != doc["dev"]:
             self._dead(m.mid, topic, payload, f"the payload's gateway/device {key[0]!r}/"
@@ -322,6 +330,31 @@ class IngestService:
                        f"key id {kid!r} may not sign for gateway {key[0]!r}")
             return None
         self._queue(_Msg(m.mid, topic, payload, key, lines, kid is not None))
+        return None
+
+    def _within_profile(self, doc: dict[str, Any]) -> str | None:
+        """Why the batch has more points than its profile declares (None: it has not).
+        A profile the ingest does not know bounds a batch to MAX_UNKNOWN_POINTS: a key
+        holder must not add 50,000 field keys to a measurement with one message. (The
+        names are not checked against the profile: a compact record can only carry
+        declared ones, and a JSON batch's names are its gateway's.)"""
+        prof = str(doc["prof"])
+        known = self._points.get(prof)
+        if known is None:
+            if len(self._points) >= 1024:  # forged profile names must not grow it
+                self._points.clear()
+            try:
+                known = len(self.schemas.get(prof).names)
+            except CompactError:
+                known = 0  # not known here
+            self._points[prof] = known
+        n = max(len(doc["p"]), len(doc.get("q") or ()))
+        if known and n > known:
+            return f"{n} points in one batch of profile {prof!r}, which declares {known}"
+        if not known and n > MAX_UNKNOWN_POINTS:
+            return (f"{n} points in one batch of profile {prof!r}, which this ingest does "
+                    f"not know (at most {MAX_UNKNOWN_POINTS}; give it the profile: "
+                    "profiles_dir)")
         return None
 
     def _queue(self, msg: _Msg) -> None:

@@ -403,3 +403,26 @@ async def test_a_forged_unsigned_batch_cannot_shadow_the_signed_one(
     (reason,) = [orjson.loads(x)["reason"] for x in
                  (tmp_path / "dead-letter.jsonl").read_bytes().splitlines()]
     assert "do not match the topic" in reason
+
+
+async def test_a_batch_with_more_points_than_its_profile_is_refused(
+    broker: Mosquitto, influx: Influxd, tmp_path: Path
+) -> None:
+    """Issue 18, item 14: one message could add 50,000 field keys to a measurement."""
+    svc = IngestService(loaded(tmp_path, broker.port, {"kind": "influxdb-v1", "url": influx.url,
+                                                       "database": "edgegw"}))
+    wide = payload(1, **{f"f{i}": i for i in range(50_000)})  # the shipped cnc profile
+    unknown = encode_batch(Batch("gw1", "cnc-01", "nobody/else@1", TS, {
+        f"f{i}": i for i in range(1001)}, seq=2))
+    async with ingest(svc):
+        await publish(broker.port, [(T, wide), (T, unknown), (T, payload(3))])
+        await until(lambda: svc.stats.written_batches == 1 and svc.stats.dead_letters == 2,
+                    what="1 written, 2 dead letters")
+    reasons = [orjson.loads(x)["reason"] for x in
+               (tmp_path / "dead-letter.jsonl").read_bytes().splitlines()]
+    assert "50000 points in one batch of profile 'acme/cnc-vmc850@1.2', which declares" \
+        in reasons[0]
+    assert "which this ingest does not know (at most 1000" in reasons[1]
+    assert influx.query('SHOW FIELD KEYS FROM "acme/cnc-vmc850"', "edgegw")[0][
+        "values"] == [["door", "boolean"], ["speed", "integer"], ["state", "string"],
+                      ["temp", "float"]]  # type: ignore[index]
