@@ -205,6 +205,11 @@ class HealthServer:
         metric("store_dropped_batches_total", "counter", "batches dropped, by reason",
                [({"reason": k}, v) for k, v in sorted(st.dropped_by.items())] or
                [({"reason": "none"}, 0)])
+        dead = getattr(gw.uplink, "dead", None)  # the direct InfluxDB uplink's
+        if dead is not None:
+            metric("dead_letters_total", "counter", "batches InfluxDB refused, by reason",
+                   [({"reason": k}, v) for k, v in sorted(dead.by_reason.items())] or
+                   [({"reason": "none"}, 0)])
         metric("health_refused_connections_total", "counter",
                "idle connections to this endpoint closed to make room (too many at once)",
                [({}, self.refused)])
