@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,23 +26,16 @@ from gateway.store.sqlite import Reserve, SqliteStore
 from tests.gateway.test_health import get
 from tests.gateway.test_store_contract import batch, encode
 from tests.servers import Mosquitto
+from tests.tmpfs import tmpfs
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 12 MiB tmpfs of its own (needs root, as the test machine has)."""
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    """A 12 MiB tmpfs of its own."""
+    with tmpfs(tmp_path / "fs", "12m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def fill(fs: Path, name: str = "filler") -> Path:

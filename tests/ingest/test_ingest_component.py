@@ -16,6 +16,7 @@ import orjson
 import pytest
 from firmware_sim.servers import Influxd, Mosquitto, VictoriaMetrics
 
+from gateway.crypto.signing import Signer, generate_key, load_private
 from gateway.encode import encode_batch
 from gateway.ingest.config import IngestConfig, LoadedIngest
 from gateway.ingest.service import IngestService
@@ -292,11 +293,9 @@ async def test_live_table_reads_states_and_key_values_back(
     assert shown[:2] == ["spindle_speed=8000", "spindle_load=41.5"]
 
 
-async def test_signatures_required_dead_letters_unsigned_and_tampered(
-    broker: Mosquitto, influx: Influxd, tmp_path: Path
-) -> None:
-    from gateway.crypto.signing import Signer, generate_key, load_private
-
+def signing_ingest(tmp_path: Path, broker: Mosquitto, influx: Influxd
+                   ) -> tuple[IngestService, Signer, Signer]:
+    """An ingest with require: true and two keys: gw1's (for gw1) and gw9's (for gw9)."""
     keys = tmp_path / "keys"
     generate_key(keys / "gw1.key", "ed25519")
     generate_key(keys / "gw9.key", "ecdsa-p256")
@@ -307,6 +306,13 @@ async def test_signatures_required_dead_letters_unsigned_and_tampered(
         signatures={"require": True, "keys": {
             "gw1-2026": {"public_key": "keys/gw1.pub.pem", "gateways": ["gw1"]},
             "gw9-2026": {"public_key": "keys/gw9.pub.pem", "gateways": ["gw9"]}}}))
+    return svc, gw1, gw9
+
+
+async def test_signatures_required_dead_letters_unsigned_and_tampered(
+    broker: Mosquitto, influx: Influxd, tmp_path: Path
+) -> None:
+    svc, gw1, gw9 = signing_ingest(tmp_path, broker, influx)
     good = [gw1.sign(payload(i)) for i in (1, 2, 5)]
     bad = [payload(3),  # unsigned
            gw1.sign(payload(4)).replace(b'"speed":8004', b'"speed":9999'),  # tampered
@@ -381,8 +387,6 @@ async def test_a_forged_unsigned_batch_cannot_shadow_the_signed_one(
     """Issue 18, item 8: with require: false a forged unsigned batch with the next seq
     made the authentic signed one a silent duplicate; and a payload's gateway was
     trusted over the topic's."""
-    from gateway.crypto.signing import Signer, generate_key, load_private
-
     generate_key(tmp_path / "keys" / "gw1.key", "ed25519")
     gw1 = Signer(load_private(tmp_path / "keys" / "gw1.key"), "gw1-2026")
     svc = IngestService(loaded(

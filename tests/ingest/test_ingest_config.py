@@ -8,6 +8,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.ingest.config import load_ingest_config
+from tests.tmpfs import read_only, tmpfs
 
 SINK = "sink: {kind: influxdb-v1, url: 'http://127.0.0.1:8086', database: edgegw}\n"
 
@@ -35,20 +36,12 @@ def test_the_dead_letter_file_defaults_to_the_state_directory(
     """Issue 18, item 10: under the shipped unit the example's dead-letter file landed in
     the read-only /etc/edgegw, and --check passed. A real read-only mount stands in for
     ProtectSystem=strict (root ignores file modes, not a read-only filesystem)."""
-    import subprocess
-
     from gateway.ingest.check import _writable
 
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(etc)],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "etc", "1m") as etc:
         root = Path(__file__).resolve().parents[2]
         (etc / "ingest.yaml").write_text((root / "examples" / "ingest.yaml").read_text())
-        subprocess.run(["mount", "-o", "remount,ro", str(etc)], check=True)
+        read_only(etc)
         state = tmp_path / "state"
         state.mkdir()
         monkeypatch.delenv("STATE_DIRECTORY", raising=False)
@@ -60,5 +53,3 @@ def test_the_dead_letter_file_defaults_to_the_state_directory(
         loaded = load_ingest_config(etc / "ingest.yaml")
         assert loaded.dead_letter == state / "dead-letter.jsonl"
         assert _writable(loaded.dead_letter).ok
-    finally:
-        subprocess.run(["umount", "-l", str(etc)], check=False)

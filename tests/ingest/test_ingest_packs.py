@@ -26,11 +26,18 @@ from gateway.compact import (
     encode_record,
     sign_pack,
 )
-from gateway.crypto.signing import Signer, generate_key, load_private
 from gateway.ingest.service import IngestService
 from gateway.model import Batch
 from gateway.profiles import default_profile_dirs, load_profile
-from tests.ingest.test_ingest_component import TS, ingest, loaded, payload, publish, until
+from tests.ingest.test_ingest_component import (
+    TS,
+    ingest,
+    loaded,
+    payload,
+    publish,
+    signing_ingest,
+    until,
+)
 
 
 def _uv(n: int) -> bytes:
@@ -90,16 +97,7 @@ async def test_a_bomb_pack_is_one_dead_letter_and_the_ingest_goes_on(
 async def test_signed_packs_are_verified_like_json_batches(
         broker: Mosquitto, influx: Influxd, tmp_path: Path) -> None:
     _, rec = schema_and_rec()
-    keys = tmp_path / "keys"
-    generate_key(keys / "gw1.key", "ed25519")
-    generate_key(keys / "gw9.key", "ecdsa-p256")
-    gw1 = Signer(load_private(keys / "gw1.key"), "gw1-2026")
-    gw9 = Signer(load_private(keys / "gw9.key"), "gw9-2026")
-    svc = IngestService(loaded(
-        tmp_path, broker.port, {"kind": "influxdb-v1", "url": influx.url, "database": "edgegw"},
-        signatures={"require": True, "keys": {
-            "gw1-2026": {"public_key": "keys/gw1.pub.pem", "gateways": ["gw1"]},
-            "gw9-2026": {"public_key": "keys/gw9.pub.pem", "gateways": ["gw9"]}}}))
+    svc, gw1, gw9 = signing_ingest(tmp_path, broker, influx)
     good = gw1.sign_pack(encode_pack([rec(1), rec(2)]))  # type: ignore[operator]
     tampered = bytearray(gw1.sign_pack(encode_pack([rec(3)], level=0)))  # type: ignore[operator]
     tampered[-3] ^= 1
