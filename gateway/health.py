@@ -1,8 +1,8 @@
 """The local health endpoint: ``/healthz``, ``/metrics`` (Prometheus text format) and
 a small status page (``/``) that refreshes itself.
 
-Loopback only by default (``health.host``); GET only; a request line and headers of at
-most 8 KiB read within 5 s, anything else is answered 400 and the connection closed.
+Loopback only by default (``health.host``); the HTTP side (bounded requests and
+connections) is gateway.httpserve, shared with the ingest.
 The server reads the gateway's counters; it never blocks the device tasks.
 """
 
@@ -17,19 +17,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gateway.httpserve import HttpEndpoint, Metrics
 from gateway.modem.parse import LinkSample
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 log = logging.getLogger("edgegw.health")
-MAX_REQUEST = 8192
-#: connections served at once; more are closed at once (a flood of idle connections
-#: must not use up the process's file descriptors, which the devices and spool need)
-MAX_CONNECTIONS = 32
-#: seconds a client has to send its request
-REQUEST_TIMEOUT = 5.0
-#: a service that failed this recently (s) makes the status 'degraded'
 SERVICE_FAILED_FOR = 900.0
 
 
@@ -39,91 +33,13 @@ def _json_safe(v: object) -> object:
     return str(v) if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def _label(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-class HealthServer:
+class HealthServer(HttpEndpoint):
     def __init__(self, gw: Gateway, host: str, port: int) -> None:
         self.gw = gw
-        self.host = host
-        self.port = port
-        self._server: asyncio.Server | None = None
-        self.requests: dict[str, int] = {}  # path -> answered GETs (known paths)
-        self.active = 0  # connections being served
-        self.refused = 0  # idle connections closed to make room (MAX_CONNECTIONS)
-        self._waiting: dict[asyncio.StreamWriter, None] = {}  # no request yet, oldest first
-        self.routes: dict[str, Callable[[], tuple[int, str, str]]] = {
+        super().__init__(host, port, {
             "/healthz": self.healthz, "/metrics": self.metrics, "/": self.page,
             "/status.json": self.status_json,
-        }
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._client, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("health endpoint on http://%s:%d/ (/healthz, /metrics)", self.host, self.port)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.active >= MAX_CONNECTIONS and self._waiting:
-            # full: the oldest connection still waiting for its request makes room, so
-            # idle connections never lock a monitoring probe out
-            oldest = next(iter(self._waiting))
-            del self._waiting[oldest]
-            oldest.close()
-            self.refused += 1
-            if self.refused == 1 or self.refused % 10_000 == 0:
-                log.warning("health endpoint: %d connections at once; closing the oldest "
-                            "idle ones (%d so far)", MAX_CONNECTIONS, self.refused)
-        self.active += 1
-        self._waiting[writer] = None
-        try:
-            await self._serve(reader, writer)
-        finally:
-            self.active -= 1
-            self._waiting.pop(writer, None)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
-            self._waiting.pop(writer, None)
-            if len(head) > MAX_REQUEST:
-                raise ValueError("request too large")
-            method, path, _ = head.split(b"\r\n", 1)[0].decode("ascii").split(" ", 2)
-            path = path.split("?", 1)[0]
-            route = self.routes.get(path)
-            if method not in ("GET", "HEAD"):
-                code, ctype, body = 405, "text/plain", "only GET\n"
-            elif route is None:
-                code, ctype, body = 404, "text/plain", "not found\n"
-            else:
-                self.requests[path] = self.requests.get(path, 0) + 1
-                code, ctype, body = route()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                ValueError, UnicodeDecodeError):
-            code, ctype, body = 400, "text/plain", "bad request\n"
-            method = "GET"
-        except ConnectionError:
-            return
-        if writer.is_closing():  # closed to make room for a newer connection
-            return
-        data = body.encode("utf-8")
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                  503: "Service Unavailable"}[code]
-        head_out = (f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}; charset=utf-8\r\n"
-                    f"Content-Length: {len(data)}\r\nCache-Control: no-store\r\n"
-                    "Connection: close\r\n\r\n").encode("ascii")
-        try:
-            writer.write(head_out + (data if method != "HEAD" else b""))
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+        }, "health endpoint")
 
     # -- pages ---------------------------------------------------------------------------
     def _health(self) -> dict[str, object]:
@@ -171,16 +87,7 @@ class HealthServer:
 
     def metrics(self) -> tuple[int, str, str]:
         gw = self.gw
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_: str,
-                   samples: list[tuple[dict[str, str], float]]) -> None:
-            lines.append(f"# HELP edgegw_{name} {help_}")
-            lines.append(f"# TYPE edgegw_{name} {kind}")
-            for labels, value in samples:
-                lab = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-                lines.append(f"edgegw_{name}{{{lab}}} {value}" if lab else f"edgegw_{name} {value}")
-
+        metric = Metrics()
         devs = [(r.device.id, r.stats) for r in gw.runners]
         metric("device_up", "gauge", "1 when the device answers",
                [({"device": d}, 1.0 if s.state == "online" else 0.0) for d, s in devs])
@@ -267,7 +174,7 @@ class HealthServer:
                    "expires", [({"config": i.where, "file": str(i.path)},
                                 i.not_after.timestamp()) for i in certs
                                if i.not_after is not None])
-        return 200, "text/plain; version=0.0.4", "\n".join(lines) + "\n"
+        return metric.text()
 
     def _driver_metrics(self, metric: Callable[[str, str, str, list[tuple[dict[str, str],
                                                                             float]]], None]

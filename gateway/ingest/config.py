@@ -107,6 +107,12 @@ class SignaturesConfig(_Strict):
         return self
 
 
+class IngestHealthConfig(_Strict):
+    enabled: bool = Field(default=True, description="serve /healthz and /metrics")
+    host: str = Field(default="127.0.0.1", description="loopback unless a firewall guards it")
+    port: int = Field(default=9106, ge=0, le=65535, description="0 = any free port")
+
+
 class IngestConfig(_Strict):
     version: Literal[1] = 1
     mqtt: IngestMqtt = IngestMqtt()
@@ -124,6 +130,10 @@ class IngestConfig(_Strict):
     max_payload: int = Field(default=1_048_576, ge=1024, description="bytes; larger -> dead letter")
     dedupe_window: int = Field(default=100_000, ge=0,
                                description="recent (gateway, seq) remembered per process")
+    health: IngestHealthConfig = Field(
+        default=IngestHealthConfig(), description="the monitoring endpoint: /healthz (503 "
+        "while not subscribed) and /metrics (received, written, duplicates, dead letters "
+        "by reason, refused signatures); a taken port is logged and the ingest runs on")
     id_tags: list[str] = Field(
         default_factory=lambda: ["device"],
         description="identifier kinds written as InfluxDB tags (id_<kind>); every other "

@@ -262,6 +262,10 @@ class IngestService:
         await asyncio.sleep(delay)
         return version
 
+    @property
+    def gate(self) -> ReadGate | None:
+        return self._gate
+
     def stop(self) -> None:
         self._stopping = True
 
@@ -473,5 +477,20 @@ async def run_ingest(loaded: LoadedIngest) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal)
-    with contextlib.suppress(asyncio.CancelledError):
-        await svc.run()
+    hc = loaded.config.health
+    health = None
+    if hc.enabled:
+        from gateway.ingest.health import IngestHealth
+
+        health = IngestHealth(svc, hc.host, hc.port)
+        try:
+            await health.start()
+        except OSError as exc:  # the port is taken: run without it, say so
+            log.warning("ingest health endpoint %s:%d not started: %s", hc.host, hc.port, exc)
+            health = None
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await svc.run()
+    finally:
+        if health is not None:
+            await health.close()

@@ -104,7 +104,7 @@ async def test_a_flood_of_idle_connections_is_bounded_and_healthz_still_answers(
     6 MB of tracebacks in 45 s."""
     import resource
 
-    from gateway.health import MAX_CONNECTIONS
+    from gateway.httpserve import MAX_CONNECTIONS
 
     async with health_gateway(tmp_path, sim, broker, "gw-flood") as gw:
         assert gw.health is not None

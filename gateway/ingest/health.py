@@ -1,0 +1,53 @@
+"""The ingest's monitoring endpoint: ``/healthz`` (JSON; 503 while it is not connected
+to the broker) and ``/metrics`` (Prometheus text: messages received, written, duplicates,
+dead letters by reason, refused signatures, reads paused by the flow control)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import TYPE_CHECKING
+
+from gateway.httpserve import HttpEndpoint, Metrics
+
+if TYPE_CHECKING:
+    from gateway.ingest.service import IngestService
+
+
+class IngestHealth(HttpEndpoint):
+    def __init__(self, svc: IngestService, host: str, port: int) -> None:
+        self.svc = svc
+        super().__init__(host, port, {"/healthz": self.healthz, "/metrics": self.metrics},
+                         "ingest health endpoint")
+
+    def healthz(self) -> tuple[int, str, str]:
+        svc = self.svc
+        ok = svc.connected.is_set()
+        doc = {"status": "ok" if ok else "degraded", "connected": ok,
+               "protocol": svc.protocol, **dataclasses.asdict(svc.stats),
+               "dead_letters_by_reason": svc.dead.by_reason}
+        return (200 if ok else 503), "application/json", json.dumps(doc) + "\n"
+
+    def metrics(self) -> tuple[int, str, str]:
+        svc, st = self.svc, self.svc.stats
+        m = Metrics("edgegw_ingest_")
+        m("connected", "gauge", "1 while subscribed at the broker",
+          [({}, 1.0 if svc.connected.is_set() else 0.0)])
+        for name, value, help_ in (
+                ("received_total", st.received, "batches received (a pack's records each)"),
+                ("written_batches_total", st.written_batches, "batches now in the database"),
+                ("written_lines_total", st.written_lines, "line-protocol lines written"),
+                ("writes_total", st.writes, "HTTP writes to the database"),
+                ("duplicates_total", st.duplicates, "batches dropped as duplicates"),
+                ("retries_total", st.retries, "database writes retried"),
+                ("refused_signatures_total", st.refused_signatures,
+                 "unsigned (when required), unknown key, bad signature, key not allowed")):
+            m(name, "counter", help_, [({}, value)])
+        m("dead_letters_total", "counter", "dead letters, by kind of reason",
+          [({"reason": k}, v) for k, v in sorted(svc.dead.by_reason.items())] or
+          [({"reason": "none"}, 0)])
+        gate = svc.gate
+        m("read_pauses_total", "counter", "times reading stopped: receive_maximum "
+          "messages were waiting (the broker sent more than the window)",
+          [({}, gate.pauses if gate is not None else 0)])
+        return m.text()
