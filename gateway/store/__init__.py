@@ -4,7 +4,9 @@
 it (for a durable backend: on disk, committed, before it returns);
 ``urgent`` is a fast lane: the alarm and state batches (``Batch.priority``) just
 appended, which the uplink sends before anything else (they are stored like every
-batch, and acknowledged the same way); ``urgent_ready`` is set when one arrives.
+batch, and acknowledged the same way); ``urgent_ready`` is set when one arrives. The lane
+is filled only once an uplink that empties it says so (``fast_lane = True``: the MQTT
+uplink); the direct InfluxDB route has none, and the lane held 10,000 payload copies.
 ``Entry.bulk`` marks a batch of bulk-priority points only (kept with the entry, also
 across restarts), which the uplink may hold back while the radio is poor.
 ``peek(n, after, before)`` returns up to ``n`` of the oldest entries with
@@ -81,6 +83,7 @@ class Store(Protocol):
     stats: StoreStats
     urgent: deque[Entry]
     urgent_ready: asyncio.Event
+    fast_lane: bool
 
     @property
     def last_seq(self) -> int: ...
@@ -130,6 +133,8 @@ class BoundedStore(ABC):
         #: alarm/state batches just stored, for the uplink to send before anything else
         #: (they are in the store like every batch; this is only the fast lane's queue)
         self.urgent: deque[Entry] = deque(maxlen=10_000)
+        #: set by an uplink that empties ``urgent`` (else it is never filled)
+        self.fast_lane = False
         self.urgent_ready = asyncio.Event()
 
     # -- primitives of a backend ---------------------------------------------------------
@@ -193,7 +198,7 @@ class BoundedStore(ABC):
         st.bytes += size
         st.appended += 1
         self._last_inserted = seq
-        if batch.priority <= STATE:
+        if batch.priority <= STATE and self.fast_lane:
             self.urgent.append(Entry(seq, topic, payload, batch.ts_ms))
             self.urgent_ready.set()
         self._new.set()

@@ -101,6 +101,7 @@ class MqttUplink:
         self._sign_pack = sign_pack
         self.gateway_id = gateway_id
         self.store = store
+        store.fast_lane = True  # the urgent lane is sent first (see _pump)
         self.stats = stats
         self.status_extra = status_extra or (dict)
         self.topic_status = status_topic(cfg.topic_prefix, gateway_id)

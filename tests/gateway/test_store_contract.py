@@ -401,3 +401,21 @@ async def test_salvage_keeps_every_readable_row_past_a_zeroed_page(tmp_path: Pat
     seqs = [e.seq for e in await s2.peek(10**6)]
     assert seqs == sorted(seqs)
     await s2.close()
+
+
+async def test_the_fast_lane_is_filled_only_for_an_uplink_that_empties_it(make: Make) -> None:
+    """Issue 19 (found reading): on the InfluxDB route the urgent lane was filled and never
+    emptied, up to 10,000 payload copies in memory."""
+    from gateway.model import STATE
+
+    s = make()
+    b = batch()
+    b.priority = STATE
+    await s.append(b)
+    assert not s.urgent  # nobody sends the lane: it holds nothing
+    s.fast_lane = True  # what the MQTT uplink sets
+    b2 = batch()
+    b2.priority = STATE
+    seq = await s.append(b2)
+    assert [e.seq for e in s.urgent] == [seq] and s.urgent_ready.is_set()
+    await s.close()
