@@ -40,3 +40,9 @@ async def sim() -> AsyncIterator[Simulator]:
     s = Simulator(update_interval=0.05)
     yield s
     await s.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests first (the order is otherwise kept): under pytest-xdist the longest
+    tests then start early, instead of running alone on one worker at the end."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("e2e") else 1)
