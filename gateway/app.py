@@ -324,11 +324,11 @@ class Gateway:
                 if loop.time() - t0 > 3600:
                     backoff.reset()
                 count = self.service_failures.get(name, (0, ""))[0] + 1
-                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self.service_failures[name] = (count, why[:300], loop.time())
+                why = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:300]
+                self.service_failures[name] = (count, why, loop.time())
                 wait = backoff.next()
                 log.error("service %s failed (%d time(s)): %s; restarting it in %.0f s "
-                          "(devices and the uplink keep running)", name, count, why[:300],
+                          "(devices and the uplink keep running)", name, count, why,
                           wait, exc_info=exc if count == 1 else None)
                 await asyncio.sleep(wait)
 

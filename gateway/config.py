@@ -688,8 +688,7 @@ class LoadedConfig:
     @property
     def state_dir(self) -> Path:
         """$STATE_DIRECTORY (systemd) or the config file's directory."""
-        state = os.environ.get("STATE_DIRECTORY")
-        return Path(state.split(":")[0]) if state else self.path.parent
+        return state_directory(self.path.parent)
 
     @property
     def store_path(self) -> Path:
@@ -787,13 +786,25 @@ def file_problems(loaded: LoadedConfig) -> tuple[list[tuple[str, str]], list[str
     return errors, warnings
 
 
+def state_directory(fallback: Path) -> Path:
+    """$STATE_DIRECTORY (the first, when systemd gives several), else ``fallback``."""
+    state = os.environ.get("STATE_DIRECTORY")
+    return Path(state.split(":")[0]) if state else fallback
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path``, or its nearest ancestor that exists (what decides whether a file that is
+    created at start can be written)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _spool_space(loaded: LoadedConfig) -> list[str]:
     """A warning when the spool's filesystem is (nearly) full or not writable: the
     gateway would start on a memory store (data lost on restart)."""
     at = f"{loaded.path}: store.path"
-    where = loaded.store_path.parent
-    while not where.exists() and where != where.parent:
-        where = where.parent
+    where = nearest_existing(loaded.store_path.parent)
     try:
         free = shutil.disk_usage(where).free
     except OSError as exc:

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 
 from gateway.httpserve import HttpEndpoint, Metrics
 from gateway.modem.parse import LinkSample
+from gateway.uplink.influx import InfluxUplink
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 log = logging.getLogger("edgegw.health")
+#: a service that failed this recently (s) makes the status 'degraded'
 SERVICE_FAILED_FOR = 900.0
 
 
@@ -112,10 +114,10 @@ class HealthServer(HttpEndpoint):
         metric("store_dropped_batches_total", "counter", "batches dropped, by reason",
                [({"reason": k}, v) for k, v in sorted(st.dropped_by.items())] or
                [({"reason": "none"}, 0)])
-        dead = getattr(gw.uplink, "dead", None)  # the direct InfluxDB uplink's
-        if dead is not None:
+        if isinstance(gw.uplink, InfluxUplink):  # the direct route's refused batches
             metric("dead_letters_total", "counter", "batches InfluxDB refused, by reason",
-                   [({"reason": k}, v) for k, v in sorted(dead.by_reason.items())] or
+                   [({"reason": k}, v) for k, v in sorted(gw.uplink.dead.by_reason.items())]
+                   or
                    [({"reason": "none"}, 0)])
         metric("health_refused_connections_total", "counter",
                "idle connections to this endpoint closed to make room (too many at once)",

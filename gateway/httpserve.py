@@ -16,12 +16,11 @@ from collections.abc import Callable
 log = logging.getLogger("edgegw.health")
 
 MAX_REQUEST = 8192
-#: connections served at once; more are closed at once (a flood of idle connections
-#: must not use up the process's file descriptors, which the devices and spool need)
+#: connections served at once; beyond it the oldest idle one is closed (a flood of idle
+#: connections must not use up the file descriptors the devices and spool need)
 MAX_CONNECTIONS = 32
 #: seconds a client has to send its request
 REQUEST_TIMEOUT = 5.0
-#: a service that failed this recently (s) makes the status 'degraded'
 
 Route = Callable[[], tuple[int, str, str]]  # -> (status, content type, body)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
+from gateway.config import nearest_existing
 from gateway.ingest.config import LoadedIngest
 from gateway.ingest.connack import UNSUPPORTED_PROTOCOL, code_of, meaning
 from gateway.ingest.service import IngestService, _tls
@@ -40,9 +41,7 @@ async def check(loaded: LoadedIngest) -> list[Finding]:
 def _writable(path: Path) -> Finding:
     """The dead-letter file can be written (the shipped unit's /etc/edgegw cannot)."""
     what = f"dead-letter file {path}"
-    where = path if path.exists() else path.parent
-    while not where.exists() and where != where.parent:
-        where = where.parent  # created at start, like the state directory
+    where = nearest_existing(path)  # the file, or the folder it is created in at start
     if os.access(where, os.W_OK):
         return Finding(what, True, "writable")
     return Finding(what, False, f"{where} is not writable by this user: set dead_letter to "

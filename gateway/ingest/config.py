@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -10,7 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.compact import Schemas
-from gateway.config import Backoff, MqttConfig
+from gateway.config import Backoff, MqttConfig, state_directory
 from gateway.crypto.signing import Verifier, verifier_from_files
 from gateway.durations import Duration
 from gateway.errors import ConfigError
@@ -163,8 +162,7 @@ class LoadedIngest:
     def dead_letter(self) -> Path:
         if self.config.dead_letter is not None:
             return self.resolve(self.config.dead_letter)
-        state = os.environ.get("STATE_DIRECTORY")
-        return (Path(state.split(":")[0]) if state else self.path.parent) / "dead-letter.jsonl"
+        return state_directory(self.path.parent) / "dead-letter.jsonl"
 
     def schemas(self) -> Schemas:
         """Where compact records find their profiles (index -> point name)."""

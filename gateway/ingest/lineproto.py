@@ -46,21 +46,23 @@ def _carried(s: str) -> bool:
     return not ("\\," in s or "\\=" in s or "\\ " in s)
 
 
-def _name(s: str, what: str) -> str:
-    """A tag key or field key, escaped; PayloadError when it cannot be written."""
+def _writable(s: str, what: str) -> str:
+    """``s`` when line protocol can carry it as a name; else PayloadError."""
     if not _carried(s):
         raise PayloadError(f"{what} {s[:80]!r} cannot be written to InfluxDB: empty, a "
                            "control character (newline), or a backslash at the end or "
                            "before ',', '=', ' '")
-    return s.replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
+    return s
+
+
+def _name(s: str, what: str) -> str:
+    """A tag key, tag value or field key, escaped; PayloadError when it cannot be
+    written."""
+    return _writable(s, what).replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
 
 
 def _esc_meas(s: str) -> str:
-    if not _carried(s):
-        raise PayloadError(f"measurement {s[:80]!r} cannot be written to InfluxDB: empty, "
-                           "a control character (newline), or a backslash at the end or "
-                           "before ',', '=', ' '")
-    return s.replace(",", "\\,").replace(" ", "\\ ")
+    return _writable(s, "measurement").replace(",", "\\,").replace(" ", "\\ ")
 
 
 def _field(v: Any) -> str | None:
@@ -97,7 +99,8 @@ def batch_lines(doc: dict[str, Any], id_tags: frozenset[str] = ID_TAGS) -> list[
         raise PayloadError("p must be an object")
     name, _, version = prof.partition("@")
     meas = _esc_meas(name)
-    tags = f",gateway={_name(gw, 'gateway')},device={_name(dev, 'device')}"
+    source = f"gateway={_name(gw, 'gateway')},device={_name(dev, 'device')}"
+    tags = "," + source
     if version:
         tags += f",profile_version={_name(version, 'profile version')}"
     ids = doc.get("ids") or {}
@@ -105,13 +108,14 @@ def batch_lines(doc: dict[str, Any], id_tags: frozenset[str] = ID_TAGS) -> list[
         raise PayloadError("ids must be an object")
     fields = []
     for kind in sorted(ids):
-        key, code = f"id_{kind}", ids[kind]
+        code = ids[kind]
         if not isinstance(code, str):
             raise PayloadError(f"ids.{str(kind)[:40]} must be a string")
+        key = _name(f"id_{kind}", "identifier kind")
         if kind in id_tags and _carried(code):
-            tags += f",{_name(key, 'identifier kind')}={_name(code, key)}"
+            tags += f",{key}={_name(code, key)}"
         else:  # unbounded (one per product), or not a valid tag value: a field
-            fields.append(f"{_name(key, 'identifier kind')}={_field(code)}")
+            fields.append(f"{key}={_field(code)}")
     st = doc.get("st") or {}
     if not isinstance(st, dict):
         raise PayloadError("st must be an object")
@@ -145,7 +149,7 @@ def batch_lines(doc: dict[str, Any], id_tags: frozenset[str] = ID_TAGS) -> list[
     q = doc.get("q") or {}
     if not isinstance(q, dict):
         raise PayloadError("q must be an object")
-    base = f"{QUALITY_MEASUREMENT},gateway={_name(gw, 'gateway')},device={_name(dev, 'device')}"
+    base = f"{QUALITY_MEASUREMENT},{source}"
     for point, qr in q.items():
         reason = qr[1] if isinstance(qr, list) and len(qr) == 2 else str(qr)
         lines.append(f"{base},point={_name(point, 'point')} reason={_field(str(reason))} {ts}")

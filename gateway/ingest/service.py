@@ -89,7 +89,6 @@ class _Msg:
     verified: bool = False  # signed by a trusted key
 
 
-
 @dataclass
 class _Pending:
     msgs: list[_Msg] = field(default_factory=list)
@@ -111,7 +110,8 @@ class IngestService:
         self._lock = asyncio.Lock()
         self._stopping = False
         self._paho: object | None = None
-        self._gate: ReadGate | None = None
+        #: the current session's flow control (None before the first connect)
+        self.gate: ReadGate | None = None
         self.protocol: str | None = None  # the MQTT version of the current session
         m = self.cfg.mqtt
         share = f"$share/{m.share_group}/" if m.share_group else ""
@@ -157,7 +157,7 @@ class IngestService:
         paho.manual_ack_set(True)  # PUBACK only after the database has the data
         self._paho = paho
         # at most receive_maximum messages wait in memory, whatever the broker sends
-        self._gate = ReadGate(client, m.receive_maximum)
+        self.gate = ReadGate(client, m.receive_maximum)
         return client
 
     def _ack(self, mid: int) -> None:
@@ -262,15 +262,11 @@ class IngestService:
         await asyncio.sleep(delay)
         return version
 
-    @property
-    def gate(self) -> ReadGate | None:
-        return self._gate
-
     def stop(self) -> None:
         self._stopping = True
 
     async def _consume(self, client: aiomqtt.Client) -> None:
-        gate = self._gate
+        gate = self.gate
         async for m in client.messages:
             if gate is not None:
                 gate.drained()

@@ -209,17 +209,13 @@ class BoundedStore(ABC):
         """Disk full under drop-oldest: delete the oldest batches, 16 at a time (counted
         as ``disk_full``; a page is reused once all its rows are gone), until the new one
         fits; at most 256. False when it still does not fit."""
-        st = self.stats
         self._made_room_at = time.monotonic()
         for _ in range(16):
             oldest = self._oldest(16)
             if not oldest:
                 return False
-            for old, nbytes, npoints in oldest:
-                if self._delete(old) is not None:
-                    st.entries -= 1
-                    st.bytes -= nbytes
-                    self._count_drop("disk_full", 1, npoints)
+            for old, _, _ in oldest:
+                self._drop(old, "disk_full")
             try:
                 self._insert(seq, topic, payload, ts_ms, points, bulk)
             except StoreFull:
@@ -247,13 +243,21 @@ class BoundedStore(ABC):
                 await self._room.wait()
             return True
         while full() and st.entries:  # drop-oldest
-            for seq, nbytes, npoints in self._oldest(64):
+            for seq, _, _ in self._oldest(64):
                 if not full():
                     break
-                if self._delete(seq) is not None:
-                    st.entries -= 1
-                    st.bytes -= nbytes
-                    self._count_drop("full", 1, npoints)
+                self._drop(seq, "full")
+        return True
+
+    def _drop(self, seq: int, reason: str) -> bool:
+        """Delete one stored batch as dropped, counted under ``reason``; False when it
+        was not there or could not be deleted."""
+        found = self._delete(seq)
+        if found is None:
+            return False
+        self.stats.entries -= 1
+        self.stats.bytes -= found[0]
+        self._count_drop(reason, 1, found[1])
         return True
 
     def _count_drop(self, reason: str, batches: int, points: int) -> None:

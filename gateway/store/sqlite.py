@@ -34,13 +34,16 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.crypto.spool import OVERHEAD, SealError, SpoolCipher, is_sealed
 from gateway.errors import SpoolUnavailable, StoreError
 from gateway.store import BoundedStore, Encoder, Entry, Limits, StoreFull, initial_seq
 
 log = logging.getLogger("edgegw.store")
+T = TypeVar("T")
 
 #: 2: the ``bulk`` column (a spool of schema 1 gets it, 0 for its rows, when opened)
 SCHEMA = 2
@@ -95,6 +98,16 @@ class Reserve:
             return False
         self.ok = True
         return True
+
+    def retry(self, attempt: Callable[[], T], errors: tuple[type[Exception], ...]) -> T:
+        """``attempt()``; when it fails with one of ``errors`` and there is a reserve to
+        release (the disk may be full), once more after releasing it."""
+        try:
+            return attempt()
+        except errors:
+            if not self.release():
+                raise
+        return attempt()
 
     def release(self) -> bool:
         """Give the space back; True when there was a reserve to release."""
@@ -211,12 +224,8 @@ class SqliteStore(BoundedStore):
         self.reserve = Reserve(self.path.with_name(self.path.name + ".reserve"))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._db = self._open(sync_interval)
-            except (OSError, sqlite3.Error):
-                if not self.reserve.release():  # a full disk: the reserve makes room
-                    raise
-                self._db = self._open(sync_interval)
+            self._db = self.reserve.retry(lambda: self._open(sync_interval),
+                                          (OSError, sqlite3.Error))
             self._check_sealed()
         except (OSError, sqlite3.Error) as exc:
             raise SpoolUnavailable(f"cannot open the spool {self.path}: {exc}") from exc
@@ -315,19 +324,15 @@ class SqliteStore(BoundedStore):
     def _delete(self, seq: int) -> tuple[int, int] | None:
         sql = f"DELETE FROM spool WHERE seq = ? RETURNING {_LEN}, points"
         try:
-            row = self._db.execute(sql, (seq,)).fetchone()
+            row = self.reserve.retry(lambda: self._db.execute(sql, (seq,)).fetchone(),
+                                     (sqlite3.OperationalError,))
         except sqlite3.OperationalError as exc:
-            try:
-                if not self.reserve.release():
-                    raise
-                row = self._db.execute(sql, (seq,)).fetchone()
-            except sqlite3.OperationalError:
-                # out of space even for the delete, no reserve left: the entry stays
-                # and is sent again later (the ingest drops the duplicate)
-                if not self._space_warned:
-                    self._space_warned = True
-                    log.error("store: cannot delete acknowledged batches (%s)", exc)
-                return None
+            # out of space even for the delete, no reserve left: the entry stays and is
+            # sent again later (the ingest drops the duplicate)
+            if not self._space_warned:
+                self._space_warned = True
+                log.error("store: cannot delete acknowledged batches (%s)", exc)
+            return None
         return None if row is None else (int(row[0]), int(row[1]))
 
     def _select(self, n: int, after: int, before: int | None) -> list[Entry]:
@@ -355,11 +360,7 @@ class SqliteStore(BoundedStore):
     def _unreadable(self, seq: int) -> None:
         """A sealed row that does not open with the key that opened the others: damaged
         on disk. It can never be sent: it is dropped, counted and logged."""
-        found = self._delete(seq)
-        if found is not None:
-            self.stats.entries -= 1
-            self.stats.bytes -= found[0]
-            self._count_drop("unreadable", 1, found[1])
+        if self._drop(seq, "unreadable"):
             log.error("store: batch %d does not decrypt (damaged on disk); dropped", seq)
 
     def _expire(self, cutoff_ms: int) -> tuple[int, int, int]:

@@ -14,17 +14,11 @@ from firmware_sim.sim import Simulator
 import gateway.app
 from gateway.app import Gateway
 from tests.gateway.health_gateway import health_gateway
+from tests.gateway.identifiers.test_service import until
 from tests.gateway.test_health import get
 from tests.servers import Mosquitto
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
-
-
-async def until(pred: object, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not pred():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_failing_service_is_restarted_and_devices_keep_polling(

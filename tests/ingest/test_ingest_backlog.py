@@ -59,7 +59,7 @@ async def test_a_backlog_drains_with_bounded_memory_and_no_reconnect(
             await task
     assert reconnects == 1  # one session: no SUBSCRIBE timeout, no reconnect
     assert svc.stats.written_batches == BACKLOG and svc.stats.duplicates == 0
-    gate = svc._gate
+    gate = svc.gate
     assert gate is not None
     # the broker sent more than the window (the gate stopped reading), yet no more than
     # one read's worth over the window ever waited in memory
