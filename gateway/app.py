@@ -123,8 +123,7 @@ class Gateway:
         self.uplink: MqttUplink | InfluxUplink
         if cfg.uplink.influx is not None:
             self.uplink = InfluxUplink(cfg.uplink.influx, self.store, self.stats,
-                                       loaded.store_path.with_name("dead-letter.jsonl"),
-                                       cfg.uplink.mqtt.reconnect)
+                                       loaded.store_path.with_name("dead-letter.jsonl"))
         else:
             self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status,
                                      self.schemas, self._point_types(), sign_pack)
@@ -156,7 +155,7 @@ class Gateway:
         self.identifiers.device(dev.id, dev.profile_name, dev.config.identifier)
         return DeviceRunner(
             dev, driver_for(dev, self.ctx), pipe, self.store, self.stats.device(dev.id),
-            self.faults, cfg.uplink.mqtt.reconnect, phase=(index % slots) / slots)
+            self.faults, cfg.pipeline.reconnect, phase=(index % slots) / slots)
 
     def _wire(self) -> None:
         """Hand each code reader's context to the pipelines of the devices it serves
@@ -190,8 +189,7 @@ class Gateway:
 
         modems = [r.driver for r in self.runners if isinstance(r.driver, ModemDriver)]
         self.modem = modems[0] if modems else None
-        if isinstance(self.uplink, MqttUplink):
-            self.uplink.radio_sample = (lambda m=modems[0]: m.latest) if modems else None
+        self.uplink.radio_sample = (lambda m=modems[0]: m.latest) if modems else None
         if modems:
             modems[0].on_identity = self._modem_identity
             if modems[0].identity is not None:  # a reload kept the connected modem
@@ -225,19 +223,16 @@ class Gateway:
                 for d in self.loaded.devices}
 
     def _link_status(self) -> dict[str, object]:
-        link = getattr(self.uplink, "link", None)
-        if link is None:
-            return {}
-        radio = getattr(self.uplink, "radio", None)
+        link, radio = self.uplink.link, self.uplink.radio
         out: dict[str, object] = {"puback_ms": round(link.rtt * 1000, 1),
                                   "puback_max_ms": round(link.rtt_max * 1000, 1),
                                   "failures": link.failures, "pack_delay_factor": link.factor,
                                   "urgent": self.stats.urgent}
         link.rtt_max = 0.0
-        if radio is not None and getattr(self.uplink, "radio_sample", None) is not None:
+        if self.uplink.radio_sample is not None:
             out["radio"] = f"poor: {radio.reason}" if radio.poor else "good"
             out["bulk_held"] = radio.deferred
-        budget = getattr(self.uplink, "budget", None)
+        budget = self.uplink.budget
         if budget is not None:
             out["budget_bytes_per_s"] = budget.rate
             out["budget_wait_s"] = round(budget.waited, 1)
@@ -444,9 +439,8 @@ class Gateway:
         fresh = {d.id: d for d in [*p.added, *p.changed]}
         for d in fresh.values():
             self.schemas.add(schema_of(d.profile_tag, d.profile))
-        spb = getattr(self.uplink, "spb", None)
-        if spb is not None:
-            spb.point_types.update(self._point_types())
+        if isinstance(self.uplink, MqttUplink) and self.uplink.spb is not None:
+            self.uplink.spb.point_types.update(self._point_types())
         runners = []
         for i, dev_id in enumerate(p.order):
             r = by_id.get(dev_id)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.identifiers.codes import CodeError, normalise
-from gateway.ingest.sinkconfig import SinkConfig
+from gateway.ingest.sinkconfig import InfluxV1, InfluxV2
 from gateway.profiles import (
     Profile,
     Workarounds,
@@ -191,16 +191,46 @@ class GatewayMqtt(MqttConfig):
         "doubles (up to 8x) until publishes are fast again")
 
 
+_INFLUX_RETRY = Field(
+    default=Backoff(), description="backoff while InfluxDB is unavailable (a Retry-After from "
+    "the database is honoured)")
+_INFLUX_BUDGET = Field(
+    default=None, description="bytes/s of line protocol for ordinary data; alarm and state "
+    "batches go first and are never held back; what waits stays in the store")
+
+
+class GatewayInfluxV1(InfluxV1):
+    """The direct route to InfluxDB 1.x (``/write``)."""
+
+    retry: Backoff = _INFLUX_RETRY
+    budget: BudgetConfig | None = _INFLUX_BUDGET
+
+
+class GatewayInfluxV2(InfluxV2):
+    """The direct route to InfluxDB 2.x/3.x or VictoriaMetrics (``/api/v2/write``)."""
+
+    retry: Backoff = _INFLUX_RETRY
+    budget: BudgetConfig | None = _INFLUX_BUDGET
+
+
+GatewayInflux = GatewayInfluxV1 | GatewayInfluxV2
+
+
 class UplinkConfig(_Strict):
     mqtt: GatewayMqtt = Field(default=GatewayMqtt(), description="the MQTT uplink (default)")
-    influx: SinkConfig | None = Field(
+    influx: Annotated[GatewayInflux, Field(discriminator="kind")] | None = Field(
         default=None, description="write directly to InfluxDB instead of MQTT (no broker)")
 
     @model_validator(mode="after")
     def _one_route(self) -> UplinkConfig:
-        if self.influx is not None and "mqtt" in self.model_fields_set:
-            raise ValueError("give either uplink.mqtt or uplink.influx, not both")
-        return self
+        if self.influx is None or "mqtt" not in self.model_fields_set:
+            return self
+        if "reconnect" in self.mqtt.model_fields_set:
+            raise ValueError(
+                "uplink.mqtt.reconnect is the broker's backoff, and the InfluxDB route has no "
+                "broker: set uplink.influx.retry for the database and pipeline.reconnect for "
+                "the devices")
+        raise ValueError("give either uplink.mqtt or uplink.influx, not both")
 
 
 class StoreConfig(_Strict):
@@ -309,6 +339,8 @@ class IdentifiersConfig(_Strict):
 
 class PipelineConfig(_Strict):
     heartbeat: Duration = Field(default=60.0, description="report every point at least this often")
+    reconnect: Backoff = Field(
+        default=Backoff(), description="backoff for reconnecting to a device that failed")
     report: Literal["change", "always"] = Field(
         default="change", description="change: report by exception (deadbands, heartbeat); always: "
         "every value every poll")

@@ -143,21 +143,20 @@ class HealthServer(HttpEndpoint):
                "one pack holds many batches)", [({}, s.messages)])
         metric("uplink_urgent_total", "counter", "alarm/state batches sent ahead of the rest",
                [({}, s.urgent)])
-        link = getattr(gw.uplink, "link", None)
-        if link is not None:
-            metric("uplink_puback_seconds", "gauge", "time to PUBACK, moving average",
-                   [({}, round(link.rtt, 4))])
-            metric("uplink_pack_delay_factor", "gauge", "pack delay multiplier (1 on a good "
-                   "link, up to 8 on a slow one)", [({}, link.factor)])
+        link = gw.uplink.link
+        metric("uplink_puback_seconds", "gauge", "time to PUBACK (or the database's reply), "
+               "moving average", [({}, round(link.rtt, 4))])
+        metric("uplink_pack_delay_factor", "gauge", "pack delay multiplier (1 on a good "
+               "link, up to 8 on a slow one)", [({}, link.factor)])
         self._modem_metrics(metric)
-        radio = getattr(gw.uplink, "radio", None)
-        if radio is not None and getattr(gw.uplink, "radio_sample", None) is not None:
+        radio = gw.uplink.radio
+        if gw.uplink.radio_sample is not None:
             metric("uplink_radio_poor", "gauge", "1 while the modem reports a poor signal "
                    "(packs grow, compression is harder, bulk waits)",
                    [({}, 1.0 if radio.poor else 0.0)])
             metric("uplink_bulk_held_batches", "gauge", "bulk batches held back in the store "
                    "for a good signal", [({}, radio.deferred)])
-        budget = getattr(gw.uplink, "budget", None)
+        budget = gw.uplink.budget
         if budget is not None:
             metric("uplink_budget_bytes_per_second", "gauge", "the configured budget",
                    [({}, budget.rate)])

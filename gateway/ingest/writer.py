@@ -51,6 +51,11 @@ class BatchWriter(Generic[T]):
                                 exc.reason, self.retries, delay, len(items))
                 await asyncio.sleep(delay)
 
+    async def write_once(self, items: Sequence[T]) -> None:
+        """One attempt: every item written or rejected, or :class:`Retry` raised (the
+        caller retries; the gateway's delivery engine does)."""
+        await self._split(items)
+
     async def _split(self, items: Sequence[T]) -> None:
         body = "\n".join(line for it in items for line in self._lines(it)).encode()
         try:

@@ -2,11 +2,10 @@
 
 ``append(batch) -> seq`` encodes the batch, gives it the next sequence number and keeps
 it (for a durable backend: on disk, committed, before it returns);
-``urgent`` is a fast lane: the alarm and state batches (``Batch.priority``) just
-appended, which the uplink sends before anything else (they are stored like every
-batch, and acknowledged the same way); ``urgent_ready`` is set when one arrives. The lane
-is filled only once an uplink that empties it says so (``fast_lane = True``: the MQTT
-uplink); the direct InfluxDB route has none, and the lane held 10,000 payload copies.
+``on_urgent`` (set by the uplink's delivery engine) is called with each alarm or state
+batch (``Batch.priority``) as it is appended, so the engine can send it before anything
+else; it is stored like every batch and acknowledged the same way (the store keeps no
+second copy: the engine's urgent lane holds what it has not sent yet).
 ``Entry.bulk`` marks a batch of bulk-priority points only (kept with the entry, also
 across restarts), which the uplink may hold back while the radio is poor.
 ``peek(n, after, before)`` returns up to ``n`` of the oldest entries with
@@ -28,7 +27,6 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -81,9 +79,7 @@ class Limits:
 
 class Store(Protocol):
     stats: StoreStats
-    urgent: deque[Entry]
-    urgent_ready: asyncio.Event
-    fast_lane: bool
+    on_urgent: Callable[[Entry], None] | None
 
     @property
     def last_seq(self) -> int: ...
@@ -130,12 +126,8 @@ class BoundedStore(ABC):
         #: spool cannot be opened): the status stays degraded with it
         self.fallback: str | None = None
         self._made_room_at = -1e9  # monotonic time old batches last made room on a full disk
-        #: alarm/state batches just stored, for the uplink to send before anything else
-        #: (they are in the store like every batch; this is only the fast lane's queue)
-        self.urgent: deque[Entry] = deque(maxlen=10_000)
-        #: set by an uplink that empties ``urgent`` (else it is never filled)
-        self.fast_lane = False
-        self.urgent_ready = asyncio.Event()
+        #: called with each alarm/state batch as it is stored (the uplink's urgent lane)
+        self.on_urgent: Callable[[Entry], None] | None = None
 
     # -- primitives of a backend ---------------------------------------------------------
     @abstractmethod
@@ -198,9 +190,8 @@ class BoundedStore(ABC):
         st.bytes += size
         st.appended += 1
         self._last_inserted = seq
-        if batch.priority <= STATE and self.fast_lane:
-            self.urgent.append(Entry(seq, topic, payload, batch.ts_ms))
-            self.urgent_ready.set()
+        if batch.priority <= STATE and self.on_urgent is not None:
+            self.on_urgent(Entry(seq, topic, payload, batch.ts_ms))
         self._new.set()
         return seq
 

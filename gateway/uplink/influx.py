@@ -1,92 +1,155 @@
 """Direct route: the gateway writes to InfluxDB itself (no broker), from the same durable
 store and with the same line-protocol encoder as the backend ingest.
 
-For a gateway that has an HTTP route to InfluxDB. Entries leave the store only after
-InfluxDB accepted them; while InfluxDB is unavailable they wait in the spool (retry with
-backoff, Retry-After honoured); entries InfluxDB rejects go to the dead-letter file
-beside the spool. Exactly once: InfluxDB stores a re-sent point once (same measurement,
-tags and time).
+The InfluxDB transport of the delivery engine (:mod:`gateway.uplink.engine`), so this
+route has what the MQTT route has: alarm and state batches first, the byte budget,
+retry with backoff (``uplink.influx.retry``; Retry-After honoured), acknowledgement
+only after InfluxDB accepted the write, and draining on stop. A part is one write of up
+to 500 store entries; entries InfluxDB rejects (HTTP 400, found by bisecting the write)
+or that cannot be encoded go to the dead-letter file beside the spool and leave the
+store. Exactly once: InfluxDB stores a re-sent point once (same measurement, tags and
+time).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import Backoff as BackoffConfig
+from gateway.backoff import Backoff
+from gateway.config import GatewayInflux
 from gateway.encode import decode_batch
 from gateway.ingest.deadletter import DeadLetters
 from gateway.ingest.lineproto import batch_lines
-from gateway.ingest.sinkconfig import InfluxV1, InfluxV2
-from gateway.ingest.sinks import describe, make_sink
+from gateway.ingest.sinks import Retry, describe, make_sink
 from gateway.ingest.writer import BatchWriter
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
+from gateway.uplink.engine import Engine, Policy
+from gateway.uplink.link import Budget, LinkQuality, RadioState
+from gateway.uplink.transport import TransportError
 
 log = logging.getLogger("edgegw.uplink")
 
 MAX_ENTRIES_PER_WRITE = 500
+#: payload bytes per write at most (with a budget: one burst, so the pace stays even)
+MAX_WRITE_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
 class _Item:
     entry: Entry
     lines: list[str]
+    error: str | None = None  # could not be encoded: a dead letter
 
 
-class InfluxUplink:
-    def __init__(self, cfg: InfluxV1 | InfluxV2, store: Store, stats: GatewayStats,
-                 dead_letter: Path, retry: BackoffConfig) -> None:
+@dataclass(slots=True)
+class Write:
+    """One HTTP write: the items and the bytes of their line protocol."""
+
+    items: list[_Item]
+    nbytes: int
+
+
+class InfluxTransport:
+    name = "influx"
+    overhead = 0
+    max_inflight = 1  # one write at a time: InfluxDB answers in order anyway
+    round_size = MAX_ENTRIES_PER_WRITE
+    linger = 0.0
+    encode_spends = False
+
+    def __init__(self, cfg: GatewayInflux, dead_letter: Path) -> None:
         self.cfg = cfg
-        self.store = store
-        self.stats = stats
+        self.max_bytes = min(MAX_WRITE_BYTES, cfg.budget.burst or cfg.budget.bytes_per_s) \
+            if cfg.budget else MAX_WRITE_BYTES
+        self.sink = make_sink(cfg)
         self.dead = DeadLetters(dead_letter)
-        self.retry = retry
-        self._stopping = False
-        self._pending: list[asyncio.Future[None]] = []  # acks of the last write
-
-    def stop(self) -> None:
-        self._stopping = True
-
-    async def run(self) -> None:
-        sink = make_sink(self.cfg)
-        log.info("uplink: writing directly to %s", describe(self.cfg))
-        writer: BatchWriter[_Item] = BatchWriter(sink, self.retry, lambda it: it.lines,
-                                                 self._written, self._rejected)
-        cursor = 0
-        try:
-            while not (self._stopping and self.store.stats.entries == 0):
-                entries = await self.store.peek(MAX_ENTRIES_PER_WRITE, after=cursor)
-                if not entries:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.store.wait(cursor),
-                                               0.2 if self._stopping else 1.0)
-                    continue
-                items = []
-                for e in entries:
-                    try:
-                        items.append(_Item(e, batch_lines(decode_batch(e.payload))))
-                    except ValueError as exc:  # cannot happen for our own encoder
-                        self._rejected(_Item(e, []), f"cannot encode: {exc}")
-                await writer.write(items)
-                cursor = entries[-1].seq
-                for t in self._pending:
-                    await t
-                self._pending.clear()
-        finally:
-            await sink.close()
-            self.dead.close()
+        self._refused = 0
+        self.writer: BatchWriter[_Item] = BatchWriter(
+            self.sink, cfg.retry, lambda it: it.lines, self._written, self._rejected)
 
     def _written(self, items: Sequence[_Item]) -> None:
-        self.stats.published += len(items)
-        self.stats.uplink_connected = True
-        for it in items:
-            self._pending.append(asyncio.ensure_future(self.store.ack(it.entry.seq)))
+        pass  # the engine acknowledges the entries after the whole write
 
     def _rejected(self, it: _Item, reason: str) -> None:
+        self._refused += 1
         self.dead.add(it.entry.topic, it.entry.payload, f"rejected by the database: {reason}")
-        self._pending.append(asyncio.ensure_future(self.store.ack(it.entry.seq)))
+
+    async def open(self) -> InfluxTransport:
+        return self  # HTTP: nothing to hold between writes but the sink's own client
+
+    def group(self, entries: list[Entry]) -> list[list[Entry]]:
+        """Writes of up to ``max_bytes`` of payload (at least one entry each)."""
+        out: list[list[Entry]] = []
+        size = self.max_bytes
+        for e in entries:
+            if size + len(e.payload) > self.max_bytes:
+                out.append([])
+                size = 0
+            out[-1].append(e)
+            size += len(e.payload)
+        return out
+
+    def encode(self, msg: list[Entry], backlog: bool, poor: bool) -> list[Write]:
+        items = []
+        for e in msg:
+            try:
+                items.append(_Item(e, batch_lines(decode_batch(e.payload))))
+            except ValueError as exc:  # cannot happen for our own encoder
+                items.append(_Item(e, [], f"cannot encode: {exc}"))
+        return [Write(items, sum(len(line) + 1 for it in items for line in it.lines))]
+
+    def size(self, part: Write) -> int:
+        return part.nbytes
+
+    def extras(self) -> list[Write]:
+        return []
+
+    # -- the session (stateless: the transport is its own session) ----------------------
+    async def send(self, part: Write) -> int:
+        self._refused = 0
+        for it in part.items:
+            if it.error is not None:
+                self._rejected(it, it.error)
+        good = [it for it in part.items if it.error is None]
+        try:
+            await self.writer.write_once(good)
+        except Retry as exc:
+            raise TransportError(f"write failed ({exc.reason})", exc.after) from exc
+        return self._refused
+
+    async def background(self, wake: Callable[[], None]) -> None:
+        return None
+
+    async def close(self, clean: bool) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        await self.sink.close()
+        self.dead.close()
+
+
+class InfluxUplink(Engine[Write]):
+    """The direct InfluxDB uplink: the delivery engine over :class:`InfluxTransport`, with
+    the policy from ``uplink.influx`` (retry backoff, budget)."""
+
+    def __init__(self, cfg: GatewayInflux, store: Store, stats: GatewayStats,
+                 dead_letter: Path) -> None:
+        self.cfg = cfg
+        self.influx = InfluxTransport(cfg, dead_letter)
+        self.dead = self.influx.dead
+        r, b = cfg.retry, cfg.budget
+        super().__init__(self.influx, store, stats, Policy(
+            backoff=Backoff(r.initial, r.max, r.jitter),
+            budget=Budget(b.bytes_per_s, b.burst or b.bytes_per_s) if b else None,
+            link=LinkQuality(), radio=RadioState()))
+
+    async def run(self) -> None:
+        log.info("uplink: writing directly to %s", describe(self.cfg))
+        try:
+            await super().run()
+        finally:
+            await self.influx.shutdown()

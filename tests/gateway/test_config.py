@@ -198,3 +198,25 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 2.0
     assert "aliases (*name) are not allowed" in str(e.value) and f"{f}:3:" in str(e.value)
     assert "lol" not in str(e.value)  # never the expanded input
+
+
+def test_the_influx_route_has_its_own_retry_and_devices_their_own_reconnect(
+        tmp_path: Path) -> None:
+    """Issue 19: the device backoff and the InfluxDB retry were read from
+    uplink.mqtt.reconnect, which the InfluxDB route forbids setting."""
+    influx = ("uplink: {influx: {kind: influxdb-v1, database: edgegw, "
+              "retry: {initial: 2s, max: 1m}, budget: {bytes_per_s: 4000}}}\n"
+              "pipeline: {reconnect: {initial: 3s, max: 2m}}")
+    cfg = load_config(write(tmp_path, GOOD.replace(
+        "uplink: {mqtt: {host: 127.0.0.1, port: 1883}}", influx))).config
+    assert cfg.uplink.influx is not None
+    assert (cfg.uplink.influx.retry.initial, cfg.uplink.influx.retry.max) == (2.0, 60.0)
+    assert cfg.uplink.influx.budget is not None
+    assert (cfg.pipeline.reconnect.initial, cfg.pipeline.reconnect.max) == (3.0, 120.0)
+    # the old key on this route: refused, naming the new ones
+    old = ("uplink: {influx: {kind: influxdb-v1, database: edgegw}, "
+           "mqtt: {reconnect: {initial: 2s}}}")
+    ((where, says),) = problems(tmp_path, GOOD.replace(
+        "uplink: {mqtt: {host: 127.0.0.1, port: 1883}}", old))
+    assert where.endswith("gateway.yaml: uplink")
+    assert "uplink.influx.retry" in says and "pipeline.reconnect" in says

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.crypto.spool import SpoolCipher
 from gateway.model import BULK, Batch
-from gateway.store import BoundedStore, Limits
+from gateway.store import BoundedStore, Entry, Limits
 from gateway.store.memory import MemoryStore
 from gateway.store.sqlite import SqliteStore
 
@@ -69,10 +69,12 @@ async def test_bulk_flag_is_kept_with_the_entry(make: Make) -> None:
     s = make()
     b = batch()
     b.priority = BULK
+    lane: list[Entry] = []
+    s.on_urgent = lane.append
     seqs = [await s.append(batch()), await s.append(b), await s.append(batch())]
     assert [e.bulk for e in await s.peek(10)] == [False, True, False]
     assert [e.seq for e in await s.peek(10) if e.bulk] == [seqs[1]]
-    assert not s.urgent  # bulk is never in the fast lane
+    assert not lane  # bulk is never in the fast lane
     await s.close()
 
 
@@ -403,19 +405,23 @@ async def test_salvage_keeps_every_readable_row_past_a_zeroed_page(tmp_path: Pat
     await s2.close()
 
 
-async def test_the_fast_lane_is_filled_only_for_an_uplink_that_empties_it(make: Make) -> None:
-    """Issue 19 (found reading): on the InfluxDB route the urgent lane was filled and never
-    emptied, up to 10,000 payload copies in memory."""
+async def test_urgent_batches_are_handed_to_the_uplink_and_kept_nowhere_else(
+        make: Make) -> None:
+    """Issue 19 (found reading): on the InfluxDB route the store's urgent lane was filled
+    and never emptied, up to 10,000 payload copies in memory. The store now keeps no lane:
+    it hands each alarm/state batch to the uplink's engine (``on_urgent``) as it is stored."""
     from gateway.model import STATE
 
     s = make()
     b = batch()
     b.priority = STATE
-    await s.append(b)
-    assert not s.urgent  # nobody sends the lane: it holds nothing
-    s.fast_lane = True  # what the MQTT uplink sets
+    await s.append(b)  # no uplink listening: nothing is kept beside the store
+    assert not hasattr(s, "urgent")
+    lane: list[Entry] = []
+    s.on_urgent = lane.append  # what the delivery engine sets
     b2 = batch()
     b2.priority = STATE
     seq = await s.append(b2)
-    assert [e.seq for e in s.urgent] == [seq] and s.urgent_ready.is_set()
+    assert [e.seq for e in lane] == [seq]
+    assert [e.seq for e in await s.peek(10)][-1] == seq  # stored like every batch
     await s.close()

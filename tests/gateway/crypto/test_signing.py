@@ -179,7 +179,7 @@ def test_a_compact_gateway_signs_its_packs(tmp_path: Path) -> None:
         entries = await gw.store.peek(1)
         await gw.store.close()
         assert gw.uplink is not None
-        ((topic, pack),) = gw.uplink._encode(entries)  # type: ignore[union-attr]
+        ((topic, pack),) = gw.uplink.transport.encode(entries, False, False)  # type: ignore[misc]
         assert topic == "edgegw/gw1/pack"
         return pack
 
