@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import DataError
 from gateway.model import Batch, Quality, Value
 
 RECORD = b"\xec\x02"
@@ -42,7 +43,7 @@ _F64 = struct.Struct("<d")
 _U32 = struct.Struct("<I")
 
 
-class CompactError(ValueError):
+class CompactError(DataError):
     """A record or pack that cannot be decoded (or a schema that does not match)."""
 
 

@@ -1,7 +1,26 @@
 """The project's small exception tree.
 
-Drivers, the pipeline and the uplink raise these, never bare ``Exception``; callers
-catch the narrowest class that they can handle.
+Every exception edgegw defines derives from :class:`EdgegwError` (a test walks the
+packages and checks it); drivers, the pipeline and the uplink raise these, never bare
+``Exception``, and callers catch the narrowest class that they can handle. The classes
+stay beside the code that raises them (``CompactError`` in ``gateway/compact.py``) and
+derive from one of the bases here:
+
+- :class:`ConfigError`: a config or profile file is malformed;
+- :class:`DeviceError`: a device (or the modem) could not be read or written:
+  ``DeviceUnreachable``, ``ProtocolError``, ``WriteRejected``, ``ModemError``
+  (``AtError``, ``CarrierError``);
+- :class:`DataError` (also a ``ValueError``): bytes or text that do not parse: a device
+  frame (``FrameRejected``), an AT reply (``ParseError``), a compact record
+  (``CompactError``), a payload (``PayloadError``), an identifier code (``CodeError``),
+  an OPC UA address (``AddressError``);
+- :class:`UplinkError`: the uplink's link failed (``TransportError``);
+- :class:`SinkError`: the database did not take a write (``Rejected``, ``TooLarge``,
+  ``Retry``);
+- :class:`StoreError`: the store could not accept or return entries (``StoreFull``,
+  ``SealError``, ``SpoolUnavailable``);
+- :class:`KeyFileError`; and a few for one caller each (``NodeError``, ``BrokerRefused``,
+  ``GatewayFailed``).
 """
 
 from __future__ import annotations
@@ -47,8 +66,17 @@ class WriteRejected(DeviceError):
     """A write was refused before it reached the device (read-only point, bad value)."""
 
 
+class DataError(EdgegwError, ValueError):
+    """Bytes or text that do not parse or validate. Also a ``ValueError``, which callers
+    that parse values (pydantic validators among them) already catch."""
+
+
 class UplinkError(EdgegwError):
     """The uplink could not deliver (broker unreachable, publish failed)."""
+
+
+class SinkError(EdgegwError):
+    """The database did not take a write."""
 
 
 class StoreError(EdgegwError):

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 
 from asyncua import Client, ua
 
+from gateway.errors import DataError
 from gateway.profiles import OpcuaPoint, OpcuaSettings
 
 _HIERARCHICAL = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
 
 
-class AddressError(ValueError):
+class AddressError(DataError):
     """A point's address cannot be resolved on this server."""
 
 

@@ -13,6 +13,7 @@ import re
 import struct
 from collections.abc import Sequence
 
+from gateway.errors import DataError
 from gateway.model import Value
 from gateway.profiles import BINARY_CODES, SerialPoint, SerialSettings
 
@@ -21,7 +22,7 @@ _FALSE = frozenset({"0", "false", "off", "no", "n", "f"})
 _INT_TYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"})
 
 
-class FrameRejected(ValueError):
+class FrameRejected(DataError):
     """The payload does not have the profile's shape (counted, then dropped)."""
 
 

@@ -20,14 +20,14 @@ import struct
 from pathlib import Path
 
 from gateway.crypto.files import require_private, write_private
-from gateway.errors import KeyFileError
+from gateway.errors import KeyFileError, StoreError
 
 SEALED = b"\x01"
 OVERHEAD = 1 + 12 + 16
 _SEQ = struct.Struct(">Q")
 
 
-class SealError(Exception):
+class SealError(StoreError):
     """A sealed payload that does not open: another key, or damaged on disk."""
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateway.errors import DataError
+
 MAX_CODE = 128
 MAX_PREFIX = 64
 _SEGMENT = re.compile(r"^[0-9]+$")
 _SUFFIX = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
-class CodeError(ValueError):
+class CodeError(DataError):
     """A code that breaks a rule; the message names the rule and the code."""
 
 

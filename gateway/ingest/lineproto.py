@@ -23,12 +23,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gateway.errors import DataError
+
 QUALITY_MEASUREMENT = "edgegw_quality"
 #: identifier kinds written as tags by default: bounded (one code per device)
 ID_TAGS: frozenset[str] = frozenset({"device"})
 
 
-class PayloadError(ValueError):
+class PayloadError(DataError):
     """A payload that cannot be turned into points (goes to the dead-letter file)."""
 
 

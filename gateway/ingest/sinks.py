@@ -19,20 +19,21 @@ import urllib.parse
 import urllib.request
 from typing import Protocol
 
+from gateway.errors import SinkError
 from gateway.ingest.sinkconfig import InfluxV1, InfluxV2
 
 
-class Rejected(Exception):
+class Rejected(SinkError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
 
 
-class TooLarge(Exception):
+class TooLarge(SinkError):
     pass
 
 
-class Retry(Exception):
+class Retry(SinkError):
     def __init__(self, reason: str, after: float | None = None) -> None:
         self.reason = reason
         self.after = after

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import serial_asyncio_fast
 
+from gateway.errors import DeviceError
 from gateway.modem.parse import (
     LinkSample,
     ParseError,
@@ -37,7 +38,7 @@ FINAL = ("OK", "ERROR", "+CME ERROR", "+CMS ERROR", "NO CARRIER")
 RADIO_OFF_S = 2.0
 
 
-class ModemError(Exception):
+class ModemError(DeviceError):
     """The module (or ModemManager) cannot be read: the modem device goes offline."""
 
 

@@ -17,8 +17,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gateway.errors import DataError
 
-class ParseError(ValueError):
+
+class ParseError(DataError):
     """An AT answer that is not what the command should return."""
 
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from gateway.errors import StoreError
 from gateway.model import BULK, STATE, Batch
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-class StoreFull(Exception):
+class StoreFull(StoreError):
     """The backend cannot take more data right now (disk full)."""
 
 
