@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 import time
 
-from gateway.compact import Schema, encode_pack, encode_record
-from gateway.encode import encode_batch
 from gateway.model import Batch
+from gateway.wire.compact import Schema, encode_pack, encode_record
+from gateway.wire.encode import encode_batch
 
 NAMES = ["t"] + [f"r{i}" for i in range(2, 100)]
 SCHEMA = Schema.of("bench/r100@1", NAMES)

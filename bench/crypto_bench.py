@@ -19,8 +19,8 @@ from gateway.crypto.signing import (
     load_public,
 )
 from gateway.crypto.spool import SpoolCipher
-from gateway.encode import encode_batch
 from gateway.model import Batch
+from gateway.wire.encode import encode_batch
 
 N = 5000
 

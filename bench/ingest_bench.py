@@ -24,8 +24,8 @@ import psutil
 from firmware_sim.servers import influxd, mosquitto
 from firmware_sim.sim import write_yaml
 
-from gateway.encode import encode_batch
 from gateway.model import Batch
+from gateway.wire.encode import encode_batch
 
 BIN = Path(sys.executable).parent
 

@@ -14,11 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.encode import encode_batch
 from gateway.model import Batch
 from gateway.store import BoundedStore, Limits
 from gateway.store.memory import MemoryStore
 from gateway.store.sqlite import SqliteStore
+from gateway.wire.encode import encode_batch
 
 
 def _cpu() -> float:

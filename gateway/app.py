@@ -12,11 +12,9 @@ from typing import TYPE_CHECKING
 
 from drivers.base import DriverContext, driver_for
 from gateway.backoff import Backoff
-from gateway.compact import Schemas, encode_record, pack_topic, schema_of
 from gateway.config import Device, LoadedConfig, check_files, load_config
 from gateway.crypto.spool import SpoolCipher
 from gateway.crypto.watch import CertWatch
-from gateway.encode import data_topic, encode_batch
 from gateway.errors import ConfigError, EdgegwError, SpoolUnavailable
 from gateway.faultlog import FaultLog
 from gateway.health import HealthServer
@@ -33,6 +31,8 @@ from gateway.store import Limits, Store, open_store
 from gateway.tasks import describe_stuck, stop_tasks
 from gateway.uplink.influx import InfluxUplink
 from gateway.uplink.mqtt import MqttUplink
+from gateway.wire.compact import Schemas, encode_record, pack_topic, schema_of
+from gateway.wire.encode import data_topic, encode_batch
 
 if TYPE_CHECKING:
     from gateway.modem.at import Identity

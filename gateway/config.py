@@ -12,14 +12,24 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from gateway.common import (
+    Backoff,
+    MqttConfig,
+    nearest_existing,
+    read_password,
+    state_directory,
+)
+from gateway.common import (
+    Strict as _Strict,
+)
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.identifiers.codes import CodeError, normalise
-from gateway.ingest.sinkconfig import InfluxV1, InfluxV2
+from gateway.influx.sinkconfig import InfluxV1, InfluxV2
 from gateway.profiles import (
     Profile,
     Workarounds,
@@ -46,85 +56,6 @@ def _check_id(v: str) -> str:
     if not _ID.match(v):
         raise ValueError(f"ids use {ID_RULE}; got {v!r}")
     return v
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _PasswordSource(Protocol):
-    @property
-    def password_file(self) -> Path | None: ...
-    @property
-    def password_env(self) -> str | None: ...
-
-
-def read_password(src: _PasswordSource) -> str | None:
-    """The password from ``password_env`` or ``password_file`` (never from the config)."""
-    if src.password_env:
-        return os.environ.get(src.password_env)
-    if src.password_file:
-        return src.password_file.read_text(encoding="utf-8").strip()
-    return None
-
-
-class Backoff(_Strict):
-    initial: Duration = Field(default=0.5, description="first wait after a failure")
-    max: Duration = Field(default=30.0, description="the wait doubles up to this")
-    jitter: float = Field(
-        default=0.2, ge=0, le=1, description="each wait varies by up to this fraction, so many "
-        "clients do not retry in step")
-
-
-class TlsConfig(_Strict):
-    ca_file: Path | None = Field(
-        default=None, description="CA certificate(s) that signed the broker's certificate "
-        "(default: the system's)")
-    cert_file: Path | None = Field(
-        default=None, description="client certificate (PEM) for mutual TLS")
-    key_file: Path | None = Field(default=None, description="its private key (PEM, mode 0600)")
-    insecure_skip_verify: bool = Field(
-        default=False, description="accept any broker certificate and host name (tests only)")
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("give both cert_file and key_file for a client certificate")
-        return self
-
-
-class MqttConfig(_Strict):
-    host: str = Field(default="127.0.0.1", description="broker host")
-    port: int = Field(default=1883, ge=1, le=65535, description="broker port")
-    client_id: str | None = Field(
-        default=None, description="MQTT client id (default edgegw-<gateway id>)")
-    username: str | None = Field(default=None, description="user name at the broker")
-    password_file: Path | None = Field(
-        default=None, description="file holding the broker password (the password is never in this "
-        "file)")
-    password_env: str | None = Field(
-        default=None, description="environment variable holding the broker password")
-    tls: TlsConfig | None = Field(
-        default=None, description="TLS, with mutual authentication when a client certificate is "
-        "given")
-    topic_prefix: str = Field(default="edgegw", description="first topic level")
-    qos: Literal[0, 1] = Field(default=1, description="0 or 1")
-    keepalive: int = Field(default=30, ge=5, le=3600, description="seconds")
-    max_inflight: int = Field(
-        default=32, ge=1, le=1000, description="publishes awaiting PUBACK at once")
-    reconnect: Backoff = Field(default=Backoff(), description="backoff for the broker connection")
-    status_interval: Duration = Field(
-        default=30.0, description="how often the retained status message is refreshed")
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
-            raise ValueError("a topic prefix has no '#', '+', and no leading/trailing '/'")
-        return v
-
-    def password(self) -> str | None:
-        return read_password(self)
 
 
 class PackConfig(_Strict):
@@ -816,20 +747,6 @@ def file_problems(loaded: LoadedConfig) -> tuple[list[tuple[str, str]], list[str
     if loaded.config.store.kind == "sqlite":
         warnings += _spool_space(loaded)
     return errors, warnings
-
-
-def state_directory(fallback: Path) -> Path:
-    """$STATE_DIRECTORY (the first, when systemd gives several), else ``fallback``."""
-    state = os.environ.get("STATE_DIRECTORY")
-    return Path(state.split(":")[0]) if state else fallback
-
-
-def nearest_existing(path: Path) -> Path:
-    """``path``, or its nearest ancestor that exists (what decides whether a file that is
-    created at start can be written)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _spool_space(loaded: LoadedConfig) -> list[str]:

@@ -3,7 +3,7 @@
 Every exception edgegw defines derives from :class:`EdgegwError` (a test walks the
 packages and checks it); drivers, the pipeline and the uplink raise these, never bare
 ``Exception``, and callers catch the narrowest class that they can handle. The classes
-stay beside the code that raises them (``CompactError`` in ``gateway/compact.py``) and
+stay beside the code that raises them (``CompactError`` in ``gateway/wire/compact.py``) and
 derive from one of the bases here:
 
 - :class:`ConfigError`: a config or profile file is malformed;

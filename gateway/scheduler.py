@@ -26,7 +26,7 @@ from typing import cast
 
 from drivers.base import Driver, StreamingDriver
 from gateway.backoff import Backoff
-from gateway.config import Backoff as BackoffConfig
+from gateway.common import Backoff as BackoffConfig
 from gateway.config import Device
 from gateway.errors import DeviceUnreachable
 from gateway.faultlog import FaultLog

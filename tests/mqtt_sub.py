@@ -11,8 +11,8 @@ from typing import Any
 import aiomqtt
 import orjson
 
-from gateway.compact import PACK, Schemas, decode_pack, decode_record
 from gateway.profiles import default_profile_dirs
+from gateway.wire.compact import PACK, Schemas, decode_pack, decode_record
 
 
 def default_schemas() -> Schemas:

@@ -20,9 +20,9 @@ from drivers.base import DriverContext
 from drivers.modbus.driver import ModbusDriver
 from drivers.opcua.values import to_value
 from gateway.config import load_config
-from gateway.encode import decode_batch
 from gateway.errors import ConfigError, DeviceUnreachable
-from gateway.ingest.lineproto import PayloadError, batch_lines
+from gateway.influx.lineproto import PayloadError, batch_lines
+from gateway.wire.encode import decode_batch
 from tests.helpers import device, tcp
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),

@@ -16,7 +16,8 @@ from drivers.base import DriverContext, DriverMetric
 from gateway.config import Device, ModemAt, ModemMm
 from gateway.errors import ConfigError, DeviceUnreachable, WriteRejected
 from gateway.model import Quality, Reading, Value
-from gateway.modem.at import AtModem, AtPort, Identity, ModemBackend, ModemError
+from gateway.modem.at import AtModem, AtPort, Identity, ModemBackend
+from gateway.modem.errors import ModemError
 from gateway.modem.parse import LinkSample
 from gateway.profiles import ModemPoint, Point
 
@@ -33,7 +34,8 @@ class ModemDriver:
         if isinstance(conn, ModemAt):
             carrier = None
             if conn.carrier is not None:
-                from gateway.modem.carrier import CarrierError, make_carrier
+                from gateway.modem.carrier import make_carrier
+                from gateway.modem.errors import CarrierError
 
                 try:
                     carrier = make_carrier(conn.carrier)

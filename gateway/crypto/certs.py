@@ -17,11 +17,11 @@ from cryptography.x509.oid import NameOID
 
 from gateway.config import LoadedConfig
 from gateway.crypto.files import write_private
-from gateway.crypto.watch import WARN_DAYS, configured_certs
 from gateway.errors import KeyFileError
 
 KeyType = Literal["ec-p256", "rsa-2048"]
-__all__ = ["WARN_DAYS", "CertInfo", "configured_certs", "init", "read_cert"]
+#: a certificate this close to its end (days) is warned about
+WARN_DAYS = 30
 
 
 def default_key_path(loaded: LoadedConfig) -> Path:

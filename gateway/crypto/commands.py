@@ -71,8 +71,9 @@ def _init(loaded: LoadedConfig, key: Path | None, key_type: str, new_key: bool) 
 
 def _show(loaded: LoadedConfig | None, files: list[Path]) -> int:
     from gateway.crypto import certs, signing
+    from gateway.crypto.watch import configured_certs
 
-    entries = certs.configured_certs(loaded) if loaded is not None else []
+    entries = configured_certs(loaded) if loaded is not None else []
     entries += [("(command line)", p) for p in files]
     bad = 0
     for where, path in entries:

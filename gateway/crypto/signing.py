@@ -128,8 +128,8 @@ class Signer:
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     def sign_pack(self, pack: bytes) -> bytes:
-        """A compact pack, signed (gateway.compact.sign_pack)."""
-        from gateway.compact import sign_pack
+        """A compact pack, signed (gateway.wire.compact.sign_pack)."""
+        from gateway.wire.compact import sign_pack
 
         return sign_pack(pack, self.key_id, self.signature)
 
@@ -188,7 +188,7 @@ class Verifier:
     def check_pack(self, payload: bytes) -> tuple[bytes, str | None]:
         """A compact pack: the unsigned pack to decode and the key id that signed it
         (None: unsigned and allowed). Raises ValueError saying why it is refused."""
-        from gateway.compact import split_pack
+        from gateway.wire.compact import split_pack
 
         parts = split_pack(payload)
         if parts is None:

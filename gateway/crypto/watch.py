@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from gateway.crypto.certs import CertInfo
 
 log = logging.getLogger("edgegw")
-WARN_DAYS = 30
 
 
 def configured_certs(loaded: LoadedConfig) -> list[tuple[str, Path]]:

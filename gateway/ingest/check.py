@@ -19,11 +19,11 @@ from pathlib import Path
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from gateway.config import nearest_existing
+from gateway.common import nearest_existing
+from gateway.influx.sinkconfig import InfluxV1, InfluxV2
 from gateway.ingest.config import LoadedIngest
 from gateway.ingest.connack import UNSUPPORTED_PROTOCOL, code_of, meaning
 from gateway.ingest.service import IngestService, _tls
-from gateway.ingest.sinkconfig import InfluxV1, InfluxV2
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,7 @@ def _get(url: str, timeout: float, headers: dict[str, str] | None = None
 
 
 def _influx_v1(what: str, sink: InfluxV1) -> Finding:
-    from gateway.ingest.sinks import InfluxV1Sink
+    from gateway.influx.sinks import InfluxV1Sink
 
     base = sink.url.rstrip("/")
     headers = InfluxV1Sink(sink).auth_headers()

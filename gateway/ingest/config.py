@@ -8,12 +8,12 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.compact import Schemas
-from gateway.config import Backoff, MqttConfig, state_directory
+from gateway.common import Backoff, MqttConfig, state_directory
 from gateway.crypto.signing import Verifier, verifier_from_files
 from gateway.durations import Duration
 from gateway.errors import ConfigError
-from gateway.ingest.sinkconfig import SinkConfig
+from gateway.influx.sinkconfig import SinkConfig
+from gateway.wire.compact import Schemas
 from gateway.yamlfile import beside, load_yaml, validation_problems
 
 

@@ -4,18 +4,29 @@ dead letters by reason, refused signatures, reads paused by the flow control).""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway.httpserve import HttpEndpoint, Metrics
+from gateway.influx.deadletter import DeadLetters
+from gateway.ingest.flow import ReadGate
+from gateway.ingest.stats import IngestStats
 
-if TYPE_CHECKING:
-    from gateway.ingest.service import IngestService
+
+class Watched(Protocol):
+    """What the endpoint reads of the ingest service (and nothing else)."""
+
+    connected: asyncio.Event
+    protocol: str | None
+    stats: IngestStats
+    dead: DeadLetters
+    gate: ReadGate | None
 
 
 class IngestHealth(HttpEndpoint):
-    def __init__(self, svc: IngestService, host: str, port: int) -> None:
+    def __init__(self, svc: Watched, host: str, port: int) -> None:
         self.svc = svc
         super().__init__(host, port, {"/healthz": self.healthz, "/metrics": self.metrics},
                          "ingest health endpoint")

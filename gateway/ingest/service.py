@@ -37,16 +37,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.backoff import Backoff
-from gateway.compact import PACK, CompactError, decode_pack, decode_record, split_pack
-from gateway.encode import decode_batch
 from gateway.errors import EdgegwError
+from gateway.influx.deadletter import DeadLetters
+from gateway.influx.lineproto import batch_lines
+from gateway.influx.sinks import Sink, describe, make_sink
+from gateway.influx.writer import BatchWriter
 from gateway.ingest.config import IngestMqtt, LoadedIngest
 from gateway.ingest.connack import UNSUPPORTED_PROTOCOL, code_of, meaning
-from gateway.ingest.deadletter import DeadLetters
 from gateway.ingest.flow import ReadGate
-from gateway.ingest.lineproto import batch_lines
-from gateway.ingest.sinks import Sink, describe, make_sink
-from gateway.ingest.writer import BatchWriter
+from gateway.ingest.stats import IngestStats
+from gateway.wire.compact import PACK, CompactError, decode_pack, decode_record, split_pack
+from gateway.wire.encode import decode_batch
 
 log = logging.getLogger("edgegw.ingest")
 #: records of a compact pack decoded between two turns of the event loop
@@ -62,21 +63,9 @@ class BrokerRefused(EdgegwError):
 def _tls(m: IngestMqtt) -> ssl.SSLContext | None:
     if m.tls is None:
         return None
-    from gateway.uplink.mqtt import tls_context
+    from gateway.common import tls_context
 
     return tls_context(m.tls)
-
-
-@dataclass(slots=True)
-class IngestStats:
-    received: int = 0
-    written_batches: int = 0  # edgegw batches (MQTT messages) now in the database
-    written_lines: int = 0
-    writes: int = 0  # HTTP writes
-    duplicates: int = 0
-    dead_letters: int = 0
-    retries: int = 0
-    refused_signatures: int = 0  # unsigned (when required), unknown key, bad signature
 
 
 @dataclass(slots=True)

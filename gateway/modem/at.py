@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import serial_asyncio_fast
 
-from gateway.errors import DeviceError
+from gateway.modem.errors import AtError, CarrierError
 from gateway.modem.parse import (
     LinkSample,
     ParseError,
@@ -29,21 +29,10 @@ from gateway.modem.parse import (
     registration,
 )
 
-if TYPE_CHECKING:
-    from gateway.modem.carrier import IdentifierCarrier
-
 log = logging.getLogger("edgegw.modem")
 FINAL = ("OK", "ERROR", "+CME ERROR", "+CMS ERROR", "NO CARRIER")
 #: seconds the radio stays off in a ``radio`` reset
 RADIO_OFF_S = 2.0
-
-
-class ModemError(DeviceError):
-    """The module (or ModemManager) cannot be read: the modem device goes offline."""
-
-
-class AtError(ModemError):
-    """The module answered with an error result, or not at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +118,17 @@ class ModemBackend(Protocol):
         ...
 
 
+class IdentifierCarrier(Protocol):
+    """Where the gateway's identifier code is kept on the module (a SIM file, an applet:
+    ``gateway/modem/carrier.py``)."""
+
+    kind: str
+
+    async def read(self, port: AtPort) -> str:
+        """The identifier code held by the carrier (normalised); raises CarrierError."""
+        ...
+
+
 class AtModem:
     """Link samples and identity over AT commands."""
 
@@ -176,8 +176,6 @@ class AtModem:
         reason) and the modem works on without it."""
         if self.carrier is None:
             return None
-        from gateway.modem.carrier import CarrierError
-
         try:
             code = await self.carrier.read(self.port)
         except CarrierError as exc:

@@ -28,32 +28,20 @@ import logging
 import re
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from gateway.identifiers.codes import CodeError, normalise
-from gateway.modem.at import AtError, ModemError
+from gateway.modem.errors import AtError, CarrierError
 
 if TYPE_CHECKING:
     from gateway.config import CarrierConfig
-    from gateway.modem.at import AtPort
+    from gateway.modem.at import AtPort, IdentifierCarrier
 
 log = logging.getLogger("edgegw.modem")
 ENTRY_POINTS = "edgegw.carriers"
 _CRSM = re.compile(r'^\+CRSM:\s*(\d+)\s*,\s*(\d+)\s*(?:,\s*"?([0-9A-Fa-f]*)"?)?$')
 _CCHO = re.compile(r'^(?:\+CCHO:\s*)?(\d+)$')
 _CGLA = re.compile(r'^\+CGLA:\s*(\d+)\s*,\s*"?([0-9A-Fa-f]*)"?$')
-
-
-class CarrierError(ModemError):
-    """The carrier could not be read, or holds no identifier code."""
-
-
-class IdentifierCarrier(Protocol):
-    kind: str
-
-    async def read(self, port: AtPort) -> str:
-        """The identifier code held by the carrier (normalised); raises CarrierError."""
-        ...
 
 
 def decode_code(data: bytes) -> str:

@@ -22,7 +22,8 @@ import contextlib
 import json
 from typing import Any
 
-from gateway.modem.at import RADIO_OFF_S, Identity, ModemError
+from gateway.modem.at import RADIO_OFF_S, Identity
+from gateway.modem.errors import ModemError
 from gateway.modem.parse import LinkSample, ParseError
 
 REGISTERED = ("home", "roaming", "home-sms-only", "roaming-sms-only", "home-csfb-not-preferred",

@@ -89,7 +89,7 @@ class LinkWatchdog:
         due = self.due()
         if due is None:
             return False
-        from gateway.modem.at import ModemError  # not at import: it loads the serial stack
+        from gateway.modem.errors import ModemError
 
         why, driver, cfg = due
         now = self.clock()

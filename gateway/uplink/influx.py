@@ -20,16 +20,16 @@ from pathlib import Path
 
 from gateway.backoff import Backoff
 from gateway.config import GatewayInflux
-from gateway.encode import decode_batch
-from gateway.ingest.deadletter import DeadLetters
-from gateway.ingest.lineproto import batch_lines
-from gateway.ingest.sinks import Retry, describe, make_sink
-from gateway.ingest.writer import BatchWriter
+from gateway.influx.deadletter import DeadLetters
+from gateway.influx.lineproto import batch_lines
+from gateway.influx.sinks import Retry, describe, make_sink
+from gateway.influx.writer import BatchWriter
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
 from gateway.uplink.engine import Engine, Policy
 from gateway.uplink.link import Budget, LinkQuality, RadioState
 from gateway.uplink.transport import TransportError
+from gateway.wire.encode import decode_batch
 
 log = logging.getLogger("edgegw.uplink")
 

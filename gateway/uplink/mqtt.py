@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import ssl
 import time
 from collections.abc import Callable
 
@@ -26,15 +25,16 @@ import orjson
 
 from gateway import __version__
 from gateway.backoff import Backoff
-from gateway.compact import CompactError, Schemas, encode_pack, pack_topic
-from gateway.config import GatewayMqtt, TlsConfig
-from gateway.encode import status_topic
+from gateway.common import tls_context
+from gateway.config import GatewayMqtt
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store, StoreStats
 from gateway.uplink.engine import Engine, Policy
 from gateway.uplink.link import MQTT_OVERHEAD, Budget, LinkQuality, RadioState
 from gateway.uplink.sparkplug import REBIRTH, SparkplugSession, read_metrics
 from gateway.uplink.transport import TransportError
+from gateway.wire.compact import CompactError, Schemas, encode_pack, pack_topic
+from gateway.wire.encode import status_topic
 
 log = logging.getLogger("edgegw.uplink")
 # aiomqtt warns about every publish beyond 10 pending; many in flight is our design
@@ -351,14 +351,3 @@ class MqttUplink(Engine[Part]):
     def refresh_status(self) -> None:
         """Publish the status now (something in it changed), not at the next interval."""
         self.mqtt.status_now.set()
-
-
-def tls_context(tls: TlsConfig) -> ssl.SSLContext:
-    """The TLS context of an MQTT connection (the gateway's uplink, the ingest)."""
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file and tls.key_file:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx

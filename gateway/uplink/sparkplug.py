@@ -14,7 +14,7 @@
   every DBIRTH again.
 - Batches replayed from the store after an outage are marked ``is_historical``.
 
-The store holds compact records (gateway.compact); this module turns them into Sparkplug
+The store holds compact records (gateway.wire.compact); this module turns them into Sparkplug
 payloads when they are sent, because seq, births and aliases belong to one MQTT session.
 The protobuf encoding is written here (the few fields used), and tested against Google's
 protobuf runtime with the Tahu schema's field numbers.
@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.compact import Schema, Schemas, decode_record
+from gateway.wire.compact import Schema, Schemas, decode_record
 
 NAMESPACE = "spBv1.0"
 # Sparkplug datatypes (Payload.DataType in the Tahu schema)

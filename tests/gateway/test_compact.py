@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.compact import (
+from gateway.model import Batch, Quality
+from gateway.wire.compact import (
     CompactError,
     Schema,
     Schemas,
@@ -21,8 +22,7 @@ from gateway.compact import (
     encode_pack,
     encode_record,
 )
-from gateway.encode import encode_batch
-from gateway.model import Batch, Quality
+from gateway.wire.encode import encode_batch
 
 NAMES = [f"p{i}" for i in range(40)] + ["status.lube_ok", "recipe"]
 SCHEMA = Schema.of("acme/test@1.0", NAMES)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.encode import decode_batch, encode_batch
 from gateway.model import Batch, Quality
+from gateway.wire.encode import decode_batch, encode_batch
 
 
 def test_json_v1_fields() -> None:
@@ -31,8 +31,8 @@ def test_decode_rejects_other_versions() -> None:
 
 
 def test_source_timestamps_travel_as_st() -> None:
-    from gateway.encode import decode_batch, encode_batch
     from gateway.model import Batch
+    from gateway.wire.encode import decode_batch, encode_batch
 
     b = Batch("gw", "d", "p@1", 20_000, {"a": 1.0, "b": 2.0}, src={"b": 17_250})
     doc = decode_batch(encode_batch(b))

@@ -32,7 +32,7 @@ def test_every_project_exception_derives_from_edgegw_error() -> None:
 def test_parse_errors_are_still_value_errors() -> None:
     """Callers (pydantic validators, value parsers) catch ValueError."""
     from drivers.serial.parse import FrameRejected
-    from gateway.compact import CompactError
     from gateway.identifiers.codes import CodeError
+    from gateway.wire.compact import CompactError
 
     assert all(issubclass(c, ValueError) for c in (FrameRejected, CompactError, CodeError))

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.ingest.deadletter import DeadLetters, reason_kind
+from gateway.influx.deadletter import DeadLetters, reason_kind
 
 
 def test_rotates_past_its_size_and_counts_every_reason(

@@ -17,10 +17,10 @@ import pytest
 from firmware_sim.servers import Influxd, Mosquitto, VictoriaMetrics
 
 from gateway.crypto.signing import Signer, generate_key, load_private
-from gateway.encode import encode_batch
 from gateway.ingest.config import IngestConfig, LoadedIngest
 from gateway.ingest.service import IngestService
 from gateway.model import Batch, Quality
+from gateway.wire.encode import encode_batch
 
 pytestmark = pytest.mark.component
 
@@ -334,8 +334,8 @@ async def test_signatures_required_dead_letters_unsigned_and_tampered(
 async def test_compact_pack_records_written_and_bad_ones_dead_lettered(
     broker: Mosquitto, influx: Influxd, tmp_path: Path
 ) -> None:
-    from gateway.compact import Schema, encode_pack, encode_record
     from gateway.profiles import default_profile_dirs, load_profile
+    from gateway.wire.compact import Schema, encode_pack, encode_record
 
     prof = load_profile("acme/cnc-vmc850", default_profile_dirs())
     schema = Schema.of("acme/cnc-vmc850@1.2", [p.name for p in prof.expanded_points()])

@@ -15,7 +15,10 @@ import orjson
 import pytest
 from firmware_sim.servers import Influxd, Mosquitto
 
-from gateway.compact import (
+from gateway.ingest.service import IngestService
+from gateway.model import Batch
+from gateway.profiles import default_profile_dirs, load_profile
+from gateway.wire.compact import (
     F_ZLIB,
     MIN_RECORD,
     PACK,
@@ -26,9 +29,6 @@ from gateway.compact import (
     encode_record,
     sign_pack,
 )
-from gateway.ingest.service import IngestService
-from gateway.model import Batch
-from gateway.profiles import default_profile_dirs, load_profile
 from tests.ingest.test_ingest_component import (
     TS,
     ingest,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from firmware_sim.servers import Influxd, Mosquitto, free_port
 
-from gateway.encode import encode_batch
 from gateway.ingest.service import IngestService
 from gateway.model import Batch, Quality
+from gateway.wire.encode import encode_batch
 from tests.ingest.test_ingest_component import TS, ingest, loaded, publish, until
 
 pytestmark = pytest.mark.component

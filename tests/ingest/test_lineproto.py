@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ingest.lineproto import PayloadError, batch_lines
+from gateway.influx.lineproto import PayloadError, batch_lines
 
 DOC = {"v": 1, "gw": "gw1", "dev": "cnc-01", "prof": "acme/cnc-vmc850@1.2", "seq": 7,
        "ts": 1795450000123, "state": "running", "ids": {"device": "88.118.8/CNC 01"},
@@ -58,7 +58,7 @@ def test_points_with_their_own_source_timestamp_get_their_own_line() -> None:
 
 
 def test_an_array_is_one_field_per_element() -> None:
-    from gateway.ingest.lineproto import batch_lines
+    from gateway.influx.lineproto import batch_lines
 
     doc = {"gw": "gw1", "dev": "imm", "prof": "moldtech/imm-ua-e77@1.1", "ts": 1795450000123,
            "p": {"curve": [1.5, 2.0, None, 4.25], "valves": [True, False], "mode": "SETUP"},

@@ -28,7 +28,6 @@ import pytest
 from firmware_sim.servers import HttpServer, Influxd, VictoriaMetrics, free_port
 
 from gateway.config import GatewayInfluxV1, GatewayInfluxV2, GatewayMqtt
-from gateway.encode import data_topic, encode_batch
 from gateway.model import STATE, Batch
 from gateway.stats import GatewayStats
 from gateway.store import Limits
@@ -37,6 +36,7 @@ from gateway.uplink.engine import Engine
 from gateway.uplink.influx import InfluxUplink, Write
 from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.transport import Session
+from gateway.wire.encode import data_topic, encode_batch
 from tests.mqtt_sub import Subscriber
 from tests.servers import Mosquitto, mosquitto
 

@@ -9,12 +9,12 @@ import time
 import pytest
 
 from gateway.config import GatewayMqtt
-from gateway.encode import data_topic, encode_batch
 from gateway.model import Batch
 from gateway.stats import GatewayStats
 from gateway.store import Limits
 from gateway.store.memory import MemoryStore
 from gateway.uplink.mqtt import MqttUplink
+from gateway.wire.encode import data_topic, encode_batch
 from tests.mqtt_sub import Subscriber
 from tests.servers import Mosquitto
 
@@ -110,7 +110,7 @@ async def test_broker_restart_mid_stream_loses_nothing(broker: Mosquitto) -> Non
 
 
 async def test_compact_packs_many_batches_per_message(broker: Mosquitto) -> None:
-    from gateway.compact import Schema, Schemas, encode_record
+    from gateway.wire.compact import Schema, Schemas, encode_record
 
     schema = Schema.of("p@1", ["i"])
     store = MemoryStore(lambda b: ("edgegw/gw/pack", encode_record(b, schema)),

@@ -21,9 +21,9 @@ from gateway.crypto.signing import (
     load_signer,
     split,
 )
-from gateway.encode import decode_batch, encode_batch
 from gateway.errors import KeyFileError
 from gateway.model import Batch, Quality
+from gateway.wire.encode import decode_batch, encode_batch
 
 
 def keypair(tmp_path: Path, alg: str = "ed25519", name: str = "sign") -> tuple[Signer, Path]:

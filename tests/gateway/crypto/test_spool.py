@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from gateway.crypto.spool import OVERHEAD, SpoolCipher
-from gateway.encode import encode_batch
 from gateway.errors import KeyFileError, StoreError
 from gateway.model import Batch
 from gateway.store import Limits
 from gateway.store.sqlite import SqliteStore
+from gateway.wire.encode import encode_batch
 
 SECRET = "PCR-205-SECRET-RECIPE"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from firmware_sim.modem import LOST, SimModem
 
-from gateway.modem.at import AtError, AtModem, AtPort
+from gateway.modem.at import AtModem, AtPort
+from gateway.modem.errors import AtError
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(30)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.modem.at import ModemError
+from gateway.modem.errors import ModemError
 from gateway.modem.mm import MmcliModem, mm_identity, mm_sample
 from gateway.modem.parse import ParseError
 

@@ -298,7 +298,7 @@ def schema_of(profile: str, prof: Any) -> Schema:
 
 
 def decode_record(buf: bytes, gateway: str, schemas: Schemas) -> dict[str, Any]:
-    """The record as a JSON v1 document (see gateway.encode.decode_batch)."""
+    """The record as a JSON v1 document (see gateway.wire.encode.decode_batch)."""
     if buf[:2] != RECORD:
         raise CompactError("not a compact v2 record")
     r = _Reader(buf, 2)
@@ -377,7 +377,7 @@ def decode_pack(payload: bytes, max_body: int = MAX_BODY) -> list[bytes]:
     flags = payload[2]
     body = payload[3:]
     if flags & F_SIG:
-        raise CompactError("a signed pack: verify it first (gateway.compact.split_pack)")
+        raise CompactError("a signed pack: verify it first (gateway.wire.compact.split_pack)")
     if flags & F_ZLIB:
         d = zlib.decompressobj()
         try:

@@ -20,7 +20,7 @@ import urllib.request
 from typing import Protocol
 
 from gateway.errors import SinkError
-from gateway.ingest.sinkconfig import InfluxV1, InfluxV2
+from gateway.influx.sinkconfig import InfluxV1, InfluxV2
 
 
 class Rejected(SinkError):

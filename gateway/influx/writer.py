@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from gateway.backoff import Backoff
-from gateway.config import Backoff as BackoffConfig
-from gateway.ingest.sinks import Rejected, Retry, Sink, TooLarge
+from gateway.common import Backoff as BackoffConfig
+from gateway.influx.sinks import Rejected, Retry, Sink, TooLarge
 
 log = logging.getLogger("edgegw.ingest")
 
