@@ -1,4 +1,4 @@
-"""The driver contract and the explicit driver registry.
+"""The driver contract (the registry, connection kind -> driver, is drivers/registry.py).
 
 A driver connects to one device (or one bus shared by several devices), reads lists of
 profile points and returns typed :class:`~gateway.model.Reading` objects, one per
@@ -12,14 +12,34 @@ beyond the protocol-level retries configured for them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from gateway.config import Device
 from gateway.model import Reading, Value
-from gateway.profiles import Point
+from gateway.profiles import Point, Profile, Workarounds
+
+if TYPE_CHECKING:
+    from drivers.connection import Connection
+
+
+class Device(Protocol):
+    """What a driver is given of a configured device (``gateway.config.Device`` is one):
+    its id, resolved profile and workarounds, and its connection model (the driver's own,
+    from ``drivers/<protocol>/config.py``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def profile(self) -> Profile: ...
+
+    @property
+    def workarounds(self) -> Workarounds: ...
+
+    @property
+    def connection(self) -> Connection: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,32 +119,3 @@ class DriverContext:
         for res in self.shared.values():
             res.close()
         self.shared.clear()
-
-
-DriverFactory = Callable[[Device, DriverContext], Driver]
-
-
-def driver_for(device: Device, ctx: DriverContext) -> Driver:
-    """Build the driver for a device's connection kind (explicit registry, no scanning)."""
-    kind = device.config.connection.kind
-    factory: DriverFactory
-    # imported on demand: a Modbus-only gateway does not load asyncua (~25 MB)
-    if kind in ("modbus-tcp", "modbus-rtu"):
-        from drivers.modbus.driver import ModbusDriver
-
-        factory = ModbusDriver
-    elif kind == "opcua":
-        from drivers.opcua.driver import OpcuaDriver
-
-        factory = OpcuaDriver
-    elif kind == "serial":
-        from drivers.serial.driver import SerialDriver
-
-        factory = SerialDriver
-    elif kind in ("modem-at", "modem-mm"):
-        from drivers.modem.driver import ModemDriver
-
-        factory = ModemDriver
-    else:
-        raise ValueError(f"no driver for connection kind {kind!r}")
-    return factory(device, ctx)

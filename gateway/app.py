@@ -10,7 +10,8 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from drivers.base import DriverContext, driver_for
+from drivers.base import DriverContext
+from drivers.registry import driver_for
 from gateway.backoff import Backoff
 from gateway.config import Device, LoadedConfig, check_files, load_config
 from gateway.crypto.spool import SpoolCipher

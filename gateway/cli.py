@@ -219,8 +219,9 @@ def _points(dev: Device, name: str | None) -> list[Point]:
 @contextlib.asynccontextmanager
 async def _connected(loaded: LoadedConfig, dev: Device,
                      relearn: bool = False) -> AsyncIterator[Driver]:
-    from drivers.base import DriverContext, driver_for
+    from drivers.base import DriverContext
     from drivers.modbus.driver import ModbusDriver
+    from drivers.registry import driver_for
 
     ctx = DriverContext(loaded.config.gateway.id, loaded.state_dir, loaded.path.parent)
     drv = driver_for(dev, ctx)
@@ -375,7 +376,8 @@ async def _browse(args: argparse.Namespace, loaded: LoadedConfig | None) -> int:
 def _browse_device(args: argparse.Namespace) -> Device:
     """A device for browsing a server named on the command line: its profile reads only
     the server's state (ServerStatus/State, on every server)."""
-    from gateway.config import DeviceConfig, Opcua
+    from drivers.opcua.config import Opcua
+    from gateway.config import DeviceConfig
     from gateway.profiles import Profile
 
     policy, _, mode = args.security.partition("/")

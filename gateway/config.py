@@ -16,6 +16,9 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from drivers.connection import Connection
+from drivers.opcua.config import Opcua
+from drivers.registry import protocol_of
 from gateway.common import (
     Backoff,
     MqttConfig,
@@ -282,231 +285,6 @@ class PipelineConfig(_Strict):
         "latency)")
 
 
-class ModbusTcp(_Strict):
-    kind: Literal["modbus-tcp"] = Field(description="Modbus TCP")
-    host: str = Field(description="the device, or a TCP-to-RTU gateway")
-    port: int = Field(default=502, ge=1, le=65535, description="TCP port")
-    unit_id: int = Field(
-        default=1, ge=0, le=255, description="unit id (0-255; a TCP-to-RTU gateway routes by it)")
-    timeout: Duration = Field(default=1.0, description="per request")
-    retries: int = Field(
-        default=1, ge=0, le=10, description="retries per request after a timeout: a dead device "
-        "costs timeout x (retries + 1) per cycle")
-
-
-class ModbusRtu(_Strict):
-    kind: Literal["modbus-rtu"] = Field(description="Modbus RTU; devices on one port share the bus")
-    port: str = Field(description="serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
-    baudrate: int = Field(default=9600, ge=300, le=4_000_000, description="bits per second")
-    parity: Literal["N", "E", "O"] = Field(default="N", description="N, E or O")
-    stopbits: Literal[1, 2] = Field(default=1, description="1 or 2")
-    bytesize: Literal[7, 8] = Field(default=8, description="7 or 8")
-    unit_id: int = Field(
-        default=1, ge=1, le=247, description="the device's unit id on the line (1-247)")
-    timeout: Duration = Field(default=1.0, description="per request")
-    retries: int = Field(default=1, ge=0, le=10, description="retries per request after a timeout")
-
-
-
-class OpcuaSecurity(_Strict):
-    """Secure channel: policy + mode, the client's application certificate, the trust list.
-
-    The client certificate and key are created on first run when missing (RSA 2048,
-    self-signed, application URI ``urn:edgegw:<gateway id>``). A server certificate is
-    accepted only when it is in ``trust`` (files or directories of DER/PEM certificates);
-    a rejected one is saved under ``<pki>/rejected/`` so that an integrator can inspect
-    it and move it into the trust list.
-    """
-
-    policy: Literal[
-        "None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"
-    ] = Field(default="None", description="security policy; None for an unsecured channel")
-    mode: Literal["None", "Sign", "SignAndEncrypt"] = Field(
-        default="None", description="message security mode; goes with the policy")
-    certificate: Path | None = Field(
-        default=None, description="client certificate (DER); default <state dir>/pki/own/cert.der")
-    private_key: Path | None = Field(
-        default=None, description="client key (PEM); default <state dir>/pki/own/key.pem")
-    trust: list[Path] = Field(
-        default_factory=list, description="trusted server certificates or directories; default "
-        "<state dir>/pki/trusted")
-
-    @model_validator(mode="after")
-    def _pair(self) -> OpcuaSecurity:
-        if (self.policy == "None") != (self.mode == "None"):
-            raise ValueError("policy None goes with mode None; Basic256Sha256 and the Aes "
-                             "policies need mode Sign or SignAndEncrypt")
-        return self
-
-
-class Opcua(_Strict):
-    kind: Literal["opcua"] = Field(description="an OPC UA client session")
-    endpoint: str = Field(description="opc.tcp://host:port[/path]")
-    mode: Literal["poll", "subscribe"] = Field(
-        default="poll", description="poll: bulk reads each poll period; subscribe: monitored "
-        "items, one subscription per poll group (publishing interval = period)")
-    security: OpcuaSecurity = Field(
-        default=OpcuaSecurity(), description="secure channel: policy, mode, certificates, trust "
-        "list")
-    username: str | None = Field(default=None, description="user name identity")
-    password_file: Path | None = Field(default=None, description="file holding the user's password")
-    password_env: str | None = Field(
-        default=None, description="environment variable holding the user's password")
-    user_certificate: Path | None = Field(
-        default=None, description="certificate identity (DER/PEM)")
-    user_key: Path | None = Field(
-        default=None, description="private key of the certificate identity (PEM)")
-    timeout: Duration = Field(default=4.0, description="per request")
-    session_timeout: Duration = Field(default=60.0, description="requested session timeout")
-    max_nodes_per_read: int | None = Field(
-        default=None, ge=1, description="default: the server's MaxNodesPerRead, else 1000")
-    queue_size: int = Field(default=1, ge=1, le=10000, description="per monitored item")
-    timestamps: Literal["auto", "source", "gateway"] = Field(
-        default="auto", description="time of a sample: 'source' keeps each value's "
-        "SourceTimestamp, 'gateway' uses the read time; 'auto' is source for subscriptions (a "
-        "change's own time) and gateway for polling (an unchanged value's SourceTimestamp is when "
-        "it last changed, not when it was read)")
-
-    @field_validator("endpoint")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^opc\.tcp://[^/:]+(:\d{1,5})?(/.*)?$", v):
-            raise ValueError("an endpoint looks like opc.tcp://host:4840[/path]")
-        return v
-
-    @model_validator(mode="after")
-    def _identity(self) -> Opcua:
-        if (self.user_certificate is None) != (self.user_key is None):
-            raise ValueError("give both user_certificate and user_key for a certificate identity")
-        if self.user_certificate is not None and self.username is not None:
-            raise ValueError("use either username/password or a user certificate, not both")
-        if (self.password_file or self.password_env) and self.username is None:
-            raise ValueError("a password needs a username")
-        return self
-
-    def password(self) -> str | None:
-        return read_password(self)
-
-
-class Serial(_Strict):
-    """A device with its own serial port (line/frame protocols from its profile)."""
-
-    kind: Literal["serial"] = Field(description="a device with its own serial port")
-    port: str | list[str] = Field(
-        description="device path; prefer /dev/serial/by-id/... (follows the adapter to whatever "
-        "ttyUSBn it gets); a list is tried in order")
-    baudrate: int = Field(default=9600, ge=50, le=4_000_000)
-    bytesize: Literal[5, 6, 7, 8] = Field(default=8, description="data bits")
-    parity: Literal["N", "E", "O", "M", "S"] = Field(default="N", description="N, E, O, M or S")
-    stopbits: float = Field(default=1, description="1, 1.5 or 2")
-    rs485: bool = Field(
-        default=False, description="kernel RS-485 mode (RTS drives the transceiver), where the "
-        "port's driver supports it")
-
-    @field_validator("stopbits")
-    @classmethod
-    def _stopbits(cls, v: float) -> float:
-        if v not in (1, 1.5, 2):
-            raise ValueError("stopbits is 1, 1.5 or 2")
-        return v
-
-    @property
-    def ports(self) -> list[str]:
-        return [self.port] if isinstance(self.port, str) else list(self.port)
-
-
-class CarrierConfig(_Strict):
-    """An active identifier carrier: the gateway's identifier code in the module's SIM
-    (gateway/modem/carrier.py)."""
-
-    kind: str = Field(
-        description="sim-file (AT+CRSM READ BINARY of an EF), sim-applet (an applet over a "
-        "logical channel: AT+CCHO/CGLA/CCHC), or a plugin's name (entry point group "
-        "edgegw.carriers)")
-    file_id: int | None = Field(default=None, ge=0, le=0xFFFF, description="sim-file: "
-                                "the EF's id, e.g. 0x6FF0 or \"6FF0\"")
-    length: int = Field(default=64, ge=1, le=255, description="sim-file: bytes to read")
-    path: str | None = Field(
-        default=None, pattern=r"^([0-9A-Fa-f]{4})+$", description="sim-file: the EF's path, e.g. "
-        "3F007FFF")
-    aid: str | None = Field(
-        default=None, pattern=r"^([0-9A-Fa-f]{2}){5,16}$", description="sim-applet: the applet's "
-        "AID (hex)")
-    apdu: str = Field(
-        default="80CA00FE00", pattern=r"^([0-9A-Fa-f]{2}){4,}$", description="sim-applet: the "
-        "command APDU (GET DATA by default)")
-    options: dict[str, str | int | bool] = Field(
-        default_factory=dict, description="a plugin carrier's own settings")
-
-    @field_validator("file_id", mode="before")
-    @classmethod
-    def _hex(cls, v: object) -> object:
-        if isinstance(v, str):
-            try:
-                return int(v.removeprefix("0x").removeprefix("0X"), 16)
-            except ValueError:
-                raise ValueError(f"{v!r} is not a hex file id such as 6FF0") from None
-        return v
-
-    @model_validator(mode="after")
-    def _needs(self) -> CarrierConfig:
-        if self.kind == "sim-file" and self.file_id is None:
-            raise ValueError("a sim-file carrier needs file_id (the EF's id, e.g. 6FF0)")
-        if self.kind == "sim-applet" and self.aid is None:
-            raise ValueError("a sim-applet carrier needs aid (the applet's AID, hex)")
-        return self
-
-
-class ModemReset(_Strict):
-    """Reset the module when the link stays dead (gateway/modem/watchdog.py)."""
-
-    after: Duration = Field(
-        default=600.0, ge=30, description="dead this long (not registered, or no broker "
-        "connection) before a reset")
-    max_per_hour: int = Field(
-        default=2, ge=1, le=6, description="at most this many resets in any hour; then the gateway "
-        "waits (never a reset loop)")
-    action: Literal["radio", "module"] = Field(
-        default="radio", description="radio: radio off and on (AT+CFUN=0/1, mmcli power state "
-        "low/on); module: restart the module (AT+CFUN=1,1, mmcli --reset)")
-
-
-class ModemAt(_Strict):
-    """The 5G module's AT port (gateway/modem/at.py)."""
-
-    kind: Literal["modem-at"] = Field(description="the 5G module through its AT port")
-    port: str = Field(
-        description="the module's AT port, e.g. /dev/ttyUSB2 or /dev/serial/by-id/...-if02-port0")
-    baudrate: int = Field(default=115200, ge=300, description="bits per second")
-    timeout: Duration = Field(default=2.0, description="per AT command")
-    vendor_commands: bool = Field(
-        default=True, description="also ask vendor reports (Quectel AT+QENG); a refused one is not "
-        "asked again")
-    carrier: CarrierConfig | None = Field(
-        default=None, description="read the gateway's identifier code from the SIM (an active "
-        "identifier carrier) at connect")
-    reset: ModemReset | None = Field(
-        default=None, description="reset a module whose link stays dead (off by default)")
-
-
-class ModemMm(_Strict):
-    """The module through ModemManager (``mmcli --output-json``; gateway/modem/mm.py)."""
-
-    kind: Literal["modem-mm"] = Field(description="the 5G module through ModemManager")
-    modem: str = Field(
-        default="any", description="mmcli's -m argument: an index, a D-Bus path, or 'any'")
-    mmcli: str = Field(default="mmcli", description="the mmcli executable")
-    timeout: Duration = Field(default=5.0, description="per mmcli call")
-    reset: ModemReset | None = Field(
-        default=None, description="reset a module whose link stays dead (off by default)")
-
-
-Connection = Annotated[ModbusTcp | ModbusRtu | Opcua | Serial | ModemAt | ModemMm,
-                       Field(discriminator="kind")]
-PROTOCOL_OF_KIND = {"modbus-tcp": "modbus", "modbus-rtu": "modbus", "opcua": "opcua",
-                    "serial": "serial", "modem-at": "modem", "modem-mm": "modem"}
-
-
 class DeviceConfig(_Strict):
     id: str = Field(description="device id (unique; letters, digits, _ - .)")
     profile: str = Field(description="profile name, vendor/model (edgegw profiles lists them)")
@@ -635,6 +413,10 @@ class Device:
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def connection(self) -> Connection:
+        return self.config.connection
 
     @property
     def profile_tag(self) -> str:
@@ -799,7 +581,7 @@ def load_config(path: str | Path) -> LoadedConfig:
         except ConfigError as exc:
             problems += [(f"{where}.profile", f"{loc}: {msg}") for loc, msg in exc.problems]
             continue
-        want = PROTOCOL_OF_KIND[dc.connection.kind]
+        want = protocol_of(dc.connection.kind)
         if profile.protocol != want:
             problems.append((f"{where}.connection.kind", f"'{dc.connection.kind}' cannot "
                              f"talk to profile {dc.profile} (protocol: {profile.protocol})"))

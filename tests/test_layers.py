@@ -15,10 +15,6 @@ LINT = Path(sys.executable).with_name("lint-imports")
 
 #: cycles kept on purpose, with the reason
 ALLOWED_CYCLES = {
-    # the registry imports each driver lazily (connection.kind -> class), and each driver
-    # implements the contract that drivers/base.py defines
-    frozenset({"drivers.base", "drivers.modbus.driver", "drivers.modem.driver",
-               "drivers.opcua.driver", "drivers.serial.driver"}),
     # the same for the store backends (store.kind -> class)
     frozenset({"gateway.store", "gateway.store.memory", "gateway.store.sqlite"}),
     # the simulator's device models and their servers: one program

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
-from drivers.base import DriverContext, DriverMetric
+from drivers.base import Device, DriverContext, DriverMetric
 from drivers.modbus.codec import RegisterSpec, encode_registers
+from drivers.modbus.config import ModbusRtu, ModbusTcp
 from drivers.modbus.learn import LearnedLimits
 from drivers.modbus.plan import BIT_TABLES, Block, Refusal, atoms, plan_reads, split
-from gateway.config import Device, ModbusRtu, ModbusTcp
 from gateway.errors import DeviceUnreachable, ProtocolError, WriteRejected
 from gateway.model import Reading, Value
 from gateway.profiles import ModbusPoint, Point, modbus_points
@@ -92,7 +92,7 @@ class ModbusDriver:
 
     def __init__(self, device: Device, ctx: DriverContext) -> None:
         self.device = device
-        conn = device.config.connection
+        conn = device.connection
         assert isinstance(conn, ModbusTcp | ModbusRtu)
         self._conn = conn
         self._wa = device.workarounds
@@ -363,5 +363,5 @@ class ModbusDriver:
     async def close(self) -> None:
         # A serial bus is shared by several unit ids: one silent unit must not take the
         # line from the others, so the bus is closed by DriverContext.close() at shutdown.
-        if isinstance(self.device.config.connection, ModbusTcp):
+        if isinstance(self.device.connection, ModbusTcp):
             self._bus.close()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from drivers.base import DriverContext, DriverMetric
-from gateway.config import Device, ModemAt, ModemMm
+from drivers.base import Device, DriverContext, DriverMetric
+from drivers.modem.config import ModemAt, ModemMm
 from gateway.errors import ConfigError, DeviceUnreachable, WriteRejected
 from gateway.model import Quality, Reading, Value
 from gateway.modem.at import AtModem, AtPort, Identity, ModemBackend
@@ -28,7 +28,7 @@ class ModemDriver:
     streaming = False
 
     def __init__(self, device: Device, ctx: DriverContext) -> None:
-        conn = device.config.connection
+        conn = device.connection
         self.device = device
         self.backend: ModemBackend
         if isinstance(conn, ModemAt):

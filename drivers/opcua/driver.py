@@ -28,13 +28,13 @@ from pathlib import Path
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
 
-from drivers.base import DriverContext, DriverMetric
+from drivers.base import Device, DriverContext, DriverMetric
 from drivers.opcua import fastdecode
 from drivers.opcua.address import resolve
 from drivers.opcua.browse import Browsed, lines, walk
+from drivers.opcua.config import Opcua
 from drivers.opcua.pki import TrustList, UntrustedCertificate, ensure_certificate
 from drivers.opcua.values import epoch, quality_of, to_value, to_variant, variant_type_of
-from gateway.config import Device, Opcua
 from gateway.errors import DeviceUnreachable, WriteRejected
 from gateway.model import Quality, Reading, Value
 from gateway.profiles import OpcuaPoint, OpcuaSettings, Point
@@ -94,7 +94,7 @@ class OpcuaDriver:
     """Driver for one OPC UA server (one session)."""
 
     def __init__(self, device: Device, ctx: DriverContext) -> None:
-        conn = device.config.connection
+        conn = device.connection
         assert isinstance(conn, Opcua)
         self.device = device
         self.conn = conn

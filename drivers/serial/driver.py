@@ -25,10 +25,10 @@ import serial
 import serial_asyncio_fast
 from serial.rs485 import RS485Settings
 
-from drivers.base import DriverContext, DriverMetric
+from drivers.base import Device, DriverContext, DriverMetric
+from drivers.serial.config import Serial
 from drivers.serial.framing import Framer
 from drivers.serial.parse import FrameRejected, Parser
-from gateway.config import Device, Serial
 from gateway.errors import DeviceUnreachable, WriteRejected
 from gateway.model import Quality, Reading, Value
 from gateway.profiles import Point, SerialPoint, SerialSettings
@@ -39,7 +39,7 @@ _LOST = (serial.SerialException, OSError, ConnectionError)
 
 class SerialDriver:
     def __init__(self, device: Device, ctx: DriverContext) -> None:
-        conn = device.config.connection
+        conn = device.connection
         assert isinstance(conn, Serial)
         ss = device.profile.serial
         assert ss is not None

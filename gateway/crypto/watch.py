@@ -8,7 +8,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.config import LoadedConfig, Opcua
+from drivers.opcua.config import Opcua
+from gateway.config import LoadedConfig
 
 if TYPE_CHECKING:
     from gateway.crypto.certs import CertInfo

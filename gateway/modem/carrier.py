@@ -34,7 +34,7 @@ from gateway.identifiers.codes import CodeError, normalise
 from gateway.modem.errors import AtError, CarrierError
 
 if TYPE_CHECKING:
-    from gateway.config import CarrierConfig
+    from drivers.modem.config import CarrierConfig
     from gateway.modem.at import AtPort, IdentifierCarrier
 
 log = logging.getLogger("edgegw.modem")

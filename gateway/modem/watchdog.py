@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from drivers.modem.config import ModemReset
     from drivers.modem.driver import ModemDriver
-    from gateway.config import ModemReset
 
 log = logging.getLogger("edgegw.modem")
 HOUR = 3600.0
@@ -44,7 +44,7 @@ class LinkWatchdog:
         driver = self.modem()
         if driver is None:
             return None
-        reset = getattr(driver.device.config.connection, "reset", None)
+        reset = getattr(driver.device.connection, "reset", None)
         return None if reset is None else (driver, reset)
 
     def dead(self, driver: ModemDriver) -> str | None:

@@ -12,7 +12,8 @@ from firmware_sim.modem import SimModem
 from firmware_sim.servers import free_port
 from firmware_sim.sim import Simulator, write_yaml
 
-from drivers.base import Driver, DriverContext, driver_for
+from drivers.base import Driver, DriverContext
+from drivers.registry import driver_for
 from gateway.config import Device, load_config
 from gateway.errors import DeviceUnreachable, WriteRejected
 from gateway.model import Reading

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from firmware_sim.sim import Simulator, write_yaml
 
-from drivers.base import Driver, DriverContext, driver_for
+from drivers.base import Driver, DriverContext
+from drivers.registry import driver_for
 from gateway import app
 from gateway.config import Device, load_config
 from tests.servers import Mosquitto

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from firmware_sim.modem import SimModem
 
-from gateway.config import CarrierConfig
+from drivers.modem.config import CarrierConfig
 from gateway.modem import carrier as carrier_mod
 from gateway.modem.at import AtModem, AtPort
 from gateway.modem.carrier import (
@@ -169,7 +169,8 @@ async def test_applet_missing_from_the_sim(tmp_path: Path) -> None:
 def test_an_unknown_carrier_kind_is_a_config_error(tmp_path: Path) -> None:
     from firmware_sim.sim import write_yaml
 
-    from drivers.base import DriverContext, driver_for
+    from drivers.base import DriverContext
+    from drivers.registry import driver_for
     from gateway.config import load_config
     from gateway.errors import ConfigError
 

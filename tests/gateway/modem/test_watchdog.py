@@ -11,9 +11,11 @@ import pytest
 from firmware_sim.modem import SimModem
 from firmware_sim.sim import write_yaml
 
-from drivers.base import DriverContext, driver_for
+from drivers.base import DriverContext
+from drivers.modem.config import ModemReset
 from drivers.modem.driver import ModemDriver
-from gateway.config import ModemReset, load_config
+from drivers.registry import driver_for
+from gateway.config import load_config
 from gateway.modem.watchdog import LinkWatchdog
 
 
