@@ -29,7 +29,8 @@ from typing import Protocol
 import aiomqtt
 import orjson
 import psutil
-from firmware_sim.servers import Mosquitto, mosquitto
+
+from tests.support.servers import Mosquitto, mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

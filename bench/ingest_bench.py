@@ -21,11 +21,11 @@ from pathlib import Path
 
 import aiomqtt
 import psutil
-from firmware_sim.servers import influxd, mosquitto
 from firmware_sim.sim import write_yaml
 
 from gateway.model import Batch
 from gateway.wire.encode import encode_batch
+from tests.support.servers import influxd, mosquitto
 
 BIN = Path(sys.executable).parent
 

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import aiomqtt
 import orjson
-from firmware_sim.servers import mosquitto
 
 from bench.bench import BIN, measure, pct, report, teardown
+from tests.support.servers import mosquitto
 
 
 @dataclass

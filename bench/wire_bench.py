@@ -30,7 +30,8 @@ from pathlib import Path
 
 import psutil
 import yaml
-from firmware_sim.servers import mosquitto
+
+from tests.support.servers import mosquitto
 
 BIN = Path(sys.executable).parent
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Sequence
@@ -17,7 +18,6 @@ from firmware_sim.machine import BenchDevice, OpcuaBenchDevice, SimDevice
 from firmware_sim.opcua_server import OpcuaSimServer
 from firmware_sim.scenario import FaultEvent, Scenario, SimDeviceSpec
 from firmware_sim.serial_server import SerialSimServer
-from firmware_sim.servers import free_port
 from firmware_sim.transport import RtuBusServer, TcpDeviceServer
 
 from gateway.profiles import default_profile_dirs, load_profile
@@ -26,6 +26,15 @@ log = logging.getLogger("edgegw.sim")
 
 Device = SimDevice | BenchDevice | OpcuaBenchDevice
 
+
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, for a simulated device without a fixed port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 class Simulator:
     """Holds devices and their servers. Use ``async with`` or start()/stop()."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from firmware_sim.sim import Simulator
 
-from tests.servers import Mosquitto, mosquitto
+from tests.support.servers import Mosquitto, mosquitto
 
 
 @pytest.fixture(autouse=True)

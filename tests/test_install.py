@@ -41,6 +41,10 @@ def test_install_into_a_prefix(tmp_path: Path) -> None:
     assert ok.returncode == 0 and ": ok (" in ok.stdout, ok.stdout + ok.stderr
     assert (conf.stat().st_mode & 0o777) == 0o750
     assert "init" in run("certs", "--help").stdout  # every subpackage is in the wheel
+    # the wheel holds no test launchers (issue 19): no servers.py, no tests package
+    site = next(prefix.glob("**/site-packages"))
+    assert (site / "firmware_sim" / "sim.py").exists()
+    assert not list(site.glob("**/servers.py")) and not (site / "tests").exists()
     unit = (units / "edgegw.service").read_text()
     assert f"ExecStart={exe} run -c ${{EDGEGW_CONFIG}}" in unit
     assert f"EDGEGW_CONFIG={conf}/gateway.yaml" in unit

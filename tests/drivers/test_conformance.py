@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from firmware_sim.modem import SimModem
-from firmware_sim.servers import free_port
 from firmware_sim.sim import Simulator, write_yaml
 
 from drivers.base import Driver, DriverContext
@@ -17,6 +16,7 @@ from drivers.registry import driver_for
 from gateway.config import Device, load_config
 from gateway.errors import DeviceUnreachable, WriteRejected
 from gateway.model import Reading
+from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
 

@@ -4,9 +4,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from firmware_sim.servers import Mosquitto, mosquitto
 
 from tests.e2e.harness import GatewayProcess
+from tests.support.servers import Mosquitto, mosquitto
 
 
 @pytest.fixture

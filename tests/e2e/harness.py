@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from firmware_sim.servers import Mosquitto
 from firmware_sim.sim import Simulator, write_yaml
+
+from tests.support.servers import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 

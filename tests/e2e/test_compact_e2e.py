@@ -14,12 +14,11 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from firmware_sim.servers import influxd
 from firmware_sim.sim import Simulator, write_yaml
 
 from tests.e2e.harness import GatewayProcess, start_sim, write_config
 from tests.mqtt_sub import Subscriber
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto, influxd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

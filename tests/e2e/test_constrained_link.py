@@ -17,7 +17,7 @@ from firmware_sim.sim import Simulator, write_yaml
 from tests.e2e.harness import GatewayProcess, write_config
 from tests.mqtt_sub import Subscriber
 from tests.proxy import Proxy
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

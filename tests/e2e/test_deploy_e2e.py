@@ -7,11 +7,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from firmware_sim.servers import Mosquitto, free_port
 from firmware_sim.sim import Simulator, write_yaml
 
 from tests.e2e.harness import GatewayProcess, run_cli
 from tests.mqtt_sub import Subscriber
+from tests.support.servers import Mosquitto, free_port
 
 pytestmark = pytest.mark.e2e
 

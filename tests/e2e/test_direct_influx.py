@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from firmware_sim.servers import Influxd, influxd
 from firmware_sim.sim import Simulator, write_yaml
 
 from tests.e2e.harness import GatewayProcess
+from tests.support.servers import Influxd, influxd
 
 pytestmark = pytest.mark.e2e
 

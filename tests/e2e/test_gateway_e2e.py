@@ -13,7 +13,7 @@ from firmware_sim.sim import Simulator
 
 from tests.e2e.harness import GatewayProcess, run_cli, start_sim, write_config
 from tests.mqtt_sub import Subscriber
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.e2e
 

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from firmware_sim.servers import free_port
 from firmware_sim.sim import Simulator
 
 from gateway.profiles import default_profile_dirs, load_profile
 from tests.e2e.harness import GatewayProcess, run_cli, write_config
 from tests.mqtt_sub import Subscriber
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 

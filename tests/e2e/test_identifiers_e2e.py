@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 from firmware_sim.idnode import FakeIdNode
-from firmware_sim.servers import influxd
 from firmware_sim.sim import Simulator, write_yaml
 
 from tests.e2e.harness import GatewayProcess, write_config
 from tests.e2e.test_ingest_e2e import start_ingest
 from tests.mqtt_sub import Subscriber
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto, influxd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from firmware_sim.servers import Influxd, Mosquitto, influxd
 from firmware_sim.sim import Simulator, write_yaml
 
 from tests.e2e.harness import GatewayProcess, write_config
 from tests.mqtt_sub import Subscriber
+from tests.support.servers import Influxd, Mosquitto, influxd
 
 pytestmark = pytest.mark.e2e
 

@@ -23,7 +23,7 @@ from firmware_sim.sim import Simulator, write_yaml
 from gateway.app import Gateway
 from gateway.config import load_config
 from tests.mqtt_sub import Subscriber
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 GW_CODE = "88.118.8/GW-RADIO-01"

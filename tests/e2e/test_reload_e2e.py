@@ -19,7 +19,7 @@ from firmware_sim.sim import Simulator
 
 from tests.e2e.harness import GatewayProcess, write_config
 from tests.mqtt_sub import Subscriber
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from firmware_sim.servers import Mosquitto
 from firmware_sim.sim import Simulator
 
 from tests.e2e.harness import GatewayProcess, start_sim, write_config
 from tests.mqtt_sub import Subscriber
 from tests.proxy import Proxy
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from firmware_sim.sim import Simulator, write_yaml
 
 from gateway.app import Gateway
 from gateway.config import load_config
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 
 @contextlib.asynccontextmanager

@@ -25,7 +25,7 @@ from gateway.store.memory import MemoryStore
 from gateway.store.sqlite import Reserve, SqliteStore
 from tests.gateway.test_health import get
 from tests.gateway.test_store_contract import batch, encode
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 from tests.tmpfs import tmpfs
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]

@@ -15,7 +15,7 @@ from firmware_sim.sim import Simulator, write_yaml
 from gateway.app import Gateway
 from gateway.config import load_config
 from tests.gateway.health_gateway import health_gateway
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
 

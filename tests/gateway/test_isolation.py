@@ -16,7 +16,7 @@ from gateway.app import Gateway
 from tests.gateway.health_gateway import health_gateway
 from tests.gateway.identifiers.test_service import until
 from tests.gateway.test_health import get
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
 

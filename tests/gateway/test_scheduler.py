@@ -14,7 +14,7 @@ from drivers.base import Driver, DriverContext
 from drivers.registry import driver_for
 from gateway import app
 from gateway.config import Device, load_config
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.component
 

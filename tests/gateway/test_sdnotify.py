@@ -16,7 +16,7 @@ from firmware_sim.sim import Simulator, write_yaml
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.sdnotify import Notifier
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -28,7 +28,7 @@ from gateway.config import Device, load_config
 from gateway.model import Reading
 from gateway.profiles import Point
 from gateway.tasks import stop_tasks
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = [pytest.mark.component, pytest.mark.serial]
 

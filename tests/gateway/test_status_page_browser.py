@@ -14,7 +14,7 @@ import pytest
 from firmware_sim.sim import Simulator
 
 from tests.gateway.health_gateway import health_gateway
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(90)]
 

@@ -5,7 +5,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from firmware_sim.servers import Influxd, VictoriaMetrics, influxd, victoria_metrics
+
+from tests.support.servers import Influxd, VictoriaMetrics, influxd, victoria_metrics
 
 
 @pytest.fixture

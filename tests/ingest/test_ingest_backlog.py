@@ -13,10 +13,10 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from firmware_sim.servers import Influxd, Mosquitto
 
 from gateway.ingest.service import IngestService
 from tests.ingest.test_ingest_component import loaded, payload, publish, until
+from tests.support.servers import Influxd, Mosquitto
 
 pytestmark = pytest.mark.component
 

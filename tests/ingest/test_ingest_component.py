@@ -14,13 +14,13 @@ from typing import Any
 import aiomqtt
 import orjson
 import pytest
-from firmware_sim.servers import Influxd, Mosquitto, VictoriaMetrics
 
 from gateway.crypto.signing import Signer, generate_key, load_private
 from gateway.ingest.config import IngestConfig, LoadedIngest
 from gateway.ingest.service import IngestService
 from gateway.model import Batch, Quality
 from gateway.wire.encode import encode_batch
+from tests.support.servers import Influxd, Mosquitto, VictoriaMetrics
 
 pytestmark = pytest.mark.component
 

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from firmware_sim.servers import Influxd, Mosquitto
 
 from gateway.ingest.health import IngestHealth
 from gateway.ingest.service import IngestService
 from tests.gateway.test_health import get
 from tests.ingest.test_ingest_component import T, ingest, loaded, payload, publish, until
+from tests.support.servers import Influxd, Mosquitto
 
 pytestmark = pytest.mark.component
 

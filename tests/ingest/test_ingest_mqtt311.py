@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from firmware_sim.servers import Amqtt, Influxd, Mosquitto, free_port
 
 from gateway.ingest.service import BrokerRefused, IngestService
 from tests.ingest.test_ingest_component import T, ingest, loaded, payload, publish, until
+from tests.support.servers import Amqtt, Influxd, Mosquitto, free_port
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(120)]
 

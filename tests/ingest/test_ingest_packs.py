@@ -13,7 +13,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from firmware_sim.servers import Influxd, Mosquitto
 
 from gateway.ingest.service import IngestService
 from gateway.model import Batch
@@ -38,6 +37,7 @@ from tests.ingest.test_ingest_component import (
     signing_ingest,
     until,
 )
+from tests.support.servers import Influxd, Mosquitto
 
 
 def _uv(n: int) -> bytes:

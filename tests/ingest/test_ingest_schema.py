@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from firmware_sim.servers import Influxd, Mosquitto, free_port
 
 from gateway.ingest.service import IngestService
 from gateway.model import Batch, Quality
 from gateway.wire.encode import encode_batch
 from tests.ingest.test_ingest_component import TS, ingest, loaded, publish, until
+from tests.support.servers import Influxd, Mosquitto, free_port
 
 pytestmark = pytest.mark.component
 

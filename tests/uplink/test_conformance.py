@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 import pytest
-from firmware_sim.servers import HttpServer, Influxd, VictoriaMetrics, free_port
 
 from gateway.config import GatewayInfluxV1, GatewayInfluxV2, GatewayMqtt
 from gateway.model import STATE, Batch
@@ -38,7 +37,14 @@ from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.transport import Session
 from gateway.wire.encode import data_topic, encode_batch
 from tests.mqtt_sub import Subscriber
-from tests.servers import Mosquitto, mosquitto
+from tests.support.servers import (
+    HttpServer,
+    Influxd,
+    Mosquitto,
+    VictoriaMetrics,
+    free_port,
+    mosquitto,
+)
 
 pytestmark = pytest.mark.component
 

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from firmware_sim.servers import Mosquitto, free_port
 
 from gateway.config import GatewayMqtt
 from gateway.stats import GatewayStats
 from gateway.uplink.mqtt import MqttUplink
 from tests.mqtt_sub import Subscriber
 from tests.pki import TestCA
+from tests.support.servers import Mosquitto, free_port
 from tests.uplink.test_mqtt_uplink import fill, make_store, running
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]

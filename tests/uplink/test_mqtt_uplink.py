@@ -16,7 +16,7 @@ from gateway.store.memory import MemoryStore
 from gateway.uplink.mqtt import MqttUplink
 from gateway.wire.encode import data_topic, encode_batch
 from tests.mqtt_sub import Subscriber
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.component
 

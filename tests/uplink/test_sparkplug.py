@@ -20,7 +20,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from gateway.app import Gateway
 from gateway.config import load_config
 from tests.proxy import Proxy
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(90)]
 

@@ -119,7 +119,7 @@ async def test_silent_device_is_unreachable_within_timeout(sim: Simulator) -> No
 
 
 async def test_connect_to_closed_port_is_unreachable() -> None:
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     drv = ModbusDriver(device("x", CNC, tcp(free_port())), DriverContext())
     with pytest.raises(DeviceUnreachable):

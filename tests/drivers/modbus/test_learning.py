@@ -25,7 +25,7 @@ from gateway.errors import DeviceUnreachable
 from gateway.model import Reading
 from gateway.profiles import ModbusQuirks, Profile, SimRange, SlowReads
 from tests.helpers import device, tcp
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.component
 

@@ -1,5 +1,6 @@
-"""Real servers for tests, the demo and the bench: started on free loopback ports with
-temp dirs, stopped by PID (never by name)."""
+"""Real servers for the tests and the bench: started on free loopback ports with temp
+dirs, stopped by PID (never by name). Test support, not shipped (issue 19: it was in the
+simulator package, installed on every gateway)."""
 
 from __future__ import annotations
 
