@@ -477,8 +477,10 @@ def config_files(loaded: LoadedConfig) -> list[ConfigFile]:
         add("uplink.mqtt.tls.key_file", mq.tls.key_file, secret=True)
     sink = cfg.uplink.influx
     if sink is not None:
-        add("uplink.influx.password_file", getattr(sink, "password_file", None), secret=True)
-        add("uplink.influx.token_file", getattr(sink, "token_file", None), secret=True)
+        if isinstance(sink, InfluxV1):
+            add("uplink.influx.password_file", sink.password_file, secret=True)
+        else:
+            add("uplink.influx.token_file", sink.token_file, secret=True)
     if cfg.signing is not None:
         add("signing.key_file", cfg.signing.key_file, secret=True)
     add("store.encryption_key_file", cfg.store.encryption_key_file, secret=True)

@@ -18,8 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from drivers.modem.config import ModemAt, ModemMm, ModemReset
+
 if TYPE_CHECKING:
-    from drivers.modem.config import ModemReset
     from drivers.modem.driver import ModemDriver
 
 log = logging.getLogger("edgegw.modem")
@@ -44,7 +45,8 @@ class LinkWatchdog:
         driver = self.modem()
         if driver is None:
             return None
-        reset = getattr(driver.device.connection, "reset", None)
+        conn = driver.device.connection
+        reset = conn.reset if isinstance(conn, ModemAt | ModemMm) else None
         return None if reset is None else (driver, reset)
 
     def dead(self, driver: ModemDriver) -> str | None:

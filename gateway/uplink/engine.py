@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Generic
 
 from gateway.backoff import Backoff
+from gateway.modem.parse import LinkSample
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
 from gateway.uplink.link import Budget, LinkQuality, RadioState
@@ -66,7 +67,7 @@ class Engine(Generic[P]):
         self.radio = policy.radio
         self.budget = policy.budget
         #: the modem's latest link sample (set by the gateway when a modem is configured)
-        self.radio_sample: Callable[[], object | None] | None = None
+        self.radio_sample: Callable[[], LinkSample | None] | None = None
         self.urgent: deque[Entry] = deque(maxlen=URGENT_MAX)
         self.urgent_ready = asyncio.Event()
         store.on_urgent = self._on_urgent

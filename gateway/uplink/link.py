@@ -15,6 +15,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from gateway.modem.parse import LinkSample
+
 #: MQTT bytes per message beyond topic and payload: PUBLISH fixed header (2-5), topic
 #: length (2), packet id (2), and the PUBACK (4)
 MQTT_OVERHEAD = 10
@@ -112,16 +114,15 @@ class RadioState:
     deferred: int = 0  # bulk batches held back now
     #: (monotonic time, best RSRP) of recent samples, for the falling-signal rule
     history: deque[tuple[float, float]] = field(default_factory=deque)
-    _last: object | None = None
+    _last: LinkSample | None = None
 
-    def judge(self, sample: object | None) -> bool:
-        """Update from a LinkSample (None: no modem reading); True when poor."""
+    def judge(self, sample: LinkSample | None) -> bool:
+        """Update from the modem's latest sample (None: no modem reading); True when
+        poor."""
         reason = ""
         if sample is not None:
-            registered = getattr(sample, "registered", None)
-            rsrp = getattr(sample, "rsrp_dbm", None)
-            nr = getattr(sample, "nr_rsrp_dbm", None)
-            sinr = getattr(sample, "sinr_db", None)
+            registered, sinr = sample.registered, sample.sinr_db
+            rsrp, nr = sample.rsrp_dbm, sample.nr_rsrp_dbm
             best = max((x for x in (rsrp, nr) if x is not None), default=None)
             top = self._track(sample, best)
             if registered is False:
@@ -138,7 +139,7 @@ class RadioState:
         self.poor, self.reason = poor, reason
         return poor
 
-    def _track(self, sample: object, best: float | None) -> float:
+    def _track(self, sample: LinkSample, best: float | None) -> float:
         """Record a new sample's best RSRP; the highest within the window."""
         now = time.monotonic()
         h = self.history

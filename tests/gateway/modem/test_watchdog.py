@@ -12,7 +12,7 @@ from firmware_sim.modem import SimModem
 from firmware_sim.sim import write_yaml
 
 from drivers.base import DriverContext
-from drivers.modem.config import ModemReset
+from drivers.modem.config import ModemAt, ModemReset
 from drivers.modem.driver import ModemDriver
 from drivers.registry import driver_for
 from gateway.config import load_config
@@ -29,8 +29,8 @@ class Clock:
 
 def fake_modem(reset: ModemReset | None) -> SimpleNamespace:
     m = SimpleNamespace(connected=True, latest=SimpleNamespace(registered=True),
-                        device=SimpleNamespace(id="modem", config=SimpleNamespace(
-                            connection=SimpleNamespace(reset=reset))),
+                        device=SimpleNamespace(id="modem", connection=ModemAt(
+                            kind="modem-at", port="/dev/ttyUSB2", reset=reset)),
                         sent=[])
 
     async def do_reset(action: str) -> None:
