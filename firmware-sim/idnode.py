@@ -175,7 +175,7 @@ class FakeIdNode:
             self.registrations[handle] = self.registrations.get(handle, 0) + 1
         return "success"
 
-    def handle(self, method: str, raw_path: str, headers: dict[str, str],
+    def handle(self, method: str, raw_path: str, headers: dict[str, str],  # noqa: C901 - the fake node's request router, one branch per published API call
                body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
         url = urlparse(raw_path)
         path = url.path

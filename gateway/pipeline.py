@@ -185,7 +185,7 @@ class DevicePipeline:
                     prio = min(prio, p)
         return prio
 
-    def _detailed(self, r: Reading, rts: list[_PointState], ts: float,
+    def _detailed(self, r: Reading, rts: list[_PointState], ts: float,  # noqa: C901 - the per-value hot path (quality, deadband, heartbeat in one pass)
                   out: dict[str, Value], bad: dict[str, tuple[Quality, str]],
                   src: dict[str, int]) -> None:
         """A reading with per-value quality and/or source timestamps (OPC UA): the same

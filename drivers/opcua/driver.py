@@ -443,7 +443,7 @@ class OpcuaDriver:
         finally:
             lost.cancel()
 
-    async def _subscribe(self, client: Client, group: str, period: float,
+    async def _subscribe(self, client: Client, group: str, period: float,  # noqa: C901 - to split with the driver (session, read, subscribe, browse): issue 19, remaining
                          points: Sequence[Point], queue: deque[tuple[str, list[Reading]]],
                          ready: asyncio.Event) -> None:
         names = [p.name for p in points]

@@ -85,7 +85,7 @@ def _field(v: Any) -> str | None:
     raise PayloadError(f"unsupported value type {type(v).__name__}")
 
 
-def batch_lines(doc: dict[str, Any], id_tags: frozenset[str] = ID_TAGS) -> list[str]:
+def batch_lines(doc: dict[str, Any], id_tags: frozenset[str] = ID_TAGS) -> list[str]:  # noqa: C901 - the hot path: one payload's checks in order, each with its own message
     """Lines for one decoded v1 data payload, all of them or (PayloadError, when
     malformed or not writable) none."""
     try:
