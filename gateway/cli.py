@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from gateway import __version__
 from gateway.config import Device, LoadedConfig, check_files, load_config
 from gateway.crypto import commands as certs_commands
 from gateway.errors import ConfigError, DeviceError, EdgegwError
+from gateway.identifiers import commands as id_commands
 from gateway.logs import setup as setup_logging
 from gateway.model import Value
 from gateway.profiles import Point, default_profile_dirs, list_profiles
@@ -90,28 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--vendor", default="Vendor", help="the written profile's vendor")
     b.add_argument("--model", default="Model", help="the written profile's model")
 
-    idp = sub.add_parser("id", help="identifier codes: parse, register, resolve, pending")
-    idsub = idp.add_subparsers(dest="idcmd", required=True)
-    ip = idsub.add_parser("parse", help="check a code against the grammar and normalise it")
-    ip.add_argument("code")
-    ir = idsub.add_parser("register", help="register a code at the node (config: identifiers)")
-    with_config(ir)
-    ir.add_argument("code")
-    ir.add_argument("--value", action="append", default=[], metavar="INDEX:TYPE:VALUE",
-                    help="a value to register, e.g. 2000:model:PCR-205 (repeatable)")
-    ires = idsub.add_parser("resolve", help="resolve a code at the node; print its values")
-    with_config(ires)
-    ires.add_argument("code")
-    ipen = idsub.add_parser("pending", help="the registration queue (waiting and refused)")
-    with_config(ipen)
-    inew = idsub.add_parser("new", help="make codes from a template (identifiers.prefix; "
-                            "the counter never repeats)")
-    with_config(inew)
-    inew.add_argument("template", help="e.g. '{prefix}/{date:%%Y%%m%%d}-{counter:06d}'")
-    inew.add_argument("--count", type=int, default=1)
-    inew.add_argument("--field", action="append", default=[], metavar="NAME=VALUE",
-                      help="a template field, e.g. device_kind=CNC (repeatable)")
-
+    id_commands.add_parser(sub, with_config)
     m = sub.add_parser("monitor", help="print live decoded telemetry from the broker")
     with_config(m)
     m.add_argument("--host", help="broker host (default: from the config, else 127.0.0.1)")
@@ -402,91 +381,6 @@ def _browse_device(args: argparse.Namespace) -> Device:
     return Device(cfg, "edgegw/browse", prof, prof.workarounds, dict(prof.poll_groups))
 
 
-def _id(args: argparse.Namespace) -> int:  # noqa: C901 - to split into one module per command: issue 19, remaining
-    from gateway.identifiers.client import NodeError, Record, Value
-    from gateway.identifiers.codes import CodeError, parse
-
-    if args.idcmd == "parse":
-        try:
-            c = parse(args.code)
-        except CodeError as exc:
-            print(f"edgegw id: {exc}", file=sys.stderr)
-            return 1
-        print(f"{c}\n  prefix  {c.prefix}\n  suffix  {c.suffix}")
-        return 0
-    loaded = _load(args.config)
-    if args.idcmd == "new":
-        from gateway.identifiers.generate import CodeGenerator, Counter
-
-        prefix = loaded.config.identifiers.prefix
-        if prefix is None:
-            raise ConfigError([(str(loaded.path), "identifiers.prefix is not set "
-                                "(e.g. prefix: 88.118.8)")])
-        fields = dict(f.split("=", 1) for f in args.field if "=" in f)
-        gen = CodeGenerator(args.template, prefix, Counter(loaded.state_dir / "id-counter"))
-        try:
-            gen.check(**fields)
-            for _ in range(args.count):
-                print(gen.next(**fields))
-        except (CodeError, ValueError) as exc:
-            print(f"edgegw id: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if args.idcmd == "pending":
-        from gateway.identifiers.queue import RegistrationQueue
-
-        path = loaded.store_path
-        if not path.is_file():
-            print(f"no spool at {path}: nothing queued")
-            return 0
-        q = RegistrationQueue(path)
-        try:
-            entries = q.entries()
-            counts = q.counts()
-        finally:
-            q.close()
-        print(f"registrations: {counts.get('done', 0)} done, {counts.get('pending', 0)} "
-              f"pending, {counts.get('unknown', 0)} to check, {counts.get('failed', 0)} refused")
-        for e in entries:
-            when = time.strftime("%H:%M:%S", time.localtime(e.next_try)) if e.next_try else "now"
-            print(f"  {e.state:8} {e.handle:40} {e.kind:8} tries {e.attempts:<3} next {when}  "
-                  f"{e.last_error or ''}".rstrip())
-        return 0
-    from gateway.identifiers.service import node_client
-
-    client = node_client(loaded.config.identifiers)
-    if client is None:
-        raise ConfigError([(str(loaded.path), "identifiers.node is not configured")])
-    try:
-        code = str(parse(args.code))
-        if args.idcmd == "register":
-            values = []
-            for spec in args.value:
-                index, _, rest = spec.partition(":")
-                vtype, _, value = rest.partition(":")
-                if not index.isdigit() or not vtype:
-                    raise ConfigError([("--value", f"{spec!r}: use INDEX:TYPE:VALUE")])
-                values.append(Value(int(index), vtype, value))
-            result = client.register(Record(code, loaded.config.identifiers.template_version,
-                                            tuple(values)))
-            print(f"{code}: {'registered' if result == 'created' else 'already registered'}")
-            return 0
-        doc = client.resolve(code)
-    except (CodeError, NodeError) as exc:
-        print(f"edgegw id: {exc}", file=sys.stderr)
-        return 2
-    if doc is None:
-        print(f"{code}: not registered")
-        return 1
-    print(f"{doc.get('handle', code)}")
-    print(f"  {'index':>6}  {'type':20} {'value':40} {'ttl':>6}  timestamp")
-    for v in doc.get("values", []):
-        data = v.get("data") or {}
-        print(f"  {v.get('index', ''):>6}  {v.get('type', '')!s:20} "
-              f"{data.get('value', '')!s:40} {v.get('ttl', ''):>6}  {v.get('timestamp', '')}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 - to split into one module per command: issue 19, remaining
     args = _parser().parse_args(argv)
     level = getattr(args, "log_level", None) or "INFO"
@@ -519,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - to split into on
             asyncio.run(run_ingest(ingest_cfg))
             return 0
         if args.cmd == "id":
-            return _id(args)
+            return id_commands.run(args)
         if args.cmd == "certs":
             return certs_commands.run(args)
         if args.cmd == "check-config":
