@@ -94,6 +94,8 @@ class Counter:
                     devs = doc.get("devices", {})
                     self.missed_ticks = sum(d.get("missed_ticks", 0) for d in devs.values())
                     continue
+                if not topic.endswith("/data"):  # <gw>/seen at stop, and the like
+                    continue
                 self.seqs.add(doc["seq"])
                 if not self.counting:
                     continue
