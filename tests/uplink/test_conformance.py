@@ -16,7 +16,6 @@ confirmed it; the destination is then read back to see what really arrived.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from tests.support.servers import (
     free_port,
     mosquitto,
 )
+from tests.uplink.test_mqtt_uplink import running
 
 pytestmark = pytest.mark.component
 
@@ -219,19 +219,6 @@ async def fill(store: MemoryStore, start: int, n: int, priority: int = 2) -> lis
     return out
 
 
-@contextlib.asynccontextmanager
-async def running(uplink: Engine[Any]) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(uplink.run())
-    try:
-        yield task
-    finally:
-        uplink.stop()
-        try:
-            await asyncio.wait_for(task, 15)
-        except TimeoutError:
-            task.cancel()
-
-
 async def until(pred: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -259,7 +246,7 @@ async def test_delivers_everything_in_order_and_acks_only_after_delivery(
     spy = Spy()
     spy.wrap(uplink)
     seqs = await fill(store, 0, 300)
-    async with running(uplink):
+    async with running(uplink, 15):
         await until(lambda: store.stats.entries == 0, "every entry acknowledged")
     got = await arrived_all(route, set(range(300)))
     assert sorted(set(got)) == list(range(300))
@@ -275,7 +262,7 @@ async def test_what_was_stored_while_the_destination_was_away_is_replayed(
     spy = Spy()
     spy.wrap(uplink)
     route.down()
-    async with running(uplink):
+    async with running(uplink, 15):
         before = await fill(store, 0, 50)
         await asyncio.sleep(1.0)
         assert store.stats.entries == 50  # nothing lost, nothing acknowledged
@@ -296,7 +283,7 @@ async def test_an_alarm_goes_before_ordinary_data_and_past_the_budget(route: Rou
     spy = Spy()
     spy.wrap(uplink)
     ordinary = await fill(store, 0, 400)  # ~20 s of budget
-    async with running(uplink):
+    async with running(uplink, 15):
         await until(lambda: len(spy.confirmed) >= 10, "ordinary data flowing")
         t0 = time.monotonic()
         alarm = (await fill(store, 1000, 1, priority=STATE))[0]
@@ -316,7 +303,7 @@ async def test_ordinary_data_keeps_to_the_budget(route: Route) -> None:
     rate = 3000
     uplink = route.uplink(store, stats, budget=rate)
     await fill(store, 0, 2000)
-    async with running(uplink):
+    async with running(uplink, 15):
         await until(lambda: stats.bytes_sent > 0, "sending started")
         t0 = time.monotonic()
         b0 = stats.bytes_sent

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from gateway.model import Batch
 from gateway.stats import GatewayStats
 from gateway.store import Limits
 from gateway.store.memory import MemoryStore
+from gateway.uplink.engine import Engine
 from gateway.uplink.mqtt import MqttUplink
 from gateway.wire.encode import data_topic, encode_batch
 from tests.mqtt_sub import Subscriber
@@ -36,14 +39,16 @@ async def fill(store: MemoryStore, n: int, dev: str = "d1") -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def running(uplink: MqttUplink):  # type: ignore[no-untyped-def]
+async def running(uplink: Engine[Any], timeout: float = 5.0
+                  ) -> AsyncIterator[asyncio.Task[None]]:
+    """The uplink running; on leaving, stopped (it drains) and awaited for ``timeout``."""
     task = asyncio.create_task(uplink.run())
     try:
         yield task
     finally:
         uplink.stop()
         try:
-            await asyncio.wait_for(task, 5)
+            await asyncio.wait_for(task, timeout)
         except TimeoutError:
             task.cancel()
 
