@@ -125,26 +125,24 @@ class GatewayMqtt(MqttConfig):
         "doubles (up to 8x) until publishes are fast again")
 
 
-_INFLUX_RETRY = Field(
-    default=Backoff(), description="backoff while InfluxDB is unavailable (a Retry-After from "
-    "the database is honoured)")
-_INFLUX_BUDGET = Field(
-    default=None, description="bytes/s of line protocol for ordinary data; alarm and state "
-    "batches go first and are never held back; what waits stays in the store")
+class _DirectRoute(_Strict):
+    """What the direct InfluxDB route adds to the sink settings it shares with the
+    ingest."""
+
+    retry: Backoff = Field(
+        default=Backoff(), description="backoff while InfluxDB is unavailable (a Retry-After "
+        "from the database is honoured)")
+    budget: BudgetConfig | None = Field(
+        default=None, description="bytes/s of line protocol for ordinary data; alarm and state "
+        "batches go first and are never held back; what waits stays in the store")
 
 
-class GatewayInfluxV1(InfluxV1):
+class GatewayInfluxV1(_DirectRoute, InfluxV1):
     """The direct route to InfluxDB 1.x (``/write``)."""
 
-    retry: Backoff = _INFLUX_RETRY
-    budget: BudgetConfig | None = _INFLUX_BUDGET
 
-
-class GatewayInfluxV2(InfluxV2):
+class GatewayInfluxV2(_DirectRoute, InfluxV2):
     """The direct route to InfluxDB 2.x/3.x or VictoriaMetrics (``/api/v2/write``)."""
-
-    retry: Backoff = _INFLUX_RETRY
-    budget: BudgetConfig | None = _INFLUX_BUDGET
 
 
 GatewayInflux = GatewayInfluxV1 | GatewayInfluxV2

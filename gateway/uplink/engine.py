@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Generic
 
 from gateway.backoff import Backoff
+from gateway.common import Backoff as BackoffConfig
+from gateway.config import BudgetConfig
 from gateway.modem.parse import LinkSample
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
@@ -55,6 +57,15 @@ class Policy:
     #: hold bulk batches back while the radio is poor (needs a radio sample)
     defer_bulk: bool = False
 
+    @classmethod
+    def of(cls, backoff: BackoffConfig, budget: BudgetConfig | None, link: LinkQuality,
+           radio: RadioState, defer_bulk: bool = False) -> Policy:
+        """From a route's config: its backoff and its budget (a burst defaults to one
+        second's worth)."""
+        return cls(Backoff(backoff.initial, backoff.max, backoff.jitter),
+                   Budget(budget.bytes_per_s, budget.burst or budget.bytes_per_s)
+                   if budget else None, link, radio, defer_bulk)
+
 
 class Engine(Generic[P]):
     def __init__(self, transport: Transport[P], store: Store, stats: GatewayStats,
@@ -71,8 +82,6 @@ class Engine(Generic[P]):
         self.urgent: deque[Entry] = deque(maxlen=URGENT_MAX)
         self.urgent_ready = asyncio.Event()
         store.on_urgent = self._on_urgent
-        #: entries up to this seq were stored before the current session began
-        self.live_from = 0
         self._stopping = False
 
     def _on_urgent(self, entry: Entry) -> None:
@@ -166,7 +175,8 @@ class _Pump(Generic[P]):
         # the fast lane is for fresh alarms: what queued while disconnected goes out with
         # the backlog, in order
         engine.urgent.clear()
-        self.live_from = engine.live_from = self.store.last_seq
+        #: entries up to this seq were stored before this session began
+        self.live_from = self.store.last_seq
         self.live_cur, self.back_cur = self.live_from, 0
 
     async def run(self) -> None:

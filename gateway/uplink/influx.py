@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.backoff import Backoff
 from gateway.config import GatewayInflux
 from gateway.influx.deadletter import DeadLetters
 from gateway.influx.lineproto import batch_lines
@@ -27,7 +26,7 @@ from gateway.influx.writer import BatchWriter
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
 from gateway.uplink.engine import Engine, Policy
-from gateway.uplink.link import Budget, LinkQuality, RadioState
+from gateway.uplink.link import LinkQuality, RadioState
 from gateway.uplink.transport import TransportError
 from gateway.wire.encode import decode_batch
 
@@ -61,10 +60,10 @@ class InfluxTransport:
     linger = 0.0
     encode_spends = False
 
-    def __init__(self, cfg: GatewayInflux, dead_letter: Path) -> None:
+    def __init__(self, cfg: GatewayInflux, dead_letter: Path,
+                 max_bytes: int = MAX_WRITE_BYTES) -> None:
         self.cfg = cfg
-        self.max_bytes = min(MAX_WRITE_BYTES, cfg.budget.burst or cfg.budget.bytes_per_s) \
-            if cfg.budget else MAX_WRITE_BYTES
+        self.max_bytes = max_bytes
         self.sink = make_sink(cfg)
         self.dead = DeadLetters(dead_letter)
         self._refused = 0
@@ -139,13 +138,11 @@ class InfluxUplink(Engine[Write]):
     def __init__(self, cfg: GatewayInflux, store: Store, stats: GatewayStats,
                  dead_letter: Path) -> None:
         self.cfg = cfg
-        self.influx = InfluxTransport(cfg, dead_letter)
+        policy = Policy.of(cfg.retry, cfg.budget, LinkQuality(), RadioState())
+        burst = policy.budget.burst if policy.budget else MAX_WRITE_BYTES
+        self.influx = InfluxTransport(cfg, dead_letter, min(MAX_WRITE_BYTES, int(burst)))
         self.dead = self.influx.dead
-        r, b = cfg.retry, cfg.budget
-        super().__init__(self.influx, store, stats, Policy(
-            backoff=Backoff(r.initial, r.max, r.jitter),
-            budget=Budget(b.bytes_per_s, b.burst or b.bytes_per_s) if b else None,
-            link=LinkQuality(), radio=RadioState()))
+        super().__init__(self.influx, store, stats, policy)
 
     async def run(self) -> None:
         log.info("uplink: writing directly to %s", describe(self.cfg))

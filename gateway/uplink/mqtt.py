@@ -24,13 +24,12 @@ import aiomqtt
 import orjson
 
 from gateway import __version__
-from gateway.backoff import Backoff
 from gateway.common import tls_context
 from gateway.config import GatewayMqtt
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store, StoreStats
 from gateway.uplink.engine import Engine, Policy
-from gateway.uplink.link import MQTT_OVERHEAD, Budget, LinkQuality, RadioState
+from gateway.uplink.link import MQTT_OVERHEAD, LinkQuality, RadioState
 from gateway.uplink.sparkplug import REBIRTH, SparkplugSession, read_metrics
 from gateway.uplink.transport import TransportError
 from gateway.wire.compact import CompactError, Schemas, encode_pack, pack_topic
@@ -339,10 +338,9 @@ class MqttUplink(Engine[Part]):
         self.mqtt = MqttTransport(cfg, gateway_id, store.stats, status_extra, schemas,
                                   point_types, sign_pack)
         self.spb = self.mqtt.spb
-        rp, b, rc = cfg.radio, cfg.budget, cfg.reconnect
-        super().__init__(self.mqtt, store, stats, Policy(
-            backoff=Backoff(rc.initial, rc.max, rc.jitter),
-            budget=Budget(b.bytes_per_s, b.burst or b.bytes_per_s) if b else None,
+        rp = cfg.radio
+        super().__init__(self.mqtt, store, stats, Policy.of(
+            cfg.reconnect, cfg.budget,
             link=LinkQuality(slow=cfg.slow_publish),
             radio=RadioState(rp.poor_rsrp_dbm, rp.poor_sinr_db, rp.factor, rp.compression,
                              rp.falling_db, rp.falling_window),
