@@ -84,8 +84,9 @@ class InfluxV1Sink:
         headers = {**self._headers, "Content-Type": content_type}
         req = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.cfg.timeout):
-                return
+            with urllib.request.urlopen(req, timeout=self.cfg.timeout) as r:
+                r.read()  # the whole answer: influxd may cancel a statement whose
+                return    # connection closes before it is written (CREATE DATABASE)
         except urllib.error.HTTPError as exc:
             text = exc.read().decode(errors="replace")
             raise _classify(exc.code, text, exc.headers.get("Retry-After")) from None
@@ -101,7 +102,12 @@ class InfluxV1Sink:
             except (Rejected, TooLarge) as exc:  # never blame the data for this
                 raise Retry(f"cannot create database {self.cfg.database!r}: {exc}") from None
             self._created = True
-        self._post(self._url, body)
+        try:
+            self._post(self._url, body)
+        except Retry as exc:
+            if self.cfg.create_database and "database not found" in str(exc):
+                self._created = False  # dropped, or a server restored empty: again
+            raise
 
     async def write(self, body: bytes) -> None:
         await asyncio.to_thread(self._write, body)

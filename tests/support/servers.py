@@ -232,7 +232,8 @@ class Influxd(HttpServer):
         import urllib.request
 
         body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
-        urllib.request.urlopen(f"{self.url}/query", data=body, timeout=10).close()
+        with urllib.request.urlopen(f"{self.url}/query", data=body, timeout=10) as r:
+            r.read()  # a connection closed before the answer can cancel the statement
 
 
 class VictoriaMetrics(HttpServer):
@@ -253,7 +254,8 @@ class VictoriaMetrics(HttpServer):
         import urllib.parse
         import urllib.request
 
-        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).close()
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10) as r:
+            r.read()
         url = f"{self.url}/api/v1/export?" + urllib.parse.urlencode({"match[]": match})
         with urllib.request.urlopen(url, timeout=10) as r:
             return [json.loads(line) for line in r.read().splitlines() if line.strip()]
