@@ -13,7 +13,7 @@ beyond the protocol-level retries configured for them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -44,12 +44,14 @@ class Device(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DriverMetric:
-    """One of a driver's own figures, shown on /metrics as ``edgegw_<name>{device=...}``."""
+    """One of a driver's own figures, shown on /metrics as
+    ``edgegw_<name>{device=...,<labels>}``."""
 
     name: str
     kind: Literal["gauge", "counter"]
     help: str
     value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class Driver(Protocol):

@@ -7,18 +7,18 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from drivers.base import DriverContext
 from drivers.registry import driver_for
-from gateway.backoff import Backoff
 from gateway.config import Device, LoadedConfig, check_files, load_config
 from gateway.crypto.spool import SpoolCipher
 from gateway.crypto.watch import CertWatch
+from gateway.devices import STOP_TIMEOUT, Devices
 from gateway.errors import ConfigError, EdgegwError, SpoolUnavailable
 from gateway.faultlog import FaultLog
 from gateway.health import HealthServer
+from gateway.httpserve import Family
 from gateway.identifiers.service import IdentifierService
 from gateway.model import Batch
 from gateway.modem.watchdog import LinkWatchdog
@@ -27,6 +27,7 @@ from gateway.profiles import OpcuaPoint, Point
 from gateway.reload import RESTART_SECTIONS, Plan, plan
 from gateway.scheduler import DeviceRunner
 from gateway.sdnotify import Notifier
+from gateway.services import Reporter, Service, Supervisor, Task, render_status
 from gateway.stats import GatewayStats
 from gateway.store import Limits, Store, open_store
 from gateway.tasks import describe_stuck, stop_tasks
@@ -41,15 +42,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgegw")
 
 DRAIN_TIMEOUT = 5.0
-#: how long devices (and each service) may take to stop before they are left behind
-STOP_TIMEOUT = 5.0
 #: READY=1 is sent after the first successful device cycle, or after this long when no
 #: device answers (systemd would otherwise kill a gateway whose machines are all off)
 READY_GRACE = 30.0
 #: in the state directory: the running gateway's pid, for `edgegw reload`
 PIDFILE = "edgegw.pid"
-#: an optional service that fails is restarted after a wait that doubles up to this
-SERVICE_BACKOFF = (1.0, 300.0)
+#: a service that failed this recently (s) makes the health status 'degraded'
+SERVICE_FAILED_FOR = 900.0
 
 
 class Gateway:
@@ -113,10 +112,9 @@ class Gateway:
         self.identifiers = IdentifierService(
             ids, spool or ":memory:", gw,
             cfg.gateway.site or "")
-        self.runners: list[DeviceRunner] = []
+        self.devices = Devices(self.stats)
         enabled = [d for d in loaded.devices if d.config.enabled]
-        for i, dev in enumerate(enabled):
-            self.runners.append(self._runner(dev, i))
+        self.devices.runners = [self._runner(dev, i) for i, dev in enumerate(enabled)]
         self._wire()
         #: the gateway's own identifier code and the module's IMEI/ICCID (status: ids)
         self.gateway_ids: dict[str, str] = (
@@ -126,24 +124,24 @@ class Gateway:
             self.uplink = InfluxUplink(cfg.uplink.influx, self.store, self.stats,
                                        loaded.store_path.with_name("dead-letter.jsonl"))
         else:
-            self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats, self._status,
-                                     self.schemas, self._point_types(), sign_pack)
+            self.uplink = MqttUplink(cfg.uplink.mqtt, gw, self.store, self.stats,
+                                     self._status_topic, self.schemas, self._point_types(),
+                                     sign_pack)
         self._wire_radio()
         self.watchdog = LinkWatchdog(lambda: self.modem,
                                      lambda: self.stats.uplink_connected)
         self.certs = CertWatch(loaded)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
-        self._device_tasks: dict[str, asyncio.Task[None]] = {}
-        #: device tasks a reload could not stop (cancelled again at shutdown)
-        self._orphans: list[asyncio.Task[None]] = []
         #: names of tasks that ignored every cancellation at shutdown
         self.stuck: list[str] = []
         #: a service that failed and stopped the gateway (exit status 1)
         self.error: str | None = None
-        #: optional services that failed: name -> (failures, last error, monotonic time
-        #: of the last failure); see _isolated
-        self.service_failures: dict[str, tuple[int, str, float]] = {}
+        self.supervisor = Supervisor()
+        #: run isolated (gateway/services.py): a failure is contained and restarted
+        self.optional: list[Service] = [
+            Task("reload", self._reloader), Task("fault-summary", self._summaries),
+            self.identifiers, self.certs, self.watchdog]
         self.notifier = Notifier()
         hc = cfg.health
         self.health = HealthServer(self, hc.host, hc.port) if hc.enabled else None
@@ -162,25 +160,64 @@ class Gateway:
         """Hand each code reader's context to the pipelines of the devices it serves
         (again after a reload: a restarted device has a new pipeline, which also gets
         the code last read)."""
-        by_id = {r.device.id: r for r in self.runners}
-        for r in self.runners:
+        by_id = {r.device.id: r for r in self.devices.runners}
+        for r in self.devices.runners:
             targets = [by_id[t].pipeline for t in r.device.config.context_for if t in by_id]
             r.contexts = [(p.name, p.context, targets) for p in r.device.profile.points
                           if p.context] if targets else []
             r.on_context = self.identifiers.context_changed if targets else None
             r.reshare_context()
 
-    def _status(self) -> dict[str, object]:
+    # -- what the gateway reports (gateway/services.py) --------------------------------
+    def reporters(self) -> list[Reporter]:
+        """Every part that reports, in the order of the status topic and /metrics."""
+        return [self.devices, self.store.stats, self.uplink, self, self.supervisor,
+                *self.optional]
+
+    def status(self) -> dict[str, object]:
+        """The gateway's own keys: its identifiers (``ids``)."""
+        return {"ids": self.gateway_ids} if self.gateway_ids else {}
+
+    def families(self) -> list[Family]:
+        """/metrics: every reporter's families."""
+        return [f for r in self.reporters() for f in r.metrics()]
+
+    def metrics(self) -> list[Family]:
+        """The gateway's own families: the reload counters."""
+        s = self.stats
+        return [Family("config_reloads_total", "counter", "config reloads applied",
+                       [({}, s.reloads)]),
+                Family("config_reload_errors_total", "counter", "reloads refused (invalid "
+                       "config; the running one kept)", [({}, s.reload_errors)])]
+
+    def _status_topic(self) -> dict[str, object]:
+        """The retained status document's body (gateway/uplink/mqtt.py)."""
+        doc = render_status(self.reporters())
+        self.uplink.take_rtt_max()
+        return doc
+
+    def summary(self) -> dict[str, object]:
+        """/healthz: degraded while the store cannot write, a device is not polled or
+        an optional service failed in the last SERVICE_FAILED_FOR seconds."""
+        st = self.store.stats
+        stalled = [] if self._stop.is_set() else self.devices.stalled()
+        now = asyncio.get_running_loop().time()
+        recent = self.supervisor.failed_within(now, SERVICE_FAILED_FOR)
         return {
-            "devices": {k: {"state": v.state, "missed_ticks": v.missed_ticks,
-                            "read_errors": v.read_errors, "reconnects": v.reconnects}
-                        for k, v in self.stats.devices.items()},
-            "store": self.store.stats.as_status(),
-            "published": self.stats.published,
-            **({"ids": self.gateway_ids} if self.gateway_ids else {}),
-            **self._link_status(),
-            **({"certs": self.certs.warnings} if self.certs.warnings else {}),
+            "status": "degraded" if st.degraded or stalled or recent else "ok",
+            "gateway": self.gateway_id,
+            "devices": len(self.devices),
+            "devices_online": self.devices.online(),
+            "uplink_connected": self.stats.uplink_connected,
+            "queued_batches": st.entries,
+            "store_degraded": st.degraded,
+            "devices_stalled": stalled,
+            "services_failed": self.supervisor.failed(now),
+            "cert_warnings": self.certs.warnings,
         }
+
+    def device_state(self) -> dict[str, dict[str, object]]:
+        return self.devices.state()
 
     def _wire_radio(self) -> None:
         """Give the uplink the modem's latest link sample, and the gateway the module's
@@ -188,7 +225,8 @@ class Gateway:
         ``gateway.identifier`` is registered at once."""
         from drivers.modem.driver import ModemDriver
 
-        modems = [r.driver for r in self.runners if isinstance(r.driver, ModemDriver)]
+        modems = [r.driver for r in self.devices.runners
+                  if isinstance(r.driver, ModemDriver)]
         self.modem = modems[0] if modems else None
         self.uplink.radio_sample = (lambda m=modems[0]: m.latest) if modems else None
         if modems:
@@ -223,22 +261,6 @@ class Gateway:
                                 for p in d.profile.expanded_points()]
                 for d in self.loaded.devices}
 
-    def _link_status(self) -> dict[str, object]:
-        link, radio = self.uplink.link, self.uplink.radio
-        out: dict[str, object] = {"puback_ms": round(link.rtt * 1000, 1),
-                                  "puback_max_ms": round(link.rtt_max * 1000, 1),
-                                  "failures": link.failures, "pack_delay_factor": link.factor,
-                                  "urgent": self.stats.urgent}
-        link.rtt_max = 0.0
-        if self.uplink.radio_sample is not None:
-            out["radio"] = f"poor: {radio.reason}" if radio.poor else "good"
-            out["bulk_held"] = radio.deferred
-        budget = self.uplink.budget
-        if budget is not None:
-            out["budget_bytes_per_s"] = budget.rate
-            out["budget_wait_s"] = round(budget.waited, 1)
-        return {"link": out}
-
     def stop(self) -> None:
         self._stop.set()
 
@@ -247,56 +269,32 @@ class Gateway:
         up = self.loaded.config.uplink
         route = (f"InfluxDB {up.influx.url}" if up.influx is not None
                  else f"broker {up.mqtt.host}:{up.mqtt.port}")
-        log.info("edgegw %s starting: %d device(s), %s", self.gateway_id, len(self.runners),
+        log.info("edgegw %s starting: %d device(s), %s", self.gateway_id, len(self.devices),
                  route)
-        if self.health is not None:
-            try:
-                await self.health.start()
-            except OSError as exc:  # the port is taken: run without it, say so
-                log.warning("health endpoint %s:%d not started: %s", self.health.host,
-                            self.health.port, exc)
-                self.health = None
+        await self._start_health()
         # Devices and services run as plain tasks (each supervises itself and never
         # raises), not under a TaskGroup: a task that ignores its cancellation (see
         # gateway/tasks.py) must never hold the gateway's stop.
-        # The optional services are isolated: one that fails is logged, counted (health,
-        # /metrics) and restarted with backoff; it never stops polling or the uplink.
-        optional: dict[str, Callable[[], Awaitable[None]]] = {
-            "reload": self._reloader, "fault-summary": self._summaries,
-            "identifiers": self.identifiers.run, "cert-watch": self.certs.run,
-            "modem-watchdog": self.watchdog.run,
-        }
-        tasks = {name: asyncio.create_task(self._isolated(name, start), name=name)
-                 for name, start in optional.items()}
+        tasks = {s.name: asyncio.create_task(self.supervisor.isolated(s), name=s.name)
+                 for s in self.optional}
         tasks["systemd"] = asyncio.create_task(self._systemd(), name="systemd")
-        uplink = asyncio.create_task(self.uplink.run(), name="uplink")
+        uplink = asyncio.create_task(self.uplink.run(), name=self.uplink.name)
         try:
-            for r in self.runners:
-                self._start(r)
+            self.devices.start_new()
             await self._until_stopped([*tasks.values(), uplink])
             log.info("stopping: devices first, then draining %d batch(es) to the broker",
                      self.store.stats.entries)
             self.notifier.stopping()
-            for r in self.runners:
-                r.stopping = True
-            stuck = await stop_tasks([*self._device_tasks.values(), *self._orphans],
-                                     STOP_TIMEOUT)
+            stuck = await self.devices.stop_all()
             stuck += await stop_tasks(tasks.values(), STOP_TIMEOUT)
-            self.uplink.stop()
-            done, _ = await asyncio.wait([uplink], timeout=DRAIN_TIMEOUT)
-            if not done:
-                left = self.store.stats.entries
-                fate = ("they stay in the spool and are sent after the restart"
-                        if self.store.stats.durable else "memory store: they are lost")
-                log.warning("stopping: %d batch(es) not delivered within %.0f s (%s)",
-                            left, DRAIN_TIMEOUT, fate)
-                stuck += await stop_tasks([uplink], STOP_TIMEOUT)
+            stuck += await self._drain(uplink)
             if stuck:
                 self.stuck = [t.get_name() for t in stuck]
                 log.error("stopping: %d task(s) did not stop within %.0f s and are left "
                           "behind: %s", len(stuck), STOP_TIMEOUT, describe_stuck(stuck))
         finally:
-            await self._close_drivers()
+            await self.devices.close()
+            self.stuck += self.devices.stuck
             self.ctx.close()
             if self.health is not None:
                 await self.health.close()
@@ -304,45 +302,28 @@ class Gateway:
             await self.store.close()
             log.info("edgegw %s stopped", self.gateway_id)
 
-    async def _isolated(self, name: str, start: Callable[[], Awaitable[None]]) -> None:
-        """Run an optional service; when it fails, log and count it and start it again
-        after a backoff (1 s doubling to 5 min; reset after an hour without failure)."""
-        loop = asyncio.get_running_loop()
-        backoff = Backoff(*SERVICE_BACKOFF)
-        while True:
-            t0 = loop.time()
-            try:
-                await start()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the isolation boundary: any failure is contained
-                if loop.time() - t0 > 3600:
-                    backoff.reset()
-                count = self.service_failures.get(name, (0, ""))[0] + 1
-                why = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:300]
-                self.service_failures[name] = (count, why, loop.time())
-                wait = backoff.next()
-                log.error("service %s failed (%d time(s)): %s; restarting it in %.0f s "
-                          "(devices and the uplink keep running)", name, count, why,
-                          wait, exc_info=exc if count == 1 else None)
-                await asyncio.sleep(wait)
+    async def _start_health(self) -> None:
+        if self.health is None:
+            return
+        try:
+            await self.health.start()
+        except OSError as exc:  # the port is taken: run without it, say so
+            log.warning("health endpoint %s:%d not started: %s", self.health.host,
+                        self.health.port, exc)
+            self.health = None
 
-    def stalled_devices(self) -> list[str]:
-        """Devices not being polled: their task ended, or no cycle for too long."""
-        if self._stop.is_set():
+    async def _drain(self, uplink: asyncio.Task[None]) -> list[asyncio.Task[object]]:
+        """Let the uplink deliver what is queued, for DRAIN_TIMEOUT at most."""
+        self.uplink.stop()
+        done, _ = await asyncio.wait([uplink], timeout=DRAIN_TIMEOUT)
+        if done:
             return []
-        now = asyncio.get_running_loop().time()
-        out = []
-        for r in self.runners:
-            if r.stopping:  # being stopped or restarted (a reload)
-                continue
-            task = self._device_tasks.get(r.device.id)
-            if task is None:  # not started yet
-                continue
-            if task.done() or r.stalled(now):
-                out.append(r.device.id)
-        return out
+        left = self.store.stats.entries
+        fate = ("they stay in the spool and are sent after the restart"
+                if self.store.stats.durable else "memory store: they are lost")
+        log.warning("stopping: %d batch(es) not delivered within %.0f s (%s)",
+                    left, DRAIN_TIMEOUT, fate)
+        return await stop_tasks([uplink], STOP_TIMEOUT)
 
     async def _until_stopped(self, services: list[asyncio.Task[None]]) -> None:
         """Until :meth:`stop`, or until a service fails (logged; the gateway stops with
@@ -363,41 +344,6 @@ class Gateway:
                     self.stop()
         finally:
             stopped.cancel()
-
-    def _start(self, r: DeviceRunner) -> None:
-        self._device_tasks[r.device.id] = asyncio.create_task(
-            r.run(), name=f"device:{r.device.id}")
-
-    async def _close_drivers(self) -> None:
-        """Close every connection, each within STOP_TIMEOUT (a driver stuck in close is
-        left behind and logged, never waited for)."""
-        closes = [asyncio.create_task(r.driver.close(), name=f"close:{r.device.id}")
-                  for r in self.runners]
-        if closes:
-            done, pending = await asyncio.wait(closes, timeout=STOP_TIMEOUT)
-            for t in done:
-                if not t.cancelled() and t.exception() is not None:
-                    log.warning("%s: %s", t.get_name(), t.exception())
-            if pending:
-                stuck = await stop_tasks(pending, 0.5)
-                self.stuck += [t.get_name() for t in stuck]
-
-    async def _halt(self, r: DeviceRunner) -> None:
-        """Stop one device's task and close its connection, in bounded time; its queued
-        data stays."""
-        task = self._device_tasks.pop(r.device.id, None)
-        r.stopping = True
-        if task is not None:
-            stuck = await stop_tasks([task], STOP_TIMEOUT)
-            if stuck:  # keeps being cancelled at shutdown
-                self._orphans.extend(stuck)  # type: ignore[arg-type]
-                log.error("device %s did not stop within %.0f s: %s", r.device.id,
-                          STOP_TIMEOUT, describe_stuck(stuck))
-        try:
-            await asyncio.wait_for(asyncio.shield(r.driver.close()), STOP_TIMEOUT)
-        except TimeoutError:
-            log.error("device %s: closing its connection took longer than %.0f s",
-                      r.device.id, STOP_TIMEOUT)
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config file (in the event loop, one reload at a time)."""
@@ -431,9 +377,9 @@ class Gateway:
                         "running with the previous values", ", ".join(p.restart_needed))
         kept = {s: getattr(old.config, s) for s in RESTART_SECTIONS}
         self.loaded = LoadedConfig(old.path, new.config.model_copy(update=kept), new.devices)
-        by_id = {r.device.id: r for r in self.runners}
+        by_id = {r.device.id: r for r in self.devices.runners}
         for dev_id in [*p.removed, *(d.id for d in p.changed)]:
-            await self._halt(by_id.pop(dev_id))
+            await self.devices.halt(by_id.pop(dev_id))
         for dev_id in p.removed:
             self.stats.devices.pop(dev_id, None)
             self.faults.clear((dev_id, "unreachable"), f"device {dev_id}: removed")
@@ -450,12 +396,10 @@ class Gateway:
                 if dev_id in self.stats.devices:
                     self.stats.devices[dev_id].state = "starting"
             runners.append(r)
-        self.runners = runners
+        self.devices.runners = runners
         self._wire()
         self._wire_radio()
-        for r in runners:
-            if r.device.id not in self._device_tasks:
-                self._start(r)
+        self.devices.start_new()
         level = new.config.logging.level
         if level != logging.getLevelName(logging.getLogger().level):
             logging.getLogger().setLevel(level)
@@ -464,9 +408,7 @@ class Gateway:
         return p
 
     def _status_line(self) -> str:
-        devs = self.stats.devices.values()
-        online = sum(d.state == "online" for d in devs)
-        return (f"{online}/{len(self.runners)} devices online, "
+        return (f"{self.devices.online()}/{len(self.devices)} devices online, "
                 f"{self.store.stats.entries} batch(es) queued, {self.stats.published} published")
 
     async def _systemd(self) -> None:
@@ -484,8 +426,8 @@ class Gateway:
         last_ping = last_status = -1e9
         while True:
             now = loop.time()
-            if not ready and (any(d.polls for d in self.stats.devices.values())
-                              or not self.runners or now - start >= READY_GRACE):
+            if not ready and (self.devices.polled() or not self.devices
+                              or now - start >= READY_GRACE):
                 ready = n.ready(self._status_line())
                 last_status = now
             if interval and now - last_ping >= interval:

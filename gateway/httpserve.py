@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 log = logging.getLogger("edgegw.health")
 
@@ -106,6 +107,19 @@ class HttpEndpoint:
             writer.close()
 
 
+Sample = tuple[dict[str, str], float]  # (labels, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One Prometheus metric family: ``edgegw_<name>`` with its samples."""
+
+    name: str
+    kind: str  # gauge, counter
+    help: str
+    samples: list[Sample]
+
+
 class Metrics:
     """Prometheus text format: ``metric(...)`` per family, then ``text()``."""
 
@@ -114,13 +128,17 @@ class Metrics:
         self.lines: list[str] = []
 
     def __call__(self, name: str, kind: str, help_: str,
-                 samples: list[tuple[dict[str, str], float]]) -> None:
+                 samples: list[Sample]) -> None:
         full = self.prefix + name
         self.lines.append(f"# HELP {full} {help_}")
         self.lines.append(f"# TYPE {full} {kind}")
         for labels, value in samples:
             lab = ",".join(f'{k}="{label(v)}"' for k, v in labels.items())
             self.lines.append(f"{full}{{{lab}}} {value}" if lab else f"{full} {value}")
+
+    def add(self, families: Iterable[Family]) -> None:
+        for f in families:
+            self(f.name, f.kind, f.help, f.samples)
 
     def text(self) -> tuple[int, str, str]:
         return 200, "text/plain; version=0.0.4", "\n".join(self.lines) + "\n"

@@ -20,8 +20,6 @@ ALLOWED_CYCLES = {
     # the simulator's device models and their servers: one program
     frozenset({"firmware_sim.machine", "firmware_sim.opcua_server",
                "firmware_sim.serial_server", "firmware_sim.sim"}),
-    # a type annotation only (TYPE_CHECKING); goes with the services protocol
-    frozenset({"gateway.app", "gateway.health"}),
 }
 
 

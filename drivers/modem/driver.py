@@ -112,7 +112,25 @@ class ModemDriver:
                 + " ".join(p.name for p in points)]
 
     def metrics(self) -> list[DriverMetric]:
-        return []
+        """The latest link sample as gauges (values the module did not report are left
+        out), whether it is registered, and the serving cell as labels."""
+        s = self.latest
+        if s is None:
+            return []
+        out = [DriverMetric(f"modem_{name}_{unit.lower()}", "gauge", f"{name.upper()} ({unit})",
+                            float(v))
+               for name, unit, v in (("rssi", "dBm", s.rssi_dbm), ("rsrp", "dBm", s.rsrp_dbm),
+                                     ("rsrq", "dB", s.rsrq_db), ("sinr", "dB", s.sinr_db),
+                                     ("nr_rsrp", "dBm", s.nr_rsrp_dbm),
+                                     ("nr_rsrq", "dB", s.nr_rsrq_db),
+                                     ("nr_sinr", "dB", s.nr_sinr_db))
+               if v is not None]
+        out.append(DriverMetric("modem_registered", "gauge", "1 while the module is registered",
+                                1.0 if s.registered else 0.0))
+        out.append(DriverMetric("modem_info", "gauge", "the serving cell (labels), always 1",
+                                1.0, {"tech": s.tech or "", "band": s.band or "",
+                                      "cell": s.cell or "", "operator": s.mcc_mnc or ""}))
+        return out
 
     async def close(self) -> None:
         self._open = False

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from drivers.opcua.config import Opcua
 from gateway.config import LoadedConfig
+from gateway.httpserve import Family
 
 if TYPE_CHECKING:
     from gateway.crypto.certs import CertInfo
@@ -66,7 +67,25 @@ class CertWatch:
             (log.error if "EXPIRED" in w else log.warning)("certificate: %s", w)
         return self.warnings
 
+    # -- Service (gateway/services.py) ---------------------------------------------------
+    name = "cert-watch"
+
     async def run(self) -> None:
         while True:
             self.check()
             await asyncio.sleep(self.interval)
+
+    def stop(self) -> None:
+        pass
+
+    def status(self) -> dict[str, object]:
+        return {"certs": self.warnings} if self.warnings else {}
+
+    def metrics(self) -> list[Family]:
+        certs = [(i, i.not_after) for i in self.infos if i.not_after is not None]
+        if not certs:
+            return []
+        return [Family("cert_expiry_timestamp_seconds", "gauge", "when a configured "
+                       "certificate expires",
+                       [({"config": i.where, "file": str(i.path)}, t.timestamp())
+                        for i, t in certs])]

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.config import IdentifiersConfig, IdValueConfig
+from gateway.httpserve import Family
 from gateway.identifiers.client import NodeClient, NodeError, Record, Value
 from gateway.identifiers.codes import CodeError, normalise
 from gateway.identifiers.queue import Entry, RegistrationQueue
@@ -245,8 +246,24 @@ class IdentifierService:
                 return
             await asyncio.sleep(3.0)
 
+    # -- Service (gateway/services.py) ---------------------------------------------------
+    name = "identifiers"
+
     async def run(self) -> None:
         await self.registrar.run()
+
+    def stop(self) -> None:
+        pass  # registrations are durable: it is cancelled, the queue keeps them
+
+    def status(self) -> dict[str, object]:
+        return {}
+
+    def metrics(self) -> list[Family]:
+        q = self.queue.counts()
+        return [Family("identifier_registrations", "gauge",
+                       "codes in the registration queue, by state",
+                       [({"state": k}, float(v)) for k, v in sorted(q.items())]
+                       or [({"state": "done"}, 0.0)])]
 
     def close(self) -> None:
         for t in self._tasks:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from drivers.modem.config import ModemAt, ModemMm, ModemReset
+from gateway.httpserve import Family
 
 if TYPE_CHECKING:
     from drivers.modem.driver import ModemDriver
@@ -108,7 +109,22 @@ class LinkWatchdog:
             log.warning("modem %s: the reset failed: %s", driver.device.id, exc)
         return True
 
+    # -- Service (gateway/services.py) ---------------------------------------------------
+    name = "modem-watchdog"
+
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.CHECK_S)
             await self.check()
+
+    def stop(self) -> None:
+        pass
+
+    def status(self) -> dict[str, object]:
+        return {}
+
+    def metrics(self) -> list[Family]:
+        if self.modem() is None:
+            return []
+        return [Family("modem_resets_total", "counter", "module resets after a dead link "
+                       "(modem reset.after)", [({}, float(self.resets))])]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.errors import StoreError
+from gateway.httpserve import Family
 from gateway.model import BULK, STATE, Batch
 
 if TYPE_CHECKING:
@@ -61,10 +62,23 @@ class StoreStats:
     degraded: str | None = None  # e.g. "disk full" while appends fail
     durable: bool = False
 
-    def as_status(self) -> dict[str, object]:
-        return {"entries": self.entries, "bytes": self.bytes, "dropped": self.dropped,
-                "dropped_points": self.dropped_points, "dropped_by": self.dropped_by,
-                "degraded": self.degraded, "durable": self.durable}
+    # -- Reporter (gateway/services.py) -----------------------------------------------
+    def status(self) -> dict[str, object]:
+        return {"store": {"entries": self.entries, "bytes": self.bytes, "dropped": self.dropped,
+                          "dropped_points": self.dropped_points, "dropped_by": self.dropped_by,
+                          "degraded": self.degraded, "durable": self.durable}}
+
+    def metrics(self) -> list[Family]:
+        return [
+            Family("store_batches", "gauge", "batches waiting for the uplink",
+                   [({}, self.entries)]),
+            Family("store_bytes", "gauge", "bytes waiting for the uplink", [({}, self.bytes)]),
+            Family("store_dropped_batches_total", "counter", "batches dropped, by reason",
+                   [({"reason": k}, v) for k, v in sorted(self.dropped_by.items())]
+                   or [({"reason": "none"}, 0)]),
+            Family("store_degraded", "gauge", "1 while the store cannot write (e.g. disk full)",
+                   [({}, 1.0 if self.degraded else 0.0)]),
+        ]
 
 
 Encoder = Callable[[Batch], tuple[str, bytes]]

@@ -32,6 +32,7 @@ from typing import Generic
 from gateway.backoff import Backoff
 from gateway.common import Backoff as BackoffConfig
 from gateway.config import BudgetConfig
+from gateway.httpserve import Family
 from gateway.modem.parse import LinkSample
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
@@ -134,6 +135,67 @@ class Engine(Generic[P]):
                                 name=f"{self.transport.name}-session")
             await _Pump(self, session, tg).run()
             bg.cancel()
+
+    # -- Service (gateway/services.py) ---------------------------------------------------
+    name = "uplink"
+
+    def status(self) -> dict[str, object]:
+        """``published`` and ``link``: send times (the maximum since the status topic
+        last took it, :meth:`take_rtt_max`), failures, the pack delay, urgent batches,
+        the radio and the budget when there are."""
+        link, radio = self.link, self.radio
+        out: dict[str, object] = {"puback_ms": round(link.rtt * 1000, 1),
+                                  "puback_max_ms": round(link.rtt_max * 1000, 1),
+                                  "failures": link.failures, "pack_delay_factor": link.factor,
+                                  "urgent": self.stats.urgent}
+        if self.radio_sample is not None:
+            out["radio"] = f"poor: {radio.reason}" if radio.poor else "good"
+            out["bulk_held"] = radio.deferred
+        if self.budget is not None:
+            out["budget_bytes_per_s"] = self.budget.rate
+            out["budget_wait_s"] = round(self.budget.waited, 1)
+        return {"published": self.stats.published, "link": out}
+
+    def take_rtt_max(self) -> None:
+        """The status topic took the maximum send time: the next one starts afresh."""
+        self.link.rtt_max = 0.0
+
+    def metrics(self) -> list[Family]:
+        s, link = self.stats, self.link
+        out = [
+            Family("uplink_connected", "gauge", "1 while connected to the broker",
+                   [({}, 1.0 if s.uplink_connected else 0.0)]),
+            Family("uplink_published_total", "counter", "batches acknowledged",
+                   [({}, s.published)]),
+            Family("uplink_publish_errors_total", "counter", "failed publishes",
+                   [({}, s.publish_errors)]),
+            Family("uplink_connects_total", "counter", "broker connections",
+                   [({}, s.mqtt_connects)]),
+            Family("uplink_bytes_total", "counter", "payload and topic bytes acknowledged",
+                   [({}, s.bytes_sent)]),
+            Family("uplink_publish_seconds_total", "counter", "time from publish to PUBACK",
+                   [({}, round(s.publish_seconds, 6))]),
+            Family("uplink_messages_total", "counter", "data messages acknowledged (compact: "
+                   "one pack holds many batches)", [({}, s.messages)]),
+            Family("uplink_urgent_total", "counter",
+                   "alarm/state batches sent ahead of the rest", [({}, s.urgent)]),
+            Family("uplink_puback_seconds", "gauge", "time to PUBACK (or the database's "
+                   "reply), moving average", [({}, round(link.rtt, 4))]),
+            Family("uplink_pack_delay_factor", "gauge", "pack delay multiplier (1 on a good "
+                   "link, up to 8 on a slow one)", [({}, link.factor)]),
+        ]
+        if self.radio_sample is not None:
+            out.append(Family("uplink_radio_poor", "gauge", "1 while the modem reports a "
+                              "poor signal (packs grow, compression is harder, bulk waits)",
+                              [({}, 1.0 if self.radio.poor else 0.0)]))
+            out.append(Family("uplink_bulk_held_batches", "gauge", "bulk batches held back "
+                              "in the store for a good signal", [({}, self.radio.deferred)]))
+        if self.budget is not None:
+            out.append(Family("uplink_budget_bytes_per_second", "gauge",
+                              "the configured budget", [({}, self.budget.rate)]))
+            out.append(Family("uplink_budget_wait_seconds_total", "counter", "time ordinary "
+                              "data waited for the budget", [({}, round(self.budget.waited, 3))]))
+        return out
 
     def delay_factor(self) -> float:
         """Pack delay multiplier: the larger of what the send times and the radio say."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import GatewayInflux
+from gateway.httpserve import Family
 from gateway.influx.deadletter import DeadLetters
 from gateway.influx.lineproto import batch_lines
 from gateway.influx.sinks import Retry, describe, make_sink
@@ -143,6 +144,13 @@ class InfluxUplink(Engine[Write]):
         self.influx = InfluxTransport(cfg, dead_letter, min(MAX_WRITE_BYTES, int(burst)))
         self.dead = self.influx.dead
         super().__init__(self.influx, store, stats, policy)
+
+    def metrics(self) -> list[Family]:
+        """The engine's, and the batches InfluxDB refused (dead letters), by reason."""
+        return [*super().metrics(), Family(
+            "dead_letters_total", "counter", "batches InfluxDB refused, by reason",
+            [({"reason": k}, v) for k, v in sorted(self.dead.by_reason.items())]
+            or [({"reason": "none"}, 0)])]
 
     async def run(self) -> None:
         log.info("uplink: writing directly to %s", describe(self.cfg))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from firmware_sim.sim import Simulator
 
-import gateway.app
+import gateway.services
 from gateway.app import Gateway
 from tests.gateway.health_gateway import health_gateway
 from tests.gateway.identifiers.test_service import until
@@ -32,7 +32,7 @@ async def test_a_failing_service_is_restarted_and_devices_keep_polling(
         raise RuntimeError("reply item is not an object")
 
     monkeypatch.setattr(Gateway, "_summaries", broken)
-    monkeypatch.setattr(gateway.app, "SERVICE_BACKOFF", (0.05, 0.1))
+    monkeypatch.setattr(gateway.services, "SERVICE_BACKOFF", (0.05, 0.1))
     async with health_gateway(tmp_path, sim, broker, "gw-isolated") as gw:
         assert gw.health is not None
         await until(lambda: calls >= 3)
@@ -56,13 +56,13 @@ async def test_healthz_is_not_ok_while_a_device_is_not_polled(
         assert gw.health is not None
         code, _, body = await asyncio.to_thread(get, gw.health.port, "/healthz")
         assert code == 200 and json.loads(body)["devices_stalled"] == []
-        gw._device_tasks["cnc"].cancel()  # what a failure in the old task group did
+        gw.devices.tasks["cnc"].cancel()  # what a failure in the old task group did
         await asyncio.sleep(0.1)
         code, _, body = await asyncio.to_thread(get, gw.health.port, "/healthz")
         h = json.loads(body)
         assert code == 503 and h["status"] == "degraded" and h["devices_stalled"] == ["cnc"]
         # a device whose task runs but whose cycles stopped (a hung read) counts too
-        runner = next(r for r in gw.runners if r.device.id == "gone")
+        runner = next(r for r in gw.devices.runners if r.device.id == "gone")
         assert runner.stall_after is not None
         runner.stall_after = 0.0  # as if its last cycle were longer ago than allowed
         _, _, body = await asyncio.to_thread(get, gw.health.port, "/healthz")

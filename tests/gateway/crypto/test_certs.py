@@ -121,7 +121,7 @@ def test_expiry_warning_goes_into_the_status_topic(tmp_path: Path) -> None:
     conf = _config(tmp_path, f"uplink:\n  mqtt:\n    tls: {{cert_file: {cert}, key_file: {key}, "
                    f"ca_file: {ca.path}}}\nstore: {{kind: memory}}\n")
     gw = Gateway(load_config(conf))
-    assert "certs" not in gw._status()
+    assert "certs" not in gw._status_topic()
     gw.certs.check()
-    (line,) = gw._status()["certs"]  # type: ignore[misc]
+    (line,) = gw._status_topic()["certs"]  # type: ignore[misc]
     assert "uplink.mqtt.tls.cert_file" in line and "expires in 4 day(s)" in line
