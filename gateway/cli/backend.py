@@ -1,0 +1,55 @@
+"""The backend side: ``ingest`` (MQTT -> InfluxDB, exactly once; ``--check``) and
+``live`` (machine states read back from InfluxDB 1.x)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.cli.service import LEVELS
+
+if TYPE_CHECKING:
+    from gateway.cli.common import Subparsers
+
+
+def add_parser(sub: Subparsers) -> None:
+    ing = sub.add_parser("ingest", help="backend: MQTT -> InfluxDB, exactly once")
+    ing.add_argument("-c", "--config", type=Path, required=True, help="ingest.yaml")
+    ing.add_argument("--check", action="store_true", help="validate the config, connect to "
+                     "the broker (subscribing as the ingest would) and the database, report "
+                     "each; exit 0 when all are ok, 2 when one is not")
+    ing.add_argument("--log-level", choices=LEVELS)
+
+    lv = sub.add_parser("live", help="live table of machine states read back from InfluxDB 1.x")
+    lv.add_argument("--url", default="http://127.0.0.1:8086")
+    lv.add_argument("--db", default="edgegw")
+    lv.add_argument("--count", type=int, default=0, help="stop after N refreshes")
+    ing.set_defaults(run=ingest)
+    lv.set_defaults(run=live)
+
+
+def ingest(args: argparse.Namespace) -> int:
+    from gateway.ingest.config import load_ingest_config
+    from gateway.ingest.service import run_ingest
+
+    cfg = load_ingest_config(args.config)
+    if args.check:
+        from gateway.ingest.check import check
+
+        print(f"{args.config}: config ok")
+        findings = asyncio.run(check(cfg))
+        for f in findings:
+            print(f"{f.what}: {'ok' if f.ok else 'FAILED'}: {f.detail}")
+        return 0 if all(f.ok for f in findings) else 2
+    asyncio.run(run_ingest(cfg))
+    return 0
+
+
+def live(args: argparse.Namespace) -> int:
+    from gateway.ingest.live import live as show
+
+    show(args.url, args.db, sys.stdout, args.count)
+    return 0
