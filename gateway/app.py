@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from drivers.base import DriverContext
@@ -55,63 +56,15 @@ class Gateway:
     def __init__(self, loaded: LoadedConfig) -> None:
         cfg = loaded.config
         self.loaded = loaded
-        self.gateway_id = cfg.gateway.id
+        self.gateway_id = gw = cfg.gateway.id
         self.stats = GatewayStats()
         self.faults = FaultLog(log, cfg.logging.fault_summary_interval)
-        prefix = cfg.uplink.mqtt.topic_prefix
-        gw = cfg.gateway.id
-        topics: dict[str, str] = {}
-
-        sign = sign_pack = None
-        if cfg.signing is not None:
-            from gateway.crypto.signing import load_signer  # cryptography: only when used
-
-            s = cfg.signing
-            signer = load_signer(loaded.resolve(s.key_file), s.key_id, s.algorithm)
-            if cfg.uplink.mqtt.encoding == "compact":
-                sign_pack = signer.sign_pack  # each pack, when it is published
-            else:
-                sign = signer.sign  # each batch, when it is stored
-            log.info("signing %s with %s key %s", "packs" if sign_pack else "batches",
-                     s.algorithm, s.key_id)
-
-        def encode(b: Batch) -> tuple[str, bytes]:
-            topic = topics.get(b.device)
-            if topic is None:
-                topic = topics[b.device] = data_topic(prefix, gw, b.device)
-            payload = encode_batch(b)
-            return topic, payload if sign is None else sign(payload)
-
+        sign, sign_pack = _signers(loaded)
         self.schemas = Schemas(schema_of(d.profile_tag, d.profile) for d in loaded.devices)
-        schema = self.schemas.get
-        packed = pack_topic(prefix, gw)
-
-        def encode_compact(b: Batch) -> tuple[str, bytes]:
-            return packed, encode_record(b, schema(b.profile))
-
-        sc = cfg.store
-        cipher = (SpoolCipher.from_file(loaded.resolve(sc.encryption_key_file))
-                  if sc.encryption_key_file is not None else None)
-        encoder = encode if cfg.uplink.mqtt.encoding == "json" else encode_compact
-        limits = Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy)
-        spool: str | None = str(loaded.store_path) if sc.kind == "sqlite" else None
-        try:
-            self.store: Store = open_store(sc.kind, encoder, limits, str(loaded.store_path),
-                                           sc.sync_interval, cipher)
-        except SpoolUnavailable as exc:
-            # a full or read-only disk: poll and publish live data all the same, and say
-            # so (/healthz degraded, the status topic), rather than not start at all
-            spool = None
-            self.store = open_store("memory", encoder, limits)
-            self.store.fallback = self.store.stats.degraded = (
-                f"{exc}: running on a memory store (batches are lost on restart); free "
-                "space and restart the gateway")
-            log.error("store: %s", self.store.fallback)
-        self.ctx = DriverContext(cfg.gateway.id, loaded.state_dir, loaded.path.parent)
-        ids = cfg.identifiers
-        self.identifiers = IdentifierService(
-            ids, spool or ":memory:", gw,
-            cfg.gateway.site or "")
+        self.store, spool = _open_store(loaded, _encoder(loaded, self.schemas, sign))
+        self.ctx = DriverContext(gw, loaded.state_dir, loaded.path.parent)
+        self.identifiers = IdentifierService(cfg.identifiers, spool or ":memory:", gw,
+                                             cfg.gateway.site or "")
         self.devices = Devices(self.stats)
         enabled = [d for d in loaded.devices if d.config.enabled]
         self.devices.runners = [self._runner(dev, i) for i, dev in enumerate(enabled)]
@@ -492,6 +445,66 @@ async def run_until_signal(loaded: LoadedConfig) -> None:
         os._exit(1)
     if gw.error is not None:
         raise GatewayFailed(gw.error)
+
+
+Encoder = Callable[[Batch], tuple[str, bytes]]
+Sign = Callable[[bytes], bytes]
+
+
+def _signers(loaded: LoadedConfig) -> tuple[Sign | None, Sign | None]:
+    """(sign each batch when it is stored, sign each pack when it is published): one of
+    them, by the encoding, when ``signing`` is configured."""
+    s = loaded.config.signing
+    if s is None:
+        return None, None
+    from gateway.crypto.signing import load_signer  # cryptography: only when used
+
+    signer = load_signer(loaded.resolve(s.key_file), s.key_id, s.algorithm)
+    packs = loaded.config.uplink.mqtt.encoding == "compact"
+    log.info("signing %s with %s key %s", "packs" if packs else "batches",
+             s.algorithm, s.key_id)
+    return (None, signer.sign_pack) if packs else (signer.sign, None)
+
+
+def _encoder(loaded: LoadedConfig, schemas: Schemas, sign: Sign | None) -> Encoder:
+    """Batch -> (topic, payload) as the store keeps it: JSON v1 (signed when
+    configured) or a compact record (signed per pack, by the uplink)."""
+    mc = loaded.config.uplink.mqtt
+    prefix, gw = mc.topic_prefix, loaded.config.gateway.id
+    if mc.encoding != "json":
+        packed, schema = pack_topic(prefix, gw), schemas.get
+        return lambda b: (packed, encode_record(b, schema(b.profile)))
+    topics: dict[str, str] = {}
+
+    def encode(b: Batch) -> tuple[str, bytes]:
+        topic = topics.get(b.device)
+        if topic is None:
+            topic = topics[b.device] = data_topic(prefix, gw, b.device)
+        payload = encode_batch(b)
+        return topic, payload if sign is None else sign(payload)
+
+    return encode
+
+
+def _open_store(loaded: LoadedConfig, encoder: Encoder) -> tuple[Store, str | None]:
+    """The configured store and the spool's path (None: no durable spool). A full or
+    read-only disk does not stop the gateway: it polls and publishes live data on a
+    memory store all the same, and says so (/healthz degraded, the status topic)."""
+    sc = loaded.config.store
+    cipher = (SpoolCipher.from_file(loaded.resolve(sc.encryption_key_file))
+              if sc.encryption_key_file is not None else None)
+    limits = Limits(sc.max_batches, sc.max_bytes, sc.max_age, sc.policy)
+    path = str(loaded.store_path)
+    try:
+        store = open_store(sc.kind, encoder, limits, path, sc.sync_interval, cipher)
+    except SpoolUnavailable as exc:
+        store = open_store("memory", encoder, limits)
+        store.fallback = store.stats.degraded = (
+            f"{exc}: running on a memory store (batches are lost on restart); free "
+            "space and restart the gateway")
+        log.error("store: %s", store.fallback)
+        return store, None
+    return store, path if sc.kind == "sqlite" else None
 
 
 def _sparkplug_type(p: Point) -> str | None:
