@@ -16,7 +16,8 @@ import pytest
 from asyncua import ua
 from firmware_sim.sim import Simulator
 
-from drivers.opcua.driver import OpcuaDriver, _decode
+from drivers.opcua.driver import OpcuaDriver
+from drivers.opcua.read import decode as _decode
 from drivers.opcua.values import to_value
 from gateway.model import Quality, Reading
 from gateway.pipeline import DevicePipeline
