@@ -21,8 +21,8 @@ from gateway.faultlog import FaultLog
 from gateway.health import HealthServer
 from gateway.httpserve import Family
 from gateway.identifiers.service import IdentifierService
+from gateway.linkwatch import LinkWatchdog
 from gateway.model import Batch
-from gateway.modem.watchdog import LinkWatchdog
 from gateway.pipeline import DevicePipeline
 from gateway.profiles import OpcuaPoint, Point
 from gateway.reload import RESTART_SECTIONS, Plan, plan
@@ -38,7 +38,7 @@ from gateway.wire.compact import Schemas, encode_record, pack_topic, schema_of
 from gateway.wire.encode import data_topic, encode_batch
 
 if TYPE_CHECKING:
-    from gateway.modem.at import Identity
+    from drivers.modem.at import Identity
 
 log = logging.getLogger("edgegw")
 

@@ -8,7 +8,8 @@ coalesced block of points, the pipeline turns all readings of one poll cycle int
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 Scalar = int | float | bool | str
 #: a point's value: a scalar, a one-dimensional array of scalars (OPC UA arrays), or
@@ -78,3 +79,39 @@ class Batch:
     @property
     def point_count(self) -> int:
         return len(self.values)
+
+
+@dataclass(slots=True)
+class LinkSample:
+    """What one round of reads of the 5G module knows about the radio; None where the
+    module did not say (drivers/modem/parse.py fills it; the uplink judges the link by it)."""
+
+    tech: str | None = None  # LTE, NR5G-SA, NR5G-NSA (EN-DC), UTRAN, GSM ...
+    registration: str | None = None
+    registered: bool | None = None
+    rssi_dbm: float | None = None
+    ber: int | None = None
+    rsrp_dbm: float | None = None
+    rsrq_db: float | None = None
+    sinr_db: float | None = None
+    nr_rsrp_dbm: float | None = None  # the 5G leg of EN-DC, or SA
+    nr_rsrq_db: float | None = None
+    nr_sinr_db: float | None = None
+    band: str | None = None
+    cell: str | None = None
+    pci: int | None = None
+    arfcn: int | None = None
+    mcc_mnc: str | None = None
+    tx_bytes: int | None = None  # data counters of the module, where it keeps them
+    rx_bytes: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def merge(self, other: LinkSample) -> LinkSample:
+        """Fields of ``other`` that are known override this sample's."""
+        for k, v in asdict(other).items():
+            if v is not None and v != {}:
+                setattr(self, k, v)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}

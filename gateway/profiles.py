@@ -402,7 +402,7 @@ class SerialSettings(_Strict):
 
 
 class ModemPoint(Point):
-    """A link property the modem monitor reads (gateway/modem/parse.py LinkSample):
+    """A link property the modem monitor reads (drivers/modem/parse.py LinkSample):
     ``field`` is its name there (``rsrp_dbm``, ``tech``, ``registered``, ``imei`` ...,
     or ``extra.<key>``)."""
 

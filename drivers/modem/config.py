@@ -13,7 +13,7 @@ from gateway.durations import Duration
 
 class CarrierConfig(Strict):
     """An active identifier carrier: the gateway's identifier code in the module's SIM
-    (gateway/modem/carrier.py)."""
+    (drivers/modem/carrier.py)."""
 
     kind: str = Field(
         description="sim-file (AT+CRSM READ BINARY of an EF), sim-applet (an applet over a "
@@ -54,7 +54,7 @@ class CarrierConfig(Strict):
 
 
 class ModemReset(Strict):
-    """Reset the module when the link stays dead (gateway/modem/watchdog.py)."""
+    """Reset the module when the link stays dead (gateway/linkwatch.py)."""
 
     after: Duration = Field(
         default=600.0, ge=30, description="dead this long (not registered, or no broker "
@@ -68,7 +68,7 @@ class ModemReset(Strict):
 
 
 class ModemAt(Strict):
-    """The 5G module's AT port (gateway/modem/at.py)."""
+    """The 5G module's AT port (drivers/modem/at.py)."""
 
     kind: Literal["modem-at"] = Field(description="the 5G module through its AT port")
     port: str = Field(
@@ -86,7 +86,7 @@ class ModemAt(Strict):
 
 
 class ModemMm(Strict):
-    """The module through ModemManager (``mmcli --output-json``; gateway/modem/mm.py)."""
+    """The module through ModemManager (``mmcli --output-json``; drivers/modem/mm.py)."""
 
     kind: Literal["modem-mm"] = Field(description="the 5G module through ModemManager")
     modem: str = Field(

@@ -13,12 +13,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from drivers.base import Device, DriverContext, DriverMetric
+from drivers.modem.at import AtModem, AtPort, Identity, ModemBackend
 from drivers.modem.config import ModemAt, ModemMm
+from drivers.modem.errors import ModemError
 from gateway.errors import ConfigError, DeviceUnreachable, WriteRejected
-from gateway.model import Quality, Reading, Value
-from gateway.modem.at import AtModem, AtPort, Identity, ModemBackend
-from gateway.modem.errors import ModemError
-from gateway.modem.parse import LinkSample
+from gateway.model import LinkSample, Quality, Reading, Value
 from gateway.profiles import ModemPoint, Point
 
 _MISSING = (Quality.BAD, "not reported by the module")
@@ -34,8 +33,8 @@ class ModemDriver:
         if isinstance(conn, ModemAt):
             carrier = None
             if conn.carrier is not None:
-                from gateway.modem.carrier import make_carrier
-                from gateway.modem.errors import CarrierError
+                from drivers.modem.carrier import make_carrier
+                from drivers.modem.errors import CarrierError
 
                 try:
                     carrier = make_carrier(conn.carrier)
@@ -46,7 +45,7 @@ class ModemDriver:
                                    conn.vendor_commands, carrier)
         else:
             assert isinstance(conn, ModemMm)
-            from gateway.modem.mm import MmcliModem
+            from drivers.modem.mm import MmcliModem
 
             self.backend = MmcliModem(conn.modem, conn.mmcli, conn.timeout)
         self._open = False
@@ -99,7 +98,7 @@ class ModemDriver:
         return [Reading(tuple(p.name for p in points), values, now, status=status or None)]
 
     async def reset(self, action: str) -> None:
-        """Reset the module (the link watchdog's remedy; gateway/modem/watchdog.py)."""
+        """Reset the module (the link watchdog's remedy; gateway/linkwatch.py)."""
         if not self._open:
             raise ModemError("the module is not connected")
         await self.backend.reset(action)

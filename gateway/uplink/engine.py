@@ -33,7 +33,7 @@ from gateway.backoff import Backoff
 from gateway.common import Backoff as BackoffConfig
 from gateway.config import BudgetConfig
 from gateway.httpserve import Family
-from gateway.modem.parse import LinkSample
+from gateway.model import LinkSample
 from gateway.stats import GatewayStats
 from gateway.store import Entry, Store
 from gateway.uplink.link import Budget, LinkQuality, RadioState

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from gateway.modem.parse import LinkSample
+from gateway.model import LinkSample
 
 #: MQTT bytes per message beyond topic and payload: PUBLISH fixed header (2-5), topic
 #: length (2), packet id (2), and the PUBACK (4)

@@ -22,9 +22,10 @@ import contextlib
 import json
 from typing import Any
 
-from gateway.modem.at import RADIO_OFF_S, Identity
-from gateway.modem.errors import ModemError
-from gateway.modem.parse import LinkSample, ParseError
+from drivers.modem.at import RADIO_OFF_S, Identity
+from drivers.modem.errors import ModemError
+from drivers.modem.parse import ParseError
+from gateway.model import LinkSample
 
 REGISTERED = ("home", "roaming", "home-sms-only", "roaming-sms-only", "home-csfb-not-preferred",
               "roaming-csfb-not-preferred")

@@ -12,10 +12,9 @@ from types import SimpleNamespace
 import pytest
 from firmware_sim.modem import SimModem
 
-from drivers.modem.config import CarrierConfig
-from gateway.modem import carrier as carrier_mod
-from gateway.modem.at import AtModem, AtPort
-from gateway.modem.carrier import (
+from drivers.modem import carrier as carrier_mod
+from drivers.modem.at import AtModem, AtPort
+from drivers.modem.carrier import (
     CarrierError,
     SimApplet,
     SimFile,
@@ -24,6 +23,7 @@ from gateway.modem.carrier import (
     decode_code,
     make_carrier,
 )
+from drivers.modem.config import CarrierConfig
 
 CODE = "88.118.8/GW-HALL3-01"
 

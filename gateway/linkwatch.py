@@ -92,7 +92,7 @@ class LinkWatchdog:
         due = self.due()
         if due is None:
             return False
-        from gateway.modem.errors import ModemError
+        from drivers.modem.errors import ModemError
 
         why, driver, cfg = due
         now = self.clock()

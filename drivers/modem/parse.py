@@ -1,5 +1,5 @@
 """Parsers for the answers of a cellular module's AT port: pure functions, text in,
-numbers out, each with golden cases in tests/gateway/modem/cases/.
+numbers out, each with golden cases in tests/drivers/modem/golden.yaml.
 
 Standard (3GPP TS 27.007): ``+CSQ`` (RSSI, BER), ``+CESQ`` (LTE RSRQ/RSRP, and with
 Rel-15 modules the NR SS-RSRQ/SS-RSRP/SS-SINR), ``+CREG``/``+CEREG``/``+C5GREG``
@@ -14,10 +14,9 @@ does not parse raises ParseError with the line; the monitor logs it and goes on.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from gateway.errors import DataError
+from gateway.model import LinkSample
 
 
 class ParseError(DataError):
@@ -33,41 +32,6 @@ REG = {0: "not registered", 1: "home", 2: "searching", 3: "denied", 4: "unknown"
        5: "roaming", 6: "home (SMS only)", 7: "roaming (SMS only)", 8: "emergency only",
        9: "home (CSFB not preferred)", 10: "roaming (CSFB not preferred)",
        11: "emergency only"}
-
-
-@dataclass(slots=True)
-class LinkSample:
-    """What one round of reads knows about the radio; None where the module did not say."""
-
-    tech: str | None = None  # LTE, NR5G-SA, NR5G-NSA (EN-DC), UTRAN, GSM ...
-    registration: str | None = None
-    registered: bool | None = None
-    rssi_dbm: float | None = None
-    ber: int | None = None
-    rsrp_dbm: float | None = None
-    rsrq_db: float | None = None
-    sinr_db: float | None = None
-    nr_rsrp_dbm: float | None = None  # the 5G leg of EN-DC, or SA
-    nr_rsrq_db: float | None = None
-    nr_sinr_db: float | None = None
-    band: str | None = None
-    cell: str | None = None
-    pci: int | None = None
-    arfcn: int | None = None
-    mcc_mnc: str | None = None
-    tx_bytes: int | None = None  # data counters of the module, where it keeps them
-    rx_bytes: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def merge(self, other: LinkSample) -> LinkSample:
-        """Fields of ``other`` that are known override this sample's."""
-        for k, v in asdict(other).items():
-            if v is not None and v != {}:
-                setattr(self, k, v)
-        return self
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
 
 
 def _payload(text: str, prefix: str) -> list[str]:

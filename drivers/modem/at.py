@@ -16,9 +16,8 @@ from typing import Protocol
 
 import serial_asyncio_fast
 
-from gateway.modem.errors import AtError, CarrierError
-from gateway.modem.parse import (
-    LinkSample,
+from drivers.modem.errors import AtError, CarrierError
+from drivers.modem.parse import (
     ParseError,
     cesq,
     csq,
@@ -28,6 +27,7 @@ from gateway.modem.parse import (
     qgdcnt,
     registration,
 )
+from gateway.model import LinkSample
 
 log = logging.getLogger("edgegw.modem")
 FINAL = ("OK", "ERROR", "+CME ERROR", "+CMS ERROR", "NO CARRIER")
@@ -120,7 +120,7 @@ class ModemBackend(Protocol):
 
 class IdentifierCarrier(Protocol):
     """Where the gateway's identifier code is kept on the module (a SIM file, an applet:
-    ``gateway/modem/carrier.py``)."""
+    ``drivers/modem/carrier.py``)."""
 
     kind: str
 

@@ -1,4 +1,4 @@
-"""AT answer parsers: golden cases (tests/gateway/modem/golden.yaml) and garbage."""
+"""AT answer parsers: golden cases (tests/drivers/modem/golden.yaml) and garbage."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.modem import parse
-from gateway.modem.parse import ParseError
+from drivers.modem import parse
+from drivers.modem.parse import ParseError
 
 CASES = yaml.safe_load((Path(__file__).parent / "golden.yaml").read_text())
 PARSERS: dict[str, Callable[[str], Any]] = {

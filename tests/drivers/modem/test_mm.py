@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.modem.errors import ModemError
-from gateway.modem.mm import MmcliModem, mm_identity, mm_sample
-from gateway.modem.parse import ParseError
+from drivers.modem.errors import ModemError
+from drivers.modem.mm import MmcliModem, mm_identity, mm_sample
+from drivers.modem.parse import ParseError
 
 DOCS = Path(__file__).parent / "mmcli"
 
@@ -90,7 +90,7 @@ async def test_mmcli_errors_are_modem_errors(tmp_path: Path) -> None:
 
 
 async def test_reset_through_mmcli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.modem import mm as mm_mod
+    from drivers.modem import mm as mm_mod
 
     monkeypatch.setattr(mm_mod, "RADIO_OFF_S", 0.01)
     exe = fake_mmcli(tmp_path)
@@ -103,7 +103,7 @@ async def test_reset_through_mmcli(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_bearer_counters() -> None:
-    from gateway.modem.mm import mm_counters
+    from drivers.modem.mm import mm_counters
 
     assert mm_counters(doc("bearer.json")) == (614400, 1843200)
     assert mm_counters({"bearer": {"status": {"connected": "no"}}}) == (None, None)

@@ -16,7 +16,7 @@ from drivers.modem.config import ModemAt, ModemReset
 from drivers.modem.driver import ModemDriver
 from drivers.registry import driver_for
 from gateway.config import load_config
-from gateway.modem.watchdog import LinkWatchdog
+from gateway.linkwatch import LinkWatchdog
 
 
 class Clock:

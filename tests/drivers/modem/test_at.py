@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from firmware_sim.modem import LOST, SimModem
 
-from gateway.modem.at import AtModem, AtPort
-from gateway.modem.errors import AtError
+from drivers.modem.at import AtModem, AtPort
+from drivers.modem.errors import AtError
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(30)]
 

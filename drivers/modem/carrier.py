@@ -30,12 +30,12 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from drivers.modem.errors import AtError, CarrierError
 from gateway.identifiers.codes import CodeError, normalise
-from gateway.modem.errors import AtError, CarrierError
 
 if TYPE_CHECKING:
+    from drivers.modem.at import AtPort, IdentifierCarrier
     from drivers.modem.config import CarrierConfig
-    from gateway.modem.at import AtPort, IdentifierCarrier
 
 log = logging.getLogger("edgegw.modem")
 ENTRY_POINTS = "edgegw.carriers"
