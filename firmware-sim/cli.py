@@ -11,15 +11,10 @@ import sys
 import threading
 from pathlib import Path
 
+from firmware_sim.benchprofiles import bench_profile, bench_profile_name, opcua_bench_profile
 from firmware_sim.faults import parse_fault
 from firmware_sim.scenario import load_scenario
-from firmware_sim.sim import (
-    Simulator,
-    bench_profile,
-    bench_profile_name,
-    opcua_bench_profile,
-    write_yaml,
-)
+from firmware_sim.sim import Simulator, write_yaml
 
 from gateway.durations import parse_duration
 from gateway.errors import ConfigError

@@ -7,6 +7,7 @@ import random
 import struct
 import time
 
+from firmware_sim.benchprofiles import opcua_bench_profile
 from firmware_sim.faults import Fault
 from firmware_sim.registers import LIMITS, RegisterMap
 
@@ -201,8 +202,6 @@ class OpcuaBenchDevice:
     def __init__(self, dev_id: str, nodes: int, change: float = 0.1) -> None:
         if nodes < 2:
             raise ValueError("OPC UA bench devices have at least 2 nodes")
-        from firmware_sim.sim import opcua_bench_profile
-
         self.id = dev_id
         self.profile = Profile.model_validate(opcua_bench_profile(nodes, 1.0))
         self.profile_name = f"bench/ua{nodes}"

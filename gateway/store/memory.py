@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from gateway.store import BoundedStore, Encoder, Entry, Limits, initial_seq
+from gateway.store.base import BoundedStore, Encoder, Entry, Limits, initial_seq
 
 
 class MemoryStore(BoundedStore):

@@ -40,7 +40,7 @@ from typing import TypeVar
 
 from gateway.crypto.spool import OVERHEAD, SealError, SpoolCipher, is_sealed
 from gateway.errors import SpoolUnavailable, StoreError
-from gateway.store import BoundedStore, Encoder, Entry, Limits, StoreFull, initial_seq
+from gateway.store.base import BoundedStore, Encoder, Entry, Limits, StoreFull, initial_seq
 
 log = logging.getLogger("edgegw.store")
 T = TypeVar("T")
