@@ -1,5 +1,5 @@
 """The import layers (issue 19): the contracts in pyproject.toml hold, a violating import
-breaks them, and no import cycle exists (any that is kept must be written down here, with a reason)."""
+breaks them, and no import cycle exists (one kept must be written down here, with why)."""
 
 from __future__ import annotations
 
