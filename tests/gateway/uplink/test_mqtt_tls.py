@@ -14,10 +14,10 @@ import pytest
 from gateway.config import GatewayMqtt
 from gateway.stats import GatewayStats
 from gateway.uplink.mqtt import MqttUplink
+from tests.gateway.uplink.test_mqtt_uplink import fill, make_store, running
 from tests.mqtt_sub import Subscriber
 from tests.pki import TestCA
 from tests.support.servers import Mosquitto, free_port
-from tests.uplink.test_mqtt_uplink import fill, make_store, running
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
 
@@ -140,7 +140,7 @@ async def test_the_ingest_uses_mutual_tls_too(tls_broker: Mosquitto, pki: TestCA
                                               tmp_path: Path) -> None:
     """mqtt.tls in ingest.yaml is honoured (the TLS listener refuses anything else)."""
     from gateway.ingest.service import IngestService
-    from tests.ingest.test_ingest_component import T, ingest, loaded, payload
+    from tests.gateway.ingest.test_ingest_component import T, ingest, loaded, payload
 
     assert tls_broker.tls is not None
     cert, key = pki.issue("ingest")

@@ -35,6 +35,7 @@ from gateway.uplink.influx import InfluxUplink, Write
 from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.transport import Session
 from gateway.wire.encode import data_topic, encode_batch
+from tests.gateway.uplink.test_mqtt_uplink import running
 from tests.mqtt_sub import Subscriber
 from tests.support.servers import (
     HttpServer,
@@ -44,7 +45,6 @@ from tests.support.servers import (
     free_port,
     mosquitto,
 )
-from tests.uplink.test_mqtt_uplink import running
 
 pytestmark = pytest.mark.component
 

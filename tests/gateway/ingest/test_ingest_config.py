@@ -27,7 +27,7 @@ def test_a_gateway_only_mqtt_setting_is_refused(tmp_path: Path, line: str, says:
 
 
 def test_the_example_config_loads() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     assert load_ingest_config(root / "examples" / "ingest.yaml").config.mqtt.qos == 1
 
 
@@ -39,7 +39,7 @@ def test_the_dead_letter_file_defaults_to_the_state_directory(
     from gateway.ingest.check import _writable
 
     with tmpfs(tmp_path / "etc", "1m") as etc:
-        root = Path(__file__).resolve().parents[2]
+        root = Path(__file__).resolve().parents[3]
         (etc / "ingest.yaml").write_text((root / "examples" / "ingest.yaml").read_text())
         read_only(etc)
         state = tmp_path / "state"

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.ingest.health import IngestHealth
 from gateway.ingest.service import IngestService
+from tests.gateway.ingest.test_ingest_component import T, ingest, loaded, payload, publish, until
 from tests.gateway.test_health import get
-from tests.ingest.test_ingest_component import T, ingest, loaded, payload, publish, until
 from tests.support.servers import Influxd, Mosquitto
 
 pytestmark = pytest.mark.component

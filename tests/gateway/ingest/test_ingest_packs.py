@@ -28,7 +28,7 @@ from gateway.wire.compact import (
     encode_record,
     sign_pack,
 )
-from tests.ingest.test_ingest_component import (
+from tests.gateway.ingest.test_ingest_component import (
     TS,
     ingest,
     loaded,

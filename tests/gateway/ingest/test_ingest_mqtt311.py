@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.ingest.service import BrokerRefused, IngestService
-from tests.ingest.test_ingest_component import T, ingest, loaded, payload, publish, until
+from tests.gateway.ingest.test_ingest_component import T, ingest, loaded, payload, publish, until
 from tests.support.servers import Amqtt, Influxd, Mosquitto, free_port
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(120)]

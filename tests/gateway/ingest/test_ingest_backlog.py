@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.ingest.service import IngestService
-from tests.ingest.test_ingest_component import loaded, payload, publish, until
+from tests.gateway.ingest.test_ingest_component import loaded, payload, publish, until
 from tests.support.servers import Influxd, Mosquitto
 
 pytestmark = pytest.mark.component

@@ -16,7 +16,7 @@ import pytest
 from gateway.ingest.service import IngestService
 from gateway.model import Batch, Quality
 from gateway.wire.encode import encode_batch
-from tests.ingest.test_ingest_component import TS, ingest, loaded, publish, until
+from tests.gateway.ingest.test_ingest_component import TS, ingest, loaded, publish, until
 from tests.support.servers import Influxd, Mosquitto, free_port
 
 pytestmark = pytest.mark.component
