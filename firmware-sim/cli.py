@@ -13,12 +13,28 @@ from pathlib import Path
 
 from firmware_sim.benchprofiles import bench_profile, bench_profile_name, opcua_bench_profile
 from firmware_sim.faults import parse_fault
+from firmware_sim.machine import OpcuaBenchDevice
 from firmware_sim.scenario import load_scenario
 from firmware_sim.sim import Simulator, write_yaml
 
 from gateway.durations import parse_duration
 from gateway.errors import ConfigError
 from gateway.profiles import default_profile_dirs, list_profiles
+
+
+def _where(sim: Simulator, dev_id: str) -> str:
+    """Where a served device answers (for the listing at start)."""
+    if dev_id in sim.serial:
+        return f"serial {sim.serial[dev_id].link} -> {sim.serial[dev_id].slave_path}"
+    if dev_id in sim.opcua:
+        return f"opcua {sim.opcua[dev_id].url}"
+    if dev_id in sim.tcp:
+        return f"tcp {sim.tcp[dev_id].host}:{sim.tcp[dev_id].port}"
+    dev = sim.devices[dev_id]
+    assert not isinstance(dev, OpcuaBenchDevice)  # an OPC UA device is served above
+    bus = next((b.slave_path or p) for p, b in sim.rtu.items()
+               if b.devices.get(dev.unit_id) is dev)
+    return f"rtu {bus} unit {dev.unit_id}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,14 +189,7 @@ async def _run(args: argparse.Namespace) -> None:
         _build_opcua_bench(args) if args.cmd == "opcua-bench" else _build_serve(args)
     await sim.start()
     for dev_id, dev in sim.devices.items():
-        where = (f"serial {sim.serial[dev_id].link} -> {sim.serial[dev_id].slave_path}"
-                 if dev_id in sim.serial
-                 else f"opcua {sim.opcua[dev_id].url}" if dev_id in sim.opcua
-                 else f"tcp {sim.tcp[dev_id].host}:{sim.tcp[dev_id].port}" if dev_id in sim.tcp
-                 else "rtu " + next(
-                     (b.slave_path or p) for p, b in sim.rtu.items() if dev.unit_id in b.devices
-                     and b.devices[dev.unit_id] is dev) + f" unit {dev.unit_id}")
-        print(f"{dev_id:24} {dev.profile_name:28} {where}", flush=True)
+        print(f"{dev_id:24} {dev.profile_name:28} {_where(sim, dev_id)}", flush=True)
     if args.write_config:
         out: Path = args.write_config
         extra: dict[str, object] = {}

@@ -105,7 +105,7 @@ def _open_or_refuse(self: UaProcessor, algohdr: Any, seqhdr: Any, body: Any) -> 
                        ua.MessageType.SecureOpen)
 
 
-UaProcessor.open_secure_channel = _open_or_refuse  # type: ignore[method-assign]
+UaProcessor.open_secure_channel = _open_or_refuse
 
 
 class OpcuaSimServer:
@@ -156,7 +156,7 @@ class OpcuaSimServer:
     async def _start(self) -> None:
         profile = self.dev.profile
         settings = profile.opcua or OpcuaSettings()
-        server = Server(user_manager=_Users(self.users))  # type: ignore[arg-type]
+        server = Server(user_manager=_Users(self.users))
         await server.init()
         server.set_endpoint(self.url)
         server.set_server_name(f"edgegw-sim {self.dev.id} ({profile.vendor} {profile.model})")
@@ -172,7 +172,7 @@ class OpcuaSimServer:
             self.trusted_dir.mkdir(parents=True, exist_ok=True)
             server.set_certificate_validator(self._validate_client)
             if self.refuse_at == "channel":
-                server.iserver.edgegw_channel_trust = self._trusts  # type: ignore[attr-defined]
+                server.iserver.edgegw_channel_trust = self._trusts
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         if self.users:

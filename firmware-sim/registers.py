@@ -178,8 +178,8 @@ class RegisterMap:
                 return bytes([fc | 0x80, ILLEGAL_VALUE])
             if code := self._check("coil", address, count):
                 return bytes([fc | 0x80, code])
-            data = pdu[6 : 6 + nbytes]
+            packed_in = pdu[6 : 6 + nbytes]
             for i in range(count):
-                self.bits["coil"][address + i] = (data[i >> 3] >> (i & 7)) & 1
+                self.bits["coil"][address + i] = (packed_in[i >> 3] >> (i & 7)) & 1
             return pdu[:5]
         return bytes([fc | 0x80, ILLEGAL_FUNCTION])

@@ -97,7 +97,7 @@ class SerialSimServer:
                     buf[p.at or 0 : (p.at or 0) + len(raw)] = raw
                     continue
                 order = ">" if p.byte_order == "big" else "<"
-                struct.pack_into(order + BINARY_CODES[p.type], buf, p.at or 0, v)  # type: ignore[arg-type]
+                struct.pack_into(order + BINARY_CODES[p.type], buf, p.at or 0, v)
             return bytes(buf)
         fields: dict[str, object] = {}
         for p in self.points:

@@ -26,6 +26,8 @@ from gateway.profiles import default_profile_dirs, load_profile
 log = logging.getLogger("edgegw.sim")
 
 Device = SimDevice | BenchDevice | OpcuaBenchDevice
+#: the devices a Modbus transport serves (TCP or an RTU bus)
+ModbusDevice = SimDevice | BenchDevice
 
 
 
@@ -54,7 +56,7 @@ class Simulator:
         self.devices: dict[str, Device] = {}
         self.tcp: dict[str, TcpDeviceServer] = {}
         self.rtu: dict[str, RtuBusServer] = {}  # by tty path (or 'pty:<n>')
-        self._rtu_devices: dict[str, list[Device]] = {}
+        self._rtu_devices: dict[str, list[ModbusDevice]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.time_scale = 1.0
         self.scenario_faults: list[FaultEvent] = []
@@ -102,7 +104,7 @@ class Simulator:
         self._add(dev, host, port, None)
         return dev
 
-    def _add(self, dev: Device, host: str, port: int | None, rtu: str | None) -> None:
+    def _add(self, dev: ModbusDevice, host: str, port: int | None, rtu: str | None) -> None:
         if dev.id in self.devices:
             raise ValueError(f"duplicate simulated device id {dev.id!r}")
         self.devices[dev.id] = dev
@@ -217,6 +219,7 @@ class Simulator:
         """A gateway.yaml (as a dict) that polls every served device."""
         devices: list[dict[str, object]] = []
         for dev_id, dev in self.devices.items():
+            conn: dict[str, object]
             if dev_id in self.serial:
                 conn = {"kind": "serial", "port": str(self.serial[dev_id].link)}
             elif dev_id in self.opcua:
@@ -226,9 +229,10 @@ class Simulator:
                     conn["security"] = {"policy": "Basic256Sha256", "mode": "SignAndEncrypt",
                                         "trust": [str(srv.cert_path)]}
             elif dev_id in self.tcp:
-                conn: dict[str, object] = {"kind": "modbus-tcp", "host": self.tcp[dev_id].host,
-                                           "port": self.tcp[dev_id].port}
+                conn = {"kind": "modbus-tcp", "host": self.tcp[dev_id].host,
+                        "port": self.tcp[dev_id].port}
             else:
+                assert not isinstance(dev, OpcuaBenchDevice)  # served by OPC UA above
                 path = next(p for p, ds in self._rtu_devices.items() if dev in ds)
                 bus = self.rtu.get(path)
                 port = bus.slave_path if bus and bus.slave_path else path

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import struct
 import termios
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from firmware_sim.faults import Fault
@@ -149,7 +150,7 @@ def rtu_request_length(buf: bytes) -> int | None:
 class RtuBusServer:
     """Serves several unit ids on one serial line (a tty path or a pty we create)."""
 
-    def __init__(self, path: str | None, devices: list[Served]) -> None:
+    def __init__(self, path: str | None, devices: Sequence[Served]) -> None:
         self.path = path
         self.devices = {d.unit_id: d for d in devices}
         self.fd = -1
@@ -212,7 +213,7 @@ class RtuBusServer:
                 continue  # another unit's frame: stay silent, as a real device does
             unit = frame[0]
             t = asyncio.create_task(
-                respond(dev, unit, frame[1:-2], self._send, lambda r, u=unit: rtu_frame(u, r))
+                respond(dev, unit, frame[1:-2], self._send, functools.partial(rtu_frame, unit))
             )
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
