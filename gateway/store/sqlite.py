@@ -1,10 +1,12 @@
 """Durable spool: SQLite in WAL mode.
 
 Why SQLite and not an append-only segment log (measured; see docs/architecture.md):
-one committed insert plus one delete costs about 14 us of CPU on the reference machine,
-a few percent of the gateway's budget, and SQLite brings what a segment log would have
-to build: atomic commits, a write-ahead log whose torn tail is discarded by checksum on
-recovery, out-of-order acknowledgement as a plain delete, and reuse of freed space.
+one committed insert plus one delete cost about 14 us of CPU on the reference machine
+when this was chosen (93-108 us on 2026-12-04, a slow day: ``bench.spool_sql``; with the
+live path's two SELECTs the spool is 18-23 % of the gateway's CPU per poll, see
+bench/README.md), and SQLite brings what a segment log would have to build: atomic
+commits, a write-ahead log whose torn tail is discarded by checksum on recovery,
+out-of-order acknowledgement as a plain delete, and reuse of freed space.
 
 Durability: every append is its own committed transaction before ``append`` returns,
 so a crash of the process (SIGKILL, OOM kill) loses nothing that was stored. Commits do
