@@ -124,6 +124,9 @@ class BoundedStore(ABC):
     """Sequence numbers, caps, drop policies and counts; backends implement storage."""
 
     AGE_CHECK_INTERVAL = 1.0
+    #: how many of the newest stored entries are also kept in memory (0: none), so that
+    #: the uplink's live cursor is served without reading back what was just written
+    TAIL = 0
 
     def __init__(self, encode: Encoder, limits: Limits) -> None:
         self._encode = encode
@@ -141,6 +144,10 @@ class BoundedStore(ABC):
         self._made_room_at = -1e9  # monotonic time old batches last made room on a full disk
         #: called with each alarm/state batch as it is stored (the uplink's urgent lane)
         self.on_urgent: Callable[[Entry], None] | None = None
+        #: the newest stored entries, in seq order: every stored entry newer than
+        #: ``_tail_floor`` is here (None: not known yet, ask the backend)
+        self._tail: dict[int, Entry] = {}
+        self._tail_floor: int | None = None
 
     # -- primitives of a backend ---------------------------------------------------------
     @abstractmethod
@@ -203,6 +210,8 @@ class BoundedStore(ABC):
         st.bytes += size
         st.appended += 1
         self._last_inserted = seq
+        if self.TAIL:
+            self._remember(Entry(seq, topic, payload, batch.ts_ms, bulk))
         if batch.priority <= STATE and self.on_urgent is not None:
             self.on_urgent(Entry(seq, topic, payload, batch.ts_ms))
         self._new.set()
@@ -253,9 +262,24 @@ class BoundedStore(ABC):
                 self._drop(seq, "full")
         return True
 
+    def _remember(self, entry: Entry) -> None:
+        tail = self._tail
+        if not tail:  # nothing stored is newer than the entries before this one
+            self._tail_floor = entry.seq - 1
+        tail[entry.seq] = entry
+        if len(tail) > self.TAIL:
+            oldest = next(iter(tail))
+            del tail[oldest]
+            self._tail_floor = oldest
+
+    def _in_tail(self, after: int) -> bool:
+        """Whether every stored entry newer than ``after`` is in the tail."""
+        return self._tail_floor is not None and after >= self._tail_floor
+
     def _drop(self, seq: int, reason: str) -> bool:
         """Delete one stored batch as dropped, counted under ``reason``; False when it
         was not there or could not be deleted."""
+        self._tail.pop(seq, None)
         found = self._delete(seq)
         if found is None:
             return False
@@ -287,21 +311,37 @@ class BoundedStore(ABC):
         cutoff = int((time.time() - self.limits.max_age) * 1000)
         n, nbytes, points = self._expire(cutoff)
         if n:
+            self._tail.clear()  # which ones expired is the backend's: ask it again
+            self._tail_floor = None
             self.stats.entries -= n
             self.stats.bytes -= nbytes
             self._count_drop("age", n, points)
             self._room.set()
 
     async def peek(self, n: int, after: int = 0, before: int | None = None) -> list[Entry]:
-        return self._select(n, after, before)
+        if not self._in_tail(after):
+            return self._select(n, after, before)
+        out: list[Entry] = []
+        for seq, entry in self._tail.items():
+            if seq > after:
+                if (before is not None and seq >= before) or len(out) == n:
+                    break
+                out.append(entry)
+        return out
+
+    def _any_after(self, after: int) -> bool:
+        if self._in_tail(after):
+            return bool(self._tail) and next(reversed(self._tail)) > after
+        return bool(self._select(1, after, None))
 
     async def wait(self, after: int) -> None:
         # nothing newer than `after` was ever stored: no need to ask the backend
-        while self._last_inserted <= after or not self._select(1, after, None):
+        while self._last_inserted <= after or not self._any_after(after):
             self._new.clear()
             await self._new.wait()
 
     async def ack(self, seq: int) -> None:
+        self._tail.pop(seq, None)
         found = self._delete(seq)
         if found is not None:
             self.stats.entries -= 1

@@ -217,6 +217,10 @@ def _salvage(src: Path, dst: sqlite3.Connection) -> int:
 
 
 class SqliteStore(BoundedStore):
+    #: the live cursor reads what was just appended from memory, not back from the file
+    #: (two SELECTs per batch; up to 256 entries, ~300 KB of JSON batches)
+    TAIL = 256
+
     def __init__(self, path: str | Path, encode: Encoder, limits: Limits,
                  sync_interval: float = 1.0, cipher: SpoolCipher | None = None) -> None:
         super().__init__(encode, limits)

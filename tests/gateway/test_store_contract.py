@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def batch(dev: str = "d", ts_ms: int = 0, points: int = 1) -> Batch:
 KEY = bytes(range(32))
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-encrypted"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-encrypted", "sqlite-untailed"])
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Make:
     def build(max_batches: int = 1000, max_bytes: int = 10**9, policy: str = "drop-oldest",
               max_age: float = 0.0) -> BoundedStore:
@@ -43,8 +44,11 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Make:
         if request.param == "memory":
             return MemoryStore(encode, limits)
         cipher = SpoolCipher(KEY) if request.param == "sqlite-encrypted" else None
-        return SqliteStore(tmp_path / "spool.db", encode, limits, sync_interval=0.2,
-                           cipher=cipher)
+        s = SqliteStore(tmp_path / "spool.db", encode, limits, sync_interval=0.2,
+                        cipher=cipher)
+        if request.param == "sqlite-untailed":
+            s.TAIL = 0  # every read from the file, none from the tail in memory
+        return s
 
     return build
 
@@ -425,3 +429,51 @@ async def test_urgent_batches_are_handed_to_the_uplink_and_kept_nowhere_else(
     assert [e.seq for e in lane] == [seq]
     assert [e.seq for e in await s.peek(10)][-1] == seq  # stored like every batch
     await s.close()
+
+
+@pytest.mark.parametrize("tail", [3, 8])  # shorter than the cap (it overflows), longer
+async def test_the_tail_in_memory_answers_as_the_file_does(tmp_path: Path, tail: int) -> None:
+    """The spool keeps its newest entries in memory for the live cursor: under random
+    appends, acks, drops (full, age) and peeks, a spool with a tail answers every peek
+    and wait exactly as one that reads everything from the file."""
+    import random
+
+    rng = random.Random(7)
+    limits = Limits(5, 10**9, 3600.0, "drop-oldest")  # the tail often holds the oldest too
+    tailed = SqliteStore(tmp_path / "a.db", encode, limits, sync_interval=0)
+    plain = SqliteStore(tmp_path / "b.db", encode, limits, sync_interval=0)
+    tailed.TAIL, plain.TAIL = tail, 0
+    tailed._seq = plain._seq = 1000
+    stored: list[int] = []
+    for step in range(2000):
+        op = rng.random()
+        if op < 0.4:
+            b = batch(ts_ms=10**13 + step)
+            seq = await tailed.append(b)
+            assert seq == await plain.append(batch(ts_ms=10**13 + step))
+            stored.append(seq)
+        elif op < 0.55 and stored:
+            seq = rng.choice(stored[-6:])  # mostly ones still stored, often in the tail
+            await tailed.ack(seq)
+            await plain.ack(seq)
+        elif op < 0.65:  # the batches stamped more than a few steps ago expire
+            cutoff_ms = 10**13 + max(0, step - rng.randint(0, 8))
+            for s in (tailed, plain):
+                s._next_age_check = 0.0
+                s.limits = Limits(5, 10**9, (time.time() * 1000 - cutoff_ms) / 1000,
+                                  "drop-oldest")
+                s._check_age()
+                s.limits = limits
+        else:
+            after = rng.choice([0, *stored[-8:]]) if stored else 0
+            n = rng.randint(1, 6)
+            before = rng.choice([None, after + rng.randint(1, 6)])
+            got = [(e.seq, e.payload) for e in await tailed.peek(n, after, before)]
+            want = [(e.seq, e.payload) for e in await plain.peek(n, after, before)]
+            assert got == want, (step, after, n, before)
+            assert tailed._any_after(after) == plain._any_after(after)
+        assert tailed.stats.entries == plain.stats.entries
+    assert tailed.stats.dropped_by == plain.stats.dropped_by
+    assert set(plain.stats.dropped_by) == {"full", "age"}  # both kinds of drop were tried
+    await tailed.close()
+    await plain.close()
