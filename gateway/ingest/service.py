@@ -173,36 +173,11 @@ class IngestService:
                 try:
                     async with self._client(version) as client:
                         session = True
-                        if probing and m.share_group:
-                            raise BrokerRefused(
-                                f"ingest: the broker at {m.host}:{m.port} does not speak MQTT "
-                                "v5 (no answer to a v5 CONNECT; 3.1.1 works), which "
-                                "mqtt.share_group (a shared subscription) needs; unset it "
-                                "(split the load with mqtt.gateways instead)")
                         if probing:
-                            log.warning("ingest: the broker at %s:%d did not answer an MQTT "
-                                        "v5 CONNECT but speaks 3.1.1: using MQTT 3.1.1 (a "
-                                        "persistent session, clean session off)", m.host, m.port)
+                            self._fell_back()
                             probing = False
                         self.protocol = version
-                        async with asyncio.TaskGroup() as tg:
-                            timer = tg.create_task(self._timer(), name="ingest-timer")
-                            # consume before subscribing: a persistent session's stored
-                            # messages may come first, and some brokers (amqtt) answer
-                            # the SUBSCRIBE only after they are acknowledged
-                            consumer = tg.create_task(self._consume(client),
-                                                      name="ingest-consume")
-                            for topic in self.topics:
-                                # a resumed session's backlog comes before the SUBACK
-                                # (mosquitto: all of it): no timeout, the consumer works
-                                # on meanwhile; a dead link ends the session (keepalive)
-                                await client.subscribe(topic, qos=1, timeout=math.inf)
-                            backoff.reset()
-                            self.connected.set()
-                            log.info("ingest: subscribed on %s:%d (MQTT %s, persistent "
-                                     "session)", m.host, m.port, version)
-                            await consumer
-                            timer.cancel()
+                        await self._session(client, version, backoff)
                 except* aiomqtt.MqttError as eg:
                     self.connected.clear()
                     # unacknowledged messages come again on the next session
@@ -226,6 +201,41 @@ class IngestService:
         finally:
             await self.sink.close()
             self.dead.close()
+
+    def _fell_back(self) -> None:
+        """A v5 CONNECT got no answer and 3.1.1 connected: say so, or refuse when the
+        config needs v5."""
+        m = self.cfg.mqtt
+        if m.share_group:
+            raise BrokerRefused(
+                f"ingest: the broker at {m.host}:{m.port} does not speak MQTT "
+                "v5 (no answer to a v5 CONNECT; 3.1.1 works), which "
+                "mqtt.share_group (a shared subscription) needs; unset it "
+                "(split the load with mqtt.gateways instead)")
+        log.warning("ingest: the broker at %s:%d did not answer an MQTT "
+                    "v5 CONNECT but speaks 3.1.1: using MQTT 3.1.1 (a "
+                    "persistent session, clean session off)", m.host, m.port)
+
+    async def _session(self, client: aiomqtt.Client, version: str, backoff: Backoff) -> None:
+        """One connected session: consume, subscribe, and consume until it ends."""
+        m = self.cfg.mqtt
+        async with asyncio.TaskGroup() as tg:
+            timer = tg.create_task(self._timer(), name="ingest-timer")
+            # consume before subscribing: a persistent session's stored messages may come
+            # first, and some brokers (amqtt) answer the SUBSCRIBE only after they are
+            # acknowledged
+            consumer = tg.create_task(self._consume(client), name="ingest-consume")
+            for topic in self.topics:
+                # a resumed session's backlog comes before the SUBACK (mosquitto: all of
+                # it): no timeout, the consumer works on meanwhile; a dead link ends the
+                # session (keepalive)
+                await client.subscribe(topic, qos=1, timeout=math.inf)
+            backoff.reset()
+            self.connected.set()
+            log.info("ingest: subscribed on %s:%d (MQTT %s, persistent session)",
+                     m.host, m.port, version)
+            await consumer
+            timer.cancel()
 
     async def _refused(self, exc: aiomqtt.MqttCodeError, version: str,
                        backoff: Backoff) -> str:
