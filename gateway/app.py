@@ -30,7 +30,7 @@ from gateway.scheduler import DeviceRunner
 from gateway.sdnotify import Notifier
 from gateway.services import Reporter, Service, Supervisor, Task, render_status
 from gateway.stats import GatewayStats
-from gateway.store import Limits, Store, open_store
+from gateway.store import Encoder, Limits, Store, open_store
 from gateway.tasks import describe_stuck, stop_tasks
 from gateway.uplink.influx import InfluxUplink
 from gateway.uplink.mqtt import MqttUplink
@@ -447,7 +447,7 @@ async def run_until_signal(loaded: LoadedConfig) -> None:
         raise GatewayFailed(gw.error)
 
 
-Encoder = Callable[[Batch], tuple[str, bytes]]
+#: signs a payload (gateway.crypto.signing)
 Sign = Callable[[bytes], bytes]
 
 

@@ -110,7 +110,6 @@ class OpcuaDriver:
         for name, reason in self._ids.items():
             if isinstance(reason, str):
                 log.warning("device %s: point %s: %s", self.device.id, name, reason)
-        self._enums = {}
         self._enums = await inspect(client, self.points, self._ids, self.max_per_read,
                                     self._warn)
 

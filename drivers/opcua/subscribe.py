@@ -93,7 +93,6 @@ class Feed:
                         continue
             values.append(float(f"{v:.7g}") if vtype == fastdecode.FLOAT else v)
         self._push(idx, values, status, times, now)
-        self.ready.set()
 
     def _push(self, names: list[str], values: list[Value],
               status: dict[int, tuple[Quality, str]], times: list[float],

@@ -5,8 +5,10 @@ acknowledged them.
 it (for a durable backend: on disk, committed, before it returns);
 ``on_urgent`` (set by the uplink's delivery engine) is called with each alarm or state
 batch (``Batch.priority``) as it is appended, so the engine can send it before anything
-else; it is stored like every batch and acknowledged the same way (the store keeps no
-second copy: the engine's urgent lane holds what it has not sent yet).
+else; it is stored like every batch and acknowledged the same way (no urgent queue is
+kept beside it: the engine's urgent lane holds what it has not sent yet). A backend may
+keep its newest ``TAIL`` entries in memory too, so that ``peek`` and ``wait`` at the live
+cursor do not read back what was just written.
 ``Entry.bulk`` marks a batch of bulk-priority points only (kept with the entry, also
 across restarts), which the uplink may hold back while the radio is poor.
 ``peek(n, after, before)`` returns up to ``n`` of the oldest entries with
@@ -210,10 +212,11 @@ class BoundedStore(ABC):
         st.bytes += size
         st.appended += 1
         self._last_inserted = seq
+        entry = Entry(seq, topic, payload, batch.ts_ms, bulk)
         if self.TAIL:
-            self._remember(Entry(seq, topic, payload, batch.ts_ms, bulk))
+            self._remember(entry)
         if batch.priority <= STATE and self.on_urgent is not None:
-            self.on_urgent(Entry(seq, topic, payload, batch.ts_ms))
+            self.on_urgent(entry)  # never bulk: bulk is the lowest priority
         self._new.set()
         return seq
 
