@@ -34,7 +34,7 @@ async def measure(store: BoundedStore, batches: int, points: int) -> tuple[float
                   values)
         await store.append(b)
         for e in await store.peek(1):
-            await store.ack(e.seq)
+            store.ack(e.seq)
     return _cpu() - cpu0, time.perf_counter() - t0
 
 

@@ -105,7 +105,7 @@ class Store(Protocol):
 
     async def wait(self, after: int) -> None: ...
 
-    async def ack(self, seq: int) -> None: ...
+    def ack(self, seq: int) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -343,7 +343,7 @@ class BoundedStore(ABC):
             self._new.clear()
             await self._new.wait()
 
-    async def ack(self, seq: int) -> None:
+    def ack(self, seq: int) -> None:
         self._tail.pop(seq, None)
         found = self._delete(seq)
         if found is not None:

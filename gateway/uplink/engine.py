@@ -340,7 +340,7 @@ class _Pump(Generic[P]):
             parts = t.encode(msg, backlog, self.e.radio.poor)
         if not parts:
             for x in msg:
-                await self.store.ack(x.seq)
+                self.store.ack(x.seq)
             return SENT
         if budget is not None and urgent:
             budget.charge(sum(t.size(p) + t.overhead for p in parts))
@@ -354,31 +354,44 @@ class _Pump(Generic[P]):
         if self.failed:  # the TaskGroup is shutting down with the TransportError
             self.sem.release()
             return FAILED
+        t0 = time.monotonic()
+        if self.session.start(part, lambda exc: self._done(exc, part, msg, last, t0)):
+            return SENT
         self.tg.create_task(self._send(part, msg, last), name=f"{self.t.name}-send")
         return SENT
 
     async def _send(self, part: P, msg: list[Entry], last: bool) -> None:
-        stats, link = self.e.stats, self.e.link
         t0 = time.monotonic()
         try:
             refused = await self.session.send(part)
-        except TransportError:
-            stats.publish_errors += 1
-            link.failed()
-            self.failed = True
+        except TransportError as exc:
+            self._done(exc, part, msg, last, t0)
             raise
-        finally:
-            self.sem.release()
+        self.e.stats.published -= refused
+        self._done(None, part, msg, last, t0)
+
+    def _done(self, exc: BaseException | None, part: P, msg: list[Entry], last: bool,
+              t0: float) -> None:
+        """A send ended: count it and, when it carried a message's last part,
+        acknowledge the message's entries to the store."""
+        self.sem.release()
+        stats, link = self.e.stats, self.e.link
+        if exc is not None:
+            if not self.failed:
+                stats.publish_errors += 1
+                link.failed()
+            self.failed = True
+            return
         took = time.monotonic() - t0
         link.sample(took)
         stats.messages += 1
         stats.publish_seconds += took
         stats.bytes_sent += self.t.size(part)
-        stats.published -= refused
         if last:
             stats.published += len(msg)
+            ack = self.store.ack
             for x in msg:
-                await self.store.ack(x.seq)
+                ack(x.seq)
 
     def _fresh(self, entries: list[Entry]) -> list[Entry]:
         if self.sent_urgent:

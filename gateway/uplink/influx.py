@@ -121,6 +121,9 @@ class InfluxTransport:
             raise TransportError(f"write failed ({exc.reason})", exc.after) from exc
         return self._refused
 
+    def start(self, part: Write, done: Callable[[BaseException | None], None]) -> bool:
+        return False  # an HTTP write is awaited (send)
+
     async def background(self, wake: Callable[[], None]) -> None:
         return None
 

@@ -1,14 +1,15 @@
-"""MQTT uplink over aiomqtt: the MQTT transport of the delivery engine
-(:mod:`gateway.uplink.engine`), with birth/death status and the three encodings.
+"""MQTT uplink: the MQTT transport of the delivery engine (:mod:`gateway.uplink.engine`),
+with birth/death status and the three encodings, over the gateway's own MQTT 3.1.1 client
+(:mod:`gateway.uplink.mqttwire`; why not paho on this path is written there).
 
-A part is one MQTT message (topic, payload), published with the configured QoS; the
-publish returns after the broker's PUBACK, and paho writes concurrent publishes to the
-socket in the order they were started, so the engine can keep ``max_inflight`` of them
-in flight. Each session publishes the retained online status (and a Sparkplug NBIRTH),
-refreshes the status every ``status_interval`` and, on a clean stop, says ``offline:
-stopped``; the last will says ``connection lost``. Any MQTT error becomes a
-:class:`TransportError` that says what it means (a TLS alert from the broker, the
-client's last socket error).
+A part is one MQTT message (topic, payload), published with the configured QoS; a part is
+acknowledged after the broker's PUBACK. Publishes go on the wire in the order they were
+started, so the engine keeps ``max_inflight`` of them in flight, each without a task of
+its own (:meth:`MqttSession.start`). Each session publishes the retained online status
+(and a Sparkplug NBIRTH), refreshes the status every ``status_interval`` and, on a clean
+stop, says ``offline: stopped``; the last will says ``connection lost``. Any MQTT error
+becomes a :class:`TransportError` that says what it means (a TLS alert from the broker, a
+refused CONNACK, a broker that stopped answering).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import re
 import time
 from collections.abc import Callable
 
-import aiomqtt
 import orjson
 
 from gateway import __version__
@@ -30,35 +30,13 @@ from gateway.stats import GatewayStats
 from gateway.store import Entry, Store, StoreStats
 from gateway.uplink.engine import Engine, Policy
 from gateway.uplink.link import MQTT_OVERHEAD, LinkQuality, RadioState
+from gateway.uplink.mqttwire import MqttClient, MqttError, Will
 from gateway.uplink.sparkplug import REBIRTH, SparkplugSession, read_metrics
-from gateway.uplink.transport import TransportError
+from gateway.uplink.transport import Done, TransportError
 from gateway.wire.compact import CompactError, Schemas, encode_pack, pack_topic
 from gateway.wire.encode import status_topic
 
 log = logging.getLogger("edgegw.uplink")
-# aiomqtt warns about every publish beyond 10 pending; many in flight is our design
-_client_log = logging.getLogger("edgegw.uplink.client")
-_client_log.setLevel(logging.ERROR)
-
-
-class _LastError(logging.Handler):
-    """The MQTT client's last socket error (a TLS alert from the broker arrives there,
-    while the connect itself only times out): said in the uplink's own warning."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.message: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.message = record.getMessage()
-        tls = tls_reason(self.message)
-        if tls is not None:  # at once: the connect itself only fails at its timeout
-            log.warning("mqtt: the TLS session failed: %s", tls)
-
-
-_client_errors = _LastError()
-_client_log.addHandler(_client_errors)
-_client_log.propagate = False  # said once, in the uplink's warning, with what it means
 
 #: OpenSSL reason codes -> what they mean for the gateway's config
 _TLS_REASONS = {
@@ -96,16 +74,11 @@ PACK_RECORDS = 2000
 Part = tuple[str, bytes]
 
 
-def _explain(exc: aiomqtt.MqttError) -> str:
-    """An MQTT error with what the client's last socket error says about it."""
+def _explain(exc: MqttError) -> str:
+    """An MQTT error with what a TLS alert in it means for the config."""
     why = str(exc)
-    last = _client_errors.message
-    tls = tls_reason(why) or tls_reason(last)
-    if tls is not None and tls not in why:
-        return f"{why} ({tls})"
-    if tls is None and last:
-        return f"{why} ({last})"
-    return why
+    tls = tls_reason(why)
+    return f"{why} ({tls})" if tls is not None else why
 
 
 class MqttTransport:
@@ -165,51 +138,38 @@ class MqttTransport:
         return orjson.dumps({"v": 1, "gw": self.gateway_id, "ts": int(time.time() * 1000),
                              "since": self._since_ms})
 
-    async def publish_status(self, client: aiomqtt.Client) -> None:
+    async def publish_status(self, client: MqttClient) -> None:
         await client.publish(self.topic_status, self._status(True), qos=1, retain=True)
         await client.publish(self.topic_seen, self._seen(), qos=1, retain=True)
 
-    def _will(self) -> aiomqtt.Will:
+    def _will(self) -> Will:
         if self.spb is not None:  # NDEATH with this connect's bdSeq
             topic, body = self.spb.connect()
-            return aiomqtt.Will(topic, body, qos=1, retain=False)
-        return aiomqtt.Will(self.topic_status,
-                            self._status(False, "connection lost", ts=self._since_ms),
-                            qos=1, retain=True)
-
-    def _client(self) -> aiomqtt.Client:
-        cfg = self.cfg
-        self._since_ms = int(time.time() * 1000)
-        return aiomqtt.Client(
-            cfg.host, cfg.port,
-            identifier=cfg.client_id or f"edgegw-{self.gateway_id}",
-            logger=_client_log,
-            username=cfg.username, password=cfg.password(),
-            keepalive=cfg.keepalive,
-            will=self._will(),
-            tls_context=tls_context(cfg.tls) if cfg.tls is not None else None,
-            max_inflight_messages=cfg.max_inflight,
-            clean_session=True,
-            timeout=10,
-        )
+            return Will(topic, body, qos=1, retain=False)
+        return Will(self.topic_status, self._status(False, "connection lost", ts=self._since_ms),
+                    qos=1, retain=True)
 
     # -- the transport contract --------------------------------------------------------
     async def open(self) -> MqttSession:
-        _client_errors.message = None
-        client = self._client()
+        cfg = self.cfg
+        self._since_ms = int(time.time() * 1000)
         try:
-            await client.__aenter__()
-        except aiomqtt.MqttError as exc:
+            client = await MqttClient.open(
+                cfg.host, cfg.port, client_id=cfg.client_id or f"edgegw-{self.gateway_id}",
+                keepalive=cfg.keepalive, will=self._will(), username=cfg.username,
+                password=cfg.password(),
+                tls=tls_context(cfg.tls) if cfg.tls is not None else None, within=10.0)
+        except MqttError as exc:
             raise TransportError(_explain(exc)) from exc
         session = MqttSession(self, client)
-        log.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
+        log.info("mqtt: connected to %s:%d", cfg.host, cfg.port)
         try:
             await self.publish_status(client)
             if self.spb is not None:
                 topic, body = self.spb.nbirth()
-                await client.publish(topic, body, qos=self.cfg.qos)
+                await client.publish(topic, body, qos=cfg.qos)
                 await client.subscribe(self.spb.topic("NCMD"), qos=1)
-        except aiomqtt.MqttError as exc:
+        except MqttError as exc:
             await session.close(clean=False)
             raise TransportError(_explain(exc)) from exc
         return session
@@ -265,7 +225,7 @@ class MqttTransport:
 class MqttSession:
     """One broker connection."""
 
-    def __init__(self, transport: MqttTransport, client: aiomqtt.Client) -> None:
+    def __init__(self, transport: MqttTransport, client: MqttClient) -> None:
         self.t = transport
         self.client = client
         self._qos = transport.cfg.qos
@@ -273,15 +233,28 @@ class MqttSession:
     async def send(self, part: Part) -> int:
         try:
             await self.client.publish(part[0], part[1], qos=self._qos)
-        except aiomqtt.MqttError as exc:
+        except MqttError as exc:
             raise TransportError(_explain(exc)) from exc
         return 0
 
+    def start(self, part: Part, done: Done) -> bool:
+        """Publish without waiting: ``done`` is called from the PUBACK (the error when
+        the connection fails first; :meth:`background` then raises it)."""
+        self.client.publish_nowait(part[0], part[1], self._qos, done)
+        return True
+
     async def background(self, wake: Callable[[], None]) -> None:
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._watch(), name="mqtt-keepalive")
             tg.create_task(self._status_loop(), name="mqtt-status")
             if self.t.spb is not None:
                 tg.create_task(self._commands(wake), name="sparkplug-ncmd")
+
+    async def _watch(self) -> None:
+        try:
+            await self.client.watch()
+        except MqttError as exc:
+            raise TransportError(_explain(exc)) from exc
 
     async def _status_loop(self) -> None:
         now = self.t.status_now
@@ -291,21 +264,15 @@ class MqttSession:
             now.clear()
             try:
                 await self.t.publish_status(self.client)
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 raise TransportError(_explain(exc)) from exc
 
     async def _commands(self, wake: Callable[[], None]) -> None:
-        try:
-            await self._read_commands(wake)
-        except aiomqtt.MqttError as exc:
-            raise TransportError(_explain(exc)) from exc
-
-    async def _read_commands(self, wake: Callable[[], None]) -> None:
         """Sparkplug NCMD: ``Node Control/Rebirth`` = true asks for every birth again."""
-        async for m in self.client.messages:
-            body = m.payload if isinstance(m.payload, bytes) else b""
+        while True:
+            m = await self.client.messages.get()
             try:
-                metrics = read_metrics(body)
+                metrics = read_metrics(m.payload)
             except ValueError as exc:
                 log.warning("sparkplug: unreadable NCMD on %s: %s", m.topic, exc)
                 continue
@@ -317,12 +284,14 @@ class MqttSession:
 
     async def close(self, clean: bool) -> None:
         t, client = self.t, self.client
-        with contextlib.suppress(aiomqtt.MqttError):
-            if clean:  # stopped: say so (the will is for a lost connection)
-                await client.publish(t.topic_seen, t._seen(), qos=1, retain=True, timeout=2)
+        if clean:  # stopped: say so (the will is for a lost connection)
+            with contextlib.suppress(MqttError):
+                await client.publish(t.topic_seen, t._seen(), qos=1, retain=True, within=2)
                 await client.publish(t.topic_status, t._status(False, "stopped"), qos=1,
-                                     retain=True, timeout=2)
-            await client.__aexit__(None, None, None)
+                                     retain=True, within=2)
+            await client.disconnect()
+        else:
+            client.abort()
 
 
 class MqttUplink(Engine[Part]):

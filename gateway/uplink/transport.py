@@ -20,6 +20,9 @@ from gateway.store import Entry
 
 P = TypeVar("P")
 P_contra = TypeVar("P_contra", contravariant=True)
+#: the end of a send started with :meth:`Session.start`: None when the destination has
+#: the part, else the error that ended the session first
+Done = Callable[[BaseException | None], None]
 
 
 class TransportError(UplinkError):
@@ -38,6 +41,12 @@ class Session(Protocol[P_contra]):
         """Deliver one part; return once the destination has it. The result is how many
         of the part's entries the destination refused for good (they were kept aside,
         e.g. in the dead-letter file, and leave the store like delivered ones)."""
+        ...
+
+    def start(self, part: P_contra, done: Done) -> bool:
+        """Begin sending one part without a task of its own (a publish whose PUBACK calls
+        ``done``); False when this session sends only by awaiting :meth:`send`. A part
+        sent this way is never refused; when it fails, :meth:`background` raises."""
         ...
 
     async def background(self, wake: Callable[[], None]) -> None:

@@ -60,8 +60,8 @@ async def test_append_peek_ack_in_order(make: Make) -> None:
     assert [e.seq for e in await s.peek(10)] == seqs
     assert [e.seq for e in await s.peek(2, after=seqs[1])] == seqs[2:4]
     assert [e.seq for e in await s.peek(10, after=seqs[0], before=seqs[3])] == seqs[1:3]
-    await s.ack(seqs[0])
-    await s.ack(seqs[2])  # out of order ack
+    s.ack(seqs[0])
+    s.ack(seqs[2])  # out of order ack
     assert [e.seq for e in await s.peek(10)] == [seqs[1], seqs[3], seqs[4]]
     assert s.stats.entries == 3
     e = (await s.peek(1))[0]
@@ -85,9 +85,9 @@ async def test_bulk_flag_is_kept_with_the_entry(make: Make) -> None:
 async def test_ack_of_unknown_seq_is_ignored(make: Make) -> None:
     s = make()
     seq = await s.append(batch())
-    await s.ack(seq + 100)
-    await s.ack(seq)
-    await s.ack(seq)
+    s.ack(seq + 100)
+    s.ack(seq)
+    s.ack(seq)
     assert s.stats.entries == 0 and s.stats.acked == 1 and s.stats.bytes == 0
     await s.close()
 
@@ -126,7 +126,7 @@ async def test_block_readers_waits_for_acks(make: Make) -> None:
     blocked = asyncio.create_task(s.append(batch()))
     await asyncio.sleep(0.05)
     assert not blocked.done()
-    await s.ack(seqs[0])
+    s.ack(seqs[0])
     new = await asyncio.wait_for(blocked, 1)
     assert [e.seq for e in await s.peek(10)] == [*seqs[1:], new]
     assert s.stats.dropped == 0
@@ -164,7 +164,7 @@ async def test_concurrent_producer_consumer(make: Make) -> None:
             await s.wait(after)
             for e in await s.peek(7, after=after):
                 got.append(e.seq)
-                await s.ack(e.seq)
+                s.ack(e.seq)
 
     consumer = asyncio.create_task(consume())
     sent = []
@@ -197,7 +197,7 @@ async def test_restart_replays_unacked_in_order(tmp_path: Path) -> None:
     s = sqlite_store(tmp_path / "spool.db")
     seqs = [await s.append(batch()) for _ in range(10)]
     for q in seqs[:4]:
-        await s.ack(q)
+        s.ack(q)
     await s.close()
     s2 = sqlite_store(tmp_path / "spool.db")
     assert s2.stats.entries == 6
@@ -216,7 +216,7 @@ CHILD = textwrap.dedent("""
         for i in range(1000000):
             seq = await s.append(batch())
             if i % 3 == 0:
-                await s.ack(seq)
+                s.ack(seq)
             print(seq, flush=True)   # acknowledged to the reader as stored
     asyncio.run(main())
 """)
@@ -302,7 +302,7 @@ async def test_disk_full_degrades_counts_and_recovers(tmp_path: Path, policy: st
     else:
         assert kept == seqs[:len(kept)]
     for seq in kept:
-        await s.ack(seq)  # the broker takes the backlog: space is free again
+        s.ack(seq)  # the broker takes the backlog: space is free again
     await s.append(batch())
     assert s.stats.degraded is None and s.stats.entries == 1
     await s.close()
@@ -454,8 +454,8 @@ async def test_the_tail_in_memory_answers_as_the_file_does(tmp_path: Path, tail:
             stored.append(seq)
         elif op < 0.55 and stored:
             seq = rng.choice(stored[-6:])  # mostly ones still stored, often in the tail
-            await tailed.ack(seq)
-            await plain.ack(seq)
+            tailed.ack(seq)
+            plain.ack(seq)
         elif op < 0.65:  # the batches stamped more than a few steps ago expire
             cutoff_ms = 10**13 + max(0, step - rng.randint(0, 8))
             for s in (tailed, plain):

@@ -49,7 +49,7 @@ async def test_nothing_readable_on_disk_and_sizes_as_without(tmp_path: Path) -> 
     assert [orjson.loads(e.payload)["p"] for e in got] == [
         orjson.loads(e.payload)["p"] for e in await plain.peek(100)]
     for e in got[:5]:
-        await enc.ack(e.seq)
+        enc.ack(e.seq)
     assert enc.stats.entries == 15
     await enc.close()
     await plain.close()
@@ -87,7 +87,7 @@ async def test_turning_encryption_on_keeps_plain_batches(tmp_path: Path) -> None
     assert all(SECRET.encode() in e.payload for e in got)
     size = s.stats.bytes
     for e in got:
-        await s.ack(e.seq)
+        s.ack(e.seq)
     assert s.stats.bytes == 0 and size == sum(len(e.payload) for e in got)
     await s.close()
 

@@ -82,6 +82,20 @@ class Spy:
                 spy.confirmed.update(seqs)
                 return refused
 
+            def start(self, part: Any, done: Callable[[BaseException | None], None]) -> bool:
+                seqs = seqs_of(part)
+                spy.started += seqs
+
+                def confirmed(exc: BaseException | None) -> None:
+                    if exc is None:
+                        spy.confirmed.update(seqs)
+                    done(exc)
+
+                if self.real.start(part, confirmed):
+                    return True
+                del spy.started[len(spy.started) - len(seqs):]  # it goes through send()
+                return False
+
             async def background(self, wake: Callable[[], None]) -> None:
                 await self.real.background(wake)
 
@@ -95,10 +109,10 @@ class Spy:
         store = engine.store
         real_ack = store.ack
 
-        async def ack(seq: int) -> None:
+        def ack(seq: int) -> None:
             if seq not in spy.confirmed:
                 spy.acked_early.append(seq)
-            await real_ack(seq)
+            real_ack(seq)
 
         store.ack = ack  # type: ignore[method-assign]
 
