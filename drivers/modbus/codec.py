@@ -126,17 +126,23 @@ class RegisterBlockDecoder:
         else:
             self._slow = [(2 * s.offset, 2 * (s.offset + s.size), s.decoder()) for s in specs]
 
-    def decode(self, registers: Sequence[int]) -> list[Value]:
-        """Values in spec order; raises ``struct.error``/``ValueError`` on a short block."""
-        if len(registers) < self.count:
-            raise ValueError(f"short response: {len(registers)} of {self.count} registers")
-        raw = self._packer.pack(*registers[: self.count])
+    def decode(self, raw: bytes) -> list[Value]:
+        """Values in spec order, from the block's bytes as they came over the wire (two per
+        register); raises ``ValueError`` on a short block."""
+        if len(raw) < 2 * self.count:
+            raise ValueError(f"short response: {len(raw) // 2} of {self.count} registers")
         if self._fast is not None:
-            values: list[Value] = list(self._fast.unpack(raw))
+            values: list[Value] = list(self._fast.unpack_from(raw))
             for i in self._strings:
                 values[i] = decode_string(values[i])  # type: ignore[arg-type]
             return values
         return [dec(raw[a:b]) for a, b, dec in self._slow]
+
+    def decode_registers(self, registers: Sequence[int]) -> list[Value]:
+        """The same, from register values (16-bit integers)."""
+        if len(registers) < self.count:
+            raise ValueError(f"short response: {len(registers)} of {self.count} registers")
+        return self.decode(self._packer.pack(*registers[: self.count]))
 
 
 def encode_registers(spec: RegisterSpec, value: Value) -> list[int]:

@@ -13,24 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException
 
 from drivers.base import Device, DriverContext, DriverMetric
 from drivers.modbus.codec import RegisterSpec, encode_registers
 from drivers.modbus.config import ModbusRtu, ModbusTcp
 from drivers.modbus.learn import LearnedLimits
+from drivers.modbus.link import Link, NoResponse
 from drivers.modbus.plan import BIT_TABLES, Block, Refusal, atoms, plan_reads, split
-from gateway.errors import DeviceUnreachable, ProtocolError, WriteRejected
+from drivers.modbus.tcp import TcpLink
+from gateway.errors import ProtocolError, WriteRejected
 from gateway.model import Reading, Value
 from gateway.profiles import ModbusPoint, Point, modbus_points
 
-# pymodbus logs every timeout at ERROR; the gateway logs device faults itself, once
-# per fault with a rate-limited summary, so silence the library below CRITICAL.
+# pymodbus (the RTU link) logs every timeout at ERROR; the gateway logs device faults
+# itself, once per fault with a rate-limited summary, so silence the library below
+# CRITICAL.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 log = logging.getLogger("edgegw.modbus")
 
@@ -40,45 +40,18 @@ EXCEPTION_NAMES = {
     8: "memory parity error", 10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
-_READS = {
-    "holding": "read_holding_registers", "input": "read_input_registers",
-    "coil": "read_coils", "discrete": "read_discrete_inputs",
-}
-
-Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 #: exception codes that may mean "this request, not these registers": split and retry
 SPLIT_ON = frozenset({2, 3})
 #: a block whose every part was refused is asked whole for this long before splitting again
 RETRY_SPLIT = 60.0
 
 
-class NoResponse(DeviceUnreachable):
-    """No answer within timeout x (retries + 1)."""
-
-
-@dataclass
-class Bus:
-    """One physical link: a TCP connection, or a serial line shared by several unit ids."""
-
-    client: Client
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _make_bus(conn: ModbusTcp | ModbusRtu) -> Bus:
-    # reconnect_delay=0 turns pymodbus' own reconnect loop off: the gateway owns it.
+def _make_link(conn: ModbusTcp | ModbusRtu) -> Link:
     if isinstance(conn, ModbusTcp):
-        return Bus(AsyncModbusTcpClient(
-            conn.host, port=conn.port, timeout=conn.timeout, retries=conn.retries,
-            reconnect_delay=0,
-        ))
-    return Bus(AsyncModbusSerialClient(
-        conn.port, baudrate=conn.baudrate, parity=conn.parity, stopbits=conn.stopbits,
-        bytesize=conn.bytesize, timeout=conn.timeout, retries=conn.retries,
-        reconnect_delay=0,
-    ))
+        return TcpLink(conn.host, conn.port, conn.timeout, conn.retries)
+    from drivers.modbus.rtu import RtuLink  # pymodbus, imported only for serial lines
+
+    return RtuLink(conn)
 
 
 def exception_reason(code: int) -> str:
@@ -99,13 +72,12 @@ class ModbusDriver:
         self._unit = self._wa.unit_id if self._wa.unit_id is not None else conn.unit_id
         if isinstance(conn, ModbusRtu):
             key: object = ("modbus-rtu", conn.port)  # devices on one line share the bus
-            bus = ctx.shared.get(key)
-            if bus is None:
-                bus = ctx.shared[key] = _make_bus(conn)
-            assert isinstance(bus, Bus)
-            self._bus = bus
+            link = ctx.shared.get(key)
+            if link is None:
+                link = ctx.shared[key] = _make_link(conn)
+            self._link: Link = link  # type: ignore[assignment]
         else:
-            self._bus = _make_bus(conn)
+            self._link = _make_link(conn)
         self._plans: dict[int, tuple[Sequence[Point], list[Block]]] = {}
         self._delay = self._wa.inter_request_delay
         learn_dir = ctx.learn_dir("modbus")
@@ -121,20 +93,14 @@ class ModbusDriver:
 
     @property
     def connected(self) -> bool:
-        return bool(self._bus.client.connected)
+        return self._link.connected
 
     async def connect(self) -> None:
         if self.connected:
             return
-        async with self._bus.lock:
-            if self.connected:
-                return
-            try:
-                ok = await self._bus.client.connect()
-            except (OSError, ModbusException) as exc:
-                raise DeviceUnreachable(f"connect failed: {exc}") from exc
-            if not ok:
-                raise DeviceUnreachable(f"connect failed: {self._describe()}")
+        async with self._link.lock:
+            if not self.connected:
+                await self._link.connect()
 
     def _describe(self) -> str:
         conn = self._conn
@@ -225,24 +191,14 @@ class ModbusDriver:
                     self.device.id, block.describe(), block.count, block.unit, reason,
                     left.describe(), right.describe(), where, hint)
 
-    async def _request(self, table: str, wire: int, count: int) -> object:
-        method = getattr(self._bus.client, _READS[table])
-        async with self._bus.lock:
+    async def _request(self, table: str, wire: int, count: int) -> bytes | int:
+        """The answer's data bytes, or the device's exception code."""
+        async with self._link.lock:
             try:
-                resp = await method(wire, count=count, device_id=self._unit)
-            except ConnectionException as exc:
-                raise DeviceUnreachable(f"connection lost: {exc}") from exc
-            except ModbusException as exc:
-                # no answer within timeout x (retries + 1), or an unusable frame
-                if not self.connected:
-                    raise DeviceUnreachable(f"connection lost: {self._describe()}") from exc
-                if "No response" in str(exc):
-                    raise NoResponse(f"no response: {self._describe()}") from exc
-                raise ProtocolError(f"bad response: {exc}") from exc
+                return await self._link.read(table, wire, count, self._unit)
             finally:
                 if self._delay:
                     await asyncio.sleep(self._delay)
-        return resp
 
     def _bad(self, block: Block, reason: str) -> Reading:
         return Reading(block.names, [None] * len(block.points), time.time(), reason)
@@ -260,21 +216,21 @@ class ModbusDriver:
                 raise
             return f"no response within {self._conn.timeout:g} s x {self._conn.retries + 1}"
         ts = time.time()
-        if resp.isError():  # type: ignore[attr-defined]
-            code = resp.exception_code  # type: ignore[attr-defined]
-            if code in SPLIT_ON and block.splittable:
-                return exception_reason(code)
-            return self._bad(block, f"{exception_reason(code)} at {block.describe()}")
+        if resp.__class__ is int:  # the device answered with an exception
+            if resp in SPLIT_ON and block.splittable:
+                return exception_reason(resp)
+            return self._bad(block, f"{exception_reason(resp)} at {block.describe()}")
+        assert isinstance(resp, bytes)
         try:
             if block.table in BIT_TABLES:
-                bits = resp.bits  # type: ignore[attr-defined]
-                if len(bits) < block.count:
-                    raise ValueError(f"short response: {len(bits)} of {block.count} bits")
-                values: list[Value] = [bool(bits[o]) for o in block.bit_offsets]
+                if len(resp) * 8 < block.count:
+                    raise ValueError(f"short response: {len(resp) * 8} of {block.count} bits")
+                values: list[Value] = [bool(resp[o >> 3] >> (o & 7) & 1)
+                                       for o in block.bit_offsets]
             else:
                 assert block.decoder is not None
-                values = block.decoder.decode(resp.registers)  # type: ignore[attr-defined]
-        except (ValueError, IndexError, UnicodeError) as exc:
+                values = block.decoder.decode(resp)
+        except (ValueError, IndexError, UnicodeError, struct.error) as exc:
             return Reading(
                 block.names, [None] * len(block.points), ts, f"decode error: {exc}"
             )
@@ -304,30 +260,25 @@ class ModbusDriver:
             raw = (float(value) - point.offset) / point.scale  # type: ignore[arg-type]
             if point.type not in ("float32", "float64"):
                 raw = round(raw)
-        client = self._bus.client
-        try:
-            async with self._bus.lock:
-                if point.table == "coil":
-                    if not isinstance(raw, bool | int) or raw not in (0, 1):
-                        raise WriteRejected(f"coil '{point.name}' takes true/false or 0/1")
-                    resp = await client.write_coil(wire, bool(raw), device_id=self._unit)
-                else:
-                    spec = RegisterSpec(
-                        point.type, 0, point.size,
-                        self.device.profile.byte_order_of(point),
-                        self.device.profile.word_order_of(point), point.bit,
-                    )
-                    try:
-                        regs = encode_registers(spec, raw)
-                    except (ValueError, TypeError) as exc:
-                        raise WriteRejected(f"{point.name}: {exc}") from None
-                    resp = await client.write_registers(wire, regs, device_id=self._unit)
-        except ConnectionException as exc:
-            raise DeviceUnreachable(f"connection lost: {exc}") from exc
-        except ModbusException as exc:
-            raise DeviceUnreachable(f"no response: {exc}") from exc
-        if resp.isError():
-            raise ProtocolError(exception_reason(resp.exception_code))
+        link = self._link
+        async with link.lock:
+            if point.table == "coil":
+                if not isinstance(raw, bool | int) or raw not in (0, 1):
+                    raise WriteRejected(f"coil '{point.name}' takes true/false or 0/1")
+                code = await link.write_coil(wire, bool(raw), self._unit)
+            else:
+                spec = RegisterSpec(
+                    point.type, 0, point.size,
+                    self.device.profile.byte_order_of(point),
+                    self.device.profile.word_order_of(point), point.bit,
+                )
+                try:
+                    regs = encode_registers(spec, raw)
+                except (ValueError, TypeError) as exc:
+                    raise WriteRejected(f"{point.name}: {exc}") from None
+                code = await link.write_registers(wire, regs, self._unit)
+        if code is not None:
+            raise ProtocolError(exception_reason(code))
 
     def explain(self, points: Sequence[Point]) -> list[str]:
         lines = []
@@ -364,4 +315,4 @@ class ModbusDriver:
         # A serial bus is shared by several unit ids: one silent unit must not take the
         # line from the others, so the bus is closed by DriverContext.close() at shutdown.
         if isinstance(self.device.connection, ModbusTcp):
-            self._bus.close()
+            self._link.close()

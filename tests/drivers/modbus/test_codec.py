@@ -50,7 +50,7 @@ GOLDEN = [
 def test_golden_decode(typ: str, bo: str, wo: str, wire: str, expected: object) -> None:
     size = len(wire) // 4
     dec = RegisterBlockDecoder(size, [RegisterSpec(typ, 0, size, bo, wo)])
-    assert dec.decode(regs(wire)) == [expected]
+    assert dec.decode_registers(regs(wire)) == [expected]
 
 
 @pytest.mark.parametrize(("bo", "wire", "text"), [
@@ -60,7 +60,7 @@ def test_golden_decode(typ: str, bo: str, wo: str, wire: str, expected: object) 
 ])
 def test_strings(bo: str, wire: str, text: str) -> None:
     dec = RegisterBlockDecoder(4, [RegisterSpec("string", 0, 4, bo)])
-    assert dec.decode(regs(wire)) == [text]
+    assert dec.decode_registers(regs(wire)) == [text]
 
 
 @pytest.mark.parametrize(("bo", "wire", "bit", "expected"), [
@@ -69,7 +69,7 @@ def test_strings(bo: str, wire: str, text: str) -> None:
 ])
 def test_register_bits(bo: str, wire: str, bit: int, expected: bool) -> None:
     dec = RegisterBlockDecoder(1, [RegisterSpec("bool", 0, 1, bo, bit=bit)])
-    assert dec.decode(regs(wire)) == [expected]
+    assert dec.decode_registers(regs(wire)) == [expected]
 
 
 def test_block_fast_path_with_gaps_and_strings() -> None:
@@ -78,13 +78,13 @@ def test_block_fast_path_with_gaps_and_strings() -> None:
     dec = RegisterBlockDecoder(10, specs)
     assert dec._fast is not None
     block = regs("0007" + "0000" * 2 + "41460000" + "4f4b0000" + "0000" * 2 + "ffff")
-    assert dec.decode(block) == [7, 12.375, "OK", -1]
+    assert dec.decode_registers(block) == [7, 12.375, "OK", -1]
 
 
 def test_short_block_is_an_error() -> None:
     dec = RegisterBlockDecoder(4, [RegisterSpec("uint32", 2, 2)])
     with pytest.raises(ValueError, match="short response"):
-        dec.decode([1, 2, 3])
+        dec.decode_registers([1, 2, 3])
 
 
 TYPES = ["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
@@ -114,7 +114,7 @@ def test_roundtrip_against_simulator_encoder(data: st.DataObject, typ: str, bo: 
     wire = sim_encode(point, profile, value)
     spec = RegisterSpec(typ, 0, point.size, bo, wo)
     registers = list(struct.unpack(f">{point.size}H", wire))
-    assert RegisterBlockDecoder(point.size, [spec]).decode(registers) == [value]
+    assert RegisterBlockDecoder(point.size, [spec]).decode_registers(registers) == [value]
     assert encode_registers(spec, value) == registers
 
 
@@ -133,7 +133,7 @@ def test_fast_and_slow_paths_agree(layout: list[tuple[str, int]], data: st.DataO
     slow = RegisterBlockDecoder(pos, [*specs])
     slow._fast = None
     slow._slow = [(2 * s.offset, 2 * (s.offset + s.size), s.decoder()) for s in specs]
-    a, b = fast.decode(block), slow.decode(block)
+    a, b = fast.decode_registers(block), slow.decode_registers(block)
     def nan_safe(vals: list[object]) -> list[object]:
         return ["nan" if isinstance(x, float) and math.isnan(x) else x for x in vals]
 
