@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import cast
 
 from drivers.modbus.link import READ_FC, WRITE_COIL, WRITE_REGISTERS, NoResponse
 from gateway.errors import DeviceUnreachable, ProtocolError
@@ -33,8 +34,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
 
     def data_received(self, data: bytes) -> None:
         if self.link._conn is self:

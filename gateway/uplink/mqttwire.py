@@ -28,6 +28,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from gateway.errors import UplinkError
 
@@ -180,8 +181,7 @@ class MqttClient(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(MqttError(f"connection lost: {exc}" if exc else
