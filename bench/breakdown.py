@@ -17,6 +17,7 @@ import sys
 #: (part, test on the innermost frame's file path), first match wins
 PARTS: list[tuple[str, str]] = [
     ("pymodbus client (transaction, framer, PDU decode)", "pymodbus/"),
+    ("Modbus TCP link (drivers/modbus/tcp.py)", "drivers/modbus/tcp"),
     ("Modbus driver and register decode (drivers/modbus)", "drivers/modbus"),
     ("spool: SQLite insert, select, delete, commit", "store/sqlite"),
     ("spool: SQLite insert, select, delete, commit", "sqlite3"),
@@ -24,6 +25,7 @@ PARTS: list[tuple[str, str]] = [
     ("pipeline (scale, deadband, quality, state)", "gateway/pipeline"),
     ("pipeline (scale, deadband, quality, state)", "gateway/state"),
     ("encode (gateway/wire)", "gateway/wire"),
+    ("MQTT client (gateway/uplink/mqttwire.py)", "gateway/uplink/mqttwire"),
     ("uplink engine and MQTT transport (gateway/uplink)", "gateway/uplink"),
     ("paho + aiomqtt (publish, PUBACK, socket callbacks)", "paho/"),
     ("paho + aiomqtt (publish, PUBACK, socket callbacks)", "aiomqtt/"),

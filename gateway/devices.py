@@ -114,6 +114,7 @@ class Devices:
         out: dict[str, dict[str, object]] = {}
         for r in self.runners:
             st = r.stats
+            r.pipeline.sync()
             values = {n: _json_safe(p.last) for n, p in r.pipeline.points.items()
                       if p.last is not None}
             out[r.device.id] = {"state": st.state, "machine": r.pipeline.state,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gateway.config import Device, DeviceConfig
 from gateway.model import Quality, Reading
 from gateway.pipeline import DevicePipeline
@@ -147,7 +150,7 @@ def test_pushed_readings_with_new_name_tuples_do_not_grow_caches() -> None:
     p = pipe()
     for i in range(200):
         p.process("g", [Reading(("speed",), [i * 10], float(i), times=[float(i)])])
-    assert len(p._by_tuple) == 0
+    assert len(p._plans) == 0
 
 
 def test_product_context_tags_later_batches_only() -> None:
@@ -218,3 +221,96 @@ def test_a_bitfields_bits_work_in_state_rules_and_carry_priority() -> None:
     assert b is not None and b.priority == 0  # ALARM: the overtemp bit changed
     b = pl.process("g", [rd([9, True, True, 1], 3.0, names)])
     assert b is not None and b.state == "fault"
+
+
+# -- the fast path (plain Modbus points) against the per-point path ----------------------
+PLAIN = Profile.model_validate({
+    "vendor": "t", "model": "plain",
+    "state": {"default": "idle", "rules": [{"state": "running", "when": {"point": "a", "gt": 1}}]},
+    "points": [
+        {"name": "a", "table": "holding", "address": 0},
+        {"name": "b", "table": "holding", "address": 1, "type": "int32"},
+        {"name": "s", "table": "holding", "address": 3, "type": "string", "count": 2},
+        {"name": "c", "table": "coil", "address": 0, "type": "bool"},
+    ],
+})
+ALL, LEFT, RIGHT = ("a", "b", "s", "c"), ("a", "b"), ("s", "c")
+
+
+def plain_pipe(heartbeat: float, fast: bool) -> DevicePipeline:
+    dc = DeviceConfig.model_validate({"id": "d1", "profile": "t/plain",
+                                     "connection": {"kind": "modbus-tcp", "host": "x"}})
+    p = DevicePipeline("gw", Device(dc, "t/plain", PLAIN, PLAIN.workarounds,
+                                    dict(PLAIN.poll_groups)), heartbeat, heartbeat == 0)
+    if not fast:
+        for st in p.points.values():
+            st.plain = False
+    return p
+
+
+# values that mostly stay the same (heartbeats matter), sometimes change
+_value = {"a": st.sampled_from([0] * 4 + [1, 2]), "b": st.sampled_from([7] * 6 + [-1]),
+          "s": st.sampled_from([""] * 6 + ["X"]), "c": st.sampled_from([False] * 6 + [True])}
+_read = st.tuples(st.just("read"), st.fixed_dictionaries(_value), st.floats(0.1, 4.0))
+_step = st.one_of(
+    *[_read] * 16,  # mostly reads, in a row
+    st.tuples(st.just("error"), st.sampled_from([ALL, LEFT, RIGHT]), st.floats(0.1, 4.0)),
+    st.tuples(st.just("offline")), st.tuples(st.just("sync")), st.tuples(st.just("split")),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([0.0, 5.0]), st.lists(_step, min_size=10, max_size=80))
+def test_fast_path_gives_the_same_batches_as_point_by_point(
+        heartbeat: float, steps: list[tuple[object, ...]]) -> None:
+    """Random reads (values that often repeat), failed reads, offline, the status page
+    syncing, and a request plan split in two (a refusal learned): both paths agree."""
+    fast, slow = plain_pipe(heartbeat, True), plain_pipe(heartbeat, False)
+    ts = 0.0
+    shape: tuple[tuple[str, ...], ...] = (ALL,)
+    for step in steps:
+        outs = []
+        if step[0] == "split":
+            shape = (LEFT, RIGHT) if shape == (ALL,) else (ALL,)
+            continue
+        for p in (fast, slow):
+            if step[0] == "read":
+                _, vals, dt = step
+                t = ts + dt  # type: ignore[operator]
+                readings = [Reading(n, [vals[k] for k in n], t)  # type: ignore[index]
+                            for n in shape]
+                outs.append(p.process("g", readings))
+            elif step[0] == "error":
+                _, names, dt = step
+                t = ts + dt  # type: ignore[operator]
+                outs.append(p.process("g", [Reading(names, [None] * len(names), t, "timeout")]))  # type: ignore[arg-type]
+            elif step[0] == "offline":
+                t = ts + 1.0
+                outs.append(p.offline("gone", t))
+            else:
+                t = ts
+                p.sync()
+                outs.append(None)
+        ts = t
+        a, b = outs
+        assert (a is None) == (b is None), step
+        if a is not None and b is not None:
+            assert (a.values, a.quality, a.state, a.priority) == \
+                (b.values, b.quality, b.state, b.priority), step
+    fast.sync()
+    assert [(x.last, x.last_ts, x.last_quality) for x in fast.points.values()] == \
+        [(x.last, x.last_ts, x.last_quality) for x in slow.points.values()]
+    assert any(plan.fast for plan in fast._plans.values()) or not fast._plans
+
+
+def test_fast_path_heartbeats_every_period() -> None:
+    """Unchanged plain values, read every second, heartbeat 5 s: reported at 0, 5, 10, 15."""
+    p = plain_pipe(5.0, True)
+    reported = []
+    for t in range(20):
+        b = p.process("g", [Reading(ALL, [1, 2, "X", True], float(t))])
+        if b is not None:
+            assert set(b.values) == set(ALL)
+            reported.append(t)
+    assert reported == [0, 5, 10, 15]
+    assert p._plans[id(ALL)].active
