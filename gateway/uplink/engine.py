@@ -271,9 +271,10 @@ class _Pump(Generic[P]):
             drainable = not self.hold and bool(self.deferred) and \
                 any(self._passed(s) for s in self.deferred)
             if not live and not back and not drainable:
-                with contextlib.suppress(TimeoutError):  # re-check stopping now and then
-                    await asyncio.wait_for(store.wait(self.live_cur),
-                                           0.2 if e._stopping else 1.0)
+                # re-check stopping now and then (a timer, not wait_for's task per wait)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.2 if e._stopping else 1.0):
+                        await store.wait(self.live_cur)
                 continue
             if await self._round(live, back, drainable) == FAILED:
                 return
@@ -299,7 +300,8 @@ class _Pump(Generic[P]):
             linger = live[0].ts_ms / 1000 + delay - time.time()
             if linger > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(e.urgent_ready.wait(), min(linger, delay))
+                    async with asyncio.timeout(min(linger, delay)):
+                        await e.urgent_ready.wait()
                 if e.urgent_ready.is_set():
                     return None
                 live = await store.peek(n, after=self.live_cur)
