@@ -343,9 +343,16 @@ class BoundedStore(ABC):
             self._new.clear()
             await self._new.wait()
 
+    def _delete_later(self, seq: int) -> bool:
+        """Remove an acknowledged entry some time soon (with others, in one go); False
+        when the backend deletes at once (:meth:`_delete`)."""
+        return False
+
     def ack(self, seq: int) -> None:
-        self._tail.pop(seq, None)
-        found = self._delete(seq)
+        entry = self._tail.pop(seq, None)
+        # an entry of the tail is stored, and its size known: it may leave with others
+        found = (len(entry.payload), 0) if entry is not None and self._delete_later(seq) \
+            else self._delete(seq)
         if found is not None:
             self.stats.entries -= 1
             self.stats.bytes -= found[0]

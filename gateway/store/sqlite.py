@@ -14,6 +14,13 @@ not fsync (``synchronous=NORMAL``); a background thread checkpoints the WAL ever
 ``sync_interval`` seconds, which fsyncs it, so a power cut loses at most that window.
 ``sync_interval: 0`` fsyncs every commit instead (``synchronous=FULL``; slow on SD cards).
 
+Acknowledged batches leave the file together: up to ``DELETE_MAX`` of them, at most
+``DELETE_EVERY`` seconds after the first, in one statement (a transaction per ack cost as
+much as the insert: WAL frames, locks; bench/README.md, issue 20), and always before the
+table is read (a new session's backlog, dropping the oldest, expiry) or closed. A crash in
+between sends those again after the restart; the backend drops them as duplicates
+(gateway, seq), as it does for anything sent twice.
+
 Disk full: a reserve file of ``RESERVE_BYTES`` lies beside the spool. When the disk is
 full it is released, so that acknowledged batches can still be deleted (SQLite writes to
 its WAL to delete) and the spool opened after a restart; it is made again once there is
@@ -29,6 +36,7 @@ spool.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -220,6 +228,9 @@ class SqliteStore(BoundedStore):
     #: the live cursor reads what was just appended from memory, not back from the file
     #: (two SELECTs per batch; up to 256 entries, ~300 KB of JSON batches)
     TAIL = 256
+    #: acknowledged entries deleted together: at most this many, this long after the first
+    DELETE_MAX = 512
+    DELETE_EVERY = 1.0
 
     def __init__(self, path: str | Path, encode: Encoder, limits: Limits,
                  sync_interval: float = 1.0, cipher: SpoolCipher | None = None) -> None:
@@ -258,6 +269,9 @@ class SqliteStore(BoundedStore):
                 target=self._checkpoint_loop, name="spool-checkpoint", daemon=True)
             self._checkpointer.start()
         self._space_warned = False
+        #: acknowledged, deleted at the next _flush_acked()
+        self._acked: set[int] = set()
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def _open(self, sync_interval: float) -> sqlite3.Connection:
         if self.path.exists() and (problem := _is_ok(self.path)) is not None:
@@ -312,22 +326,80 @@ class SqliteStore(BoundedStore):
                 bulk: bool) -> None:
         if self._cipher is not None:
             payload = self._cipher.seal(seq, topic, payload)
+        row = (seq, topic, payload, ts_ms, points, bulk)
         try:
-            self._db.execute("INSERT INTO spool VALUES (?,?,?,?,?,?)",
-                             (seq, topic, payload, ts_ms, points, bulk))
+            self._db.execute("INSERT INTO spool VALUES (?,?,?,?,?,?)", row)
         except sqlite3.OperationalError as exc:
-            if _out_of_space(exc):
+            if not _out_of_space(exc):
+                raise
+            if not self._acked:
                 raise StoreFull(str(exc)) from exc
-            raise
+            self._flush_acked()  # acknowledged batches give their space back first
+            try:
+                self._db.execute("INSERT INTO spool VALUES (?,?,?,?,?,?)", row)
+            except sqlite3.OperationalError as again:
+                if _out_of_space(again):
+                    raise StoreFull(str(again)) from again
+                raise
         if not self.reserve.ok:  # released on a full disk: make it again when there is room
             self.reserve.ensure()
 
+    def _delete_later(self, seq: int) -> bool:
+        if self.stats.degraded is not None and self.stats.degraded != self.fallback:
+            return False  # a full disk: space back at once
+        acked = self._acked
+        acked.add(seq)
+        if len(acked) >= self.DELETE_MAX:
+            self._flush_acked()
+        elif self._flush_timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # (no event loop: a tool) at once
+                self._flush_acked()
+            else:
+                self._flush_timer = loop.call_later(self.DELETE_EVERY, self._flush_acked)
+        return True
+
+    def _flush_acked(self) -> None:
+        """Delete the acknowledged entries, in one statement."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if not self._acked:
+            return
+        seqs = sorted(self._acked)
+        self._acked.clear()
+        sql = f"DELETE FROM spool WHERE seq IN ({','.join('?' * len(seqs))})"
+        try:
+            self.reserve.retry(lambda: self._db.execute(sql, seqs),
+                               (sqlite3.OperationalError,))
+        except sqlite3.OperationalError as exc:
+            # out of space even for the delete, no reserve left: they stay and are sent
+            # again later (the ingest drops the duplicates); counted as stored again
+            self._not_deleted(exc, seqs)
+
+    def _not_deleted(self, exc: sqlite3.OperationalError, seqs: list[int]) -> None:
+        if not self._space_warned:
+            self._space_warned = True
+            log.error("store: cannot delete acknowledged batches (%s)", exc)
+        marks = ",".join("?" * len(seqs))
+        with contextlib.suppress(sqlite3.Error):
+            n, nbytes = self._db.execute(
+                f"SELECT count(*), coalesce(sum({_LEN}), 0) FROM spool WHERE seq IN ({marks})",
+                seqs).fetchone()
+            self.stats.entries += n
+            self.stats.bytes += nbytes
+            self.stats.acked -= n
+
     def _oldest(self, n: int) -> list[tuple[int, int, int]]:
+        self._flush_acked()
         rows = self._db.execute(
             f"SELECT seq, {_LEN}, points FROM spool ORDER BY seq LIMIT ?", (n,))
         return [(int(a), int(b), int(c)) for a, b, c in rows]
 
     def _delete(self, seq: int) -> tuple[int, int] | None:
+        if seq in self._acked:  # acknowledged already, deleted soon
+            return None
         sql = f"DELETE FROM spool WHERE seq = ? RETURNING {_LEN}, points"
         try:
             row = self.reserve.retry(lambda: self._db.execute(sql, (seq,)).fetchone(),
@@ -342,6 +414,7 @@ class SqliteStore(BoundedStore):
         return None if row is None else (int(row[0]), int(row[1]))
 
     def _select(self, n: int, after: int, before: int | None) -> list[Entry]:
+        self._flush_acked()
         if before is None:
             rows = self._db.execute(
                 "SELECT seq, topic, payload, ts, bulk FROM spool WHERE seq > ? "
@@ -370,6 +443,7 @@ class SqliteStore(BoundedStore):
             log.error("store: batch %d does not decrypt (damaged on disk); dropped", seq)
 
     def _expire(self, cutoff_ms: int) -> tuple[int, int, int]:
+        self._flush_acked()
         n = nbytes = points = 0
         while True:
             rows = self._db.execute(
@@ -385,6 +459,7 @@ class SqliteStore(BoundedStore):
             points += sum(r[2] for r in rows)
 
     async def close(self) -> None:
+        self._flush_acked()
         self._stop.set()
         if self._checkpointer is not None:
             self._checkpointer.join(5)

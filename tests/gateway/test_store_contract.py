@@ -206,6 +206,42 @@ async def test_restart_replays_unacked_in_order(tmp_path: Path) -> None:
     await s2.close()
 
 
+def rows(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT count(*) FROM spool").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_acknowledged_batches_leave_the_file_together(tmp_path: Path) -> None:
+    """Acks count at once; the rows go in one statement, DELETE_EVERY after the first ack
+    (or at DELETE_MAX, or before the table is read); a crash in between sends them again."""
+    path = tmp_path / "spool.db"
+    s = sqlite_store(path, sync_interval=0)
+    s.DELETE_EVERY = 0.2
+    seqs = [await s.append(batch()) for _ in range(10)]
+    for q in seqs[:6]:
+        s.ack(q)
+    assert s.stats.entries == 4 and s.stats.acked == 6
+    assert rows(path) == 10  # not yet deleted
+    s2 = sqlite_store(path)  # a crash now: those six come back (sent again, deduplicated)
+    assert s2.stats.entries == 10
+    await s2.close()
+    await asyncio.sleep(0.3)
+    assert rows(path) == 4
+    s.ack(seqs[6])
+    assert [e.seq for e in await s.peek(100, after=0, before=seqs[-1])] == seqs[7:9]
+    assert rows(path) == 3  # a read of the file deletes what is acknowledged first
+    s.ack(seqs[6])  # twice: counted once
+    assert s.stats.entries == 3 and s.stats.acked == 7
+    s.DELETE_MAX = 2
+    s.ack(seqs[7])
+    s.ack(seqs[8])
+    assert rows(path) == 1  # DELETE_MAX reached
+    await s.close()
+
+
 CHILD = textwrap.dedent("""
     import asyncio, sys
     sys.path.insert(0, {root!r})
