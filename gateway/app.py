@@ -67,7 +67,8 @@ class Gateway:
                                              cfg.gateway.site or "")
         self.devices = Devices(self.stats)
         enabled = [d for d in loaded.devices if d.config.enabled]
-        self.devices.runners = [self._runner(dev, i) for i, dev in enumerate(enabled)]
+        self.devices.runners = [self._runner(dev, i, len(enabled))
+                                for i, dev in enumerate(enabled)]
         self._wire()
         #: the gateway's own identifier code and the module's IMEI/ICCID (status: ids)
         self.gateway_ids: dict[str, str] = (
@@ -99,9 +100,9 @@ class Gateway:
         hc = cfg.health
         self.health = HealthServer(self, hc.host, hc.port) if hc.enabled else None
 
-    def _runner(self, dev: Device, index: int) -> DeviceRunner:
+    def _runner(self, dev: Device, index: int, count: int) -> DeviceRunner:
         cfg = self.loaded.config
-        slots = cfg.pipeline.poll_slots
+        slots = cfg.pipeline.slots_for(count)
         pipe = DevicePipeline(self.gateway_id, dev, cfg.pipeline.heartbeat,
                               cfg.pipeline.report == "always")
         self.identifiers.device(dev.id, dev.profile_name, dev.config.identifier)
@@ -345,7 +346,7 @@ class Gateway:
         for i, dev_id in enumerate(p.order):
             r = by_id.get(dev_id)
             if r is None:
-                r = self._runner(fresh[dev_id], i)
+                r = self._runner(fresh[dev_id], i, len(p.order))
                 if dev_id in self.stats.devices:
                     self.stats.devices[dev_id].state = "starting"
             runners.append(r)

@@ -7,6 +7,7 @@ Validated by pydantic v2 with ``extra="forbid"``. :func:`load_config` returns a
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -276,11 +277,22 @@ class PipelineConfig(_Strict):
     report: Literal["change", "always"] = Field(
         default="change", description="change: report by exception (deadbands, heartbeat); always: "
         "every value every poll")
-    poll_slots: int = Field(
-        default=8, ge=1, le=1000, description="devices are assigned round-robin to this many "
-        "evenly spaced instants per period, aligned to wall-clock multiples of the period: 1 "
-        "polls every device at once (least CPU, burstier), more slots spread the load (less added "
-        "latency)")
+    poll_slots: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = Field(
+        default="auto", description="devices are assigned round-robin to this many evenly "
+        "spaced instants per period, aligned to wall-clock multiples of the period: 1 polls every "
+        "device at once (least CPU: one wake-up serves them all), more slots spread the load "
+        "(less added latency); auto: one slot per 32 devices (bench/README.md has the measured "
+        "trade-off)")
+
+    def slots_for(self, devices: int) -> int:
+        """The number of poll slots for this many devices."""
+        if self.poll_slots == "auto":
+            return max(1, math.ceil(devices / DEVICES_PER_SLOT))
+        return self.poll_slots
+
+
+#: devices per poll slot with ``poll_slots: auto``
+DEVICES_PER_SLOT = 32
 
 
 class DeviceConfig(_Strict):

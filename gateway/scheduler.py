@@ -1,10 +1,10 @@
 """Per-device supervision and drift-free polling.
 
 Poll groups tick at fixed wall-clock phases of their period: devices are assigned
-round-robin to ``pipeline.poll_slots`` evenly spaced instants, so one event-loop wakeup
-serves several devices (fewer wakeups and batched syscalls: 3x less CPU than one
-instant per device) while bursts stay small (a few ms of added latency); see
-bench/README.md for the measured trade-off.
+round-robin to ``pipeline.poll_slots`` evenly spaced instants (``auto``: one per 32
+devices), so one event-loop wakeup serves several devices (fewer wakeups and batched
+syscalls: what a poll costs is mostly its share of the wake-ups) while bursts stay small
+(a few ms of added latency); see bench/README.md for the measured trade-off.
 
 Each device has one supervisor task: it connects (exponential backoff with jitter while
 the device is unreachable), then runs one task per poll group under a TaskGroup. A poll
