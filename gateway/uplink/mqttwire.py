@@ -193,7 +193,7 @@ class MqttClient(asyncio.Protocol):
         buf += data
         pos, end = 0, len(buf)
         inflight = self._inflight
-        try:
+        try:  # (what was parsed leaves the buffer even if a callback raised)
             while end - pos >= 2:
                 head = buf[pos]
                 # the common case first: a PUBACK (4 bytes) or PINGRESP (2 bytes)
@@ -212,13 +212,14 @@ class MqttClient(asyncio.Protocol):
                 start = pos + 1 + size
                 if end - start < n:
                     break
-                self._packet(head, bytes(buf[start:start + n]))
+                body = bytes(buf[start:start + n])
                 pos = start + n
+                self._packet(head, body)
         except MqttError as exc:
             self._fail(exc)
             self.abort()
-            return
-        del buf[:pos]
+        finally:
+            del buf[:pos]
 
     def _packet(self, head: int, body: bytes) -> None:
         kind = head & 0xF0
