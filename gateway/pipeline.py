@@ -7,8 +7,8 @@ and report-by-exception with a heartbeat: a point is reported when it changed be
 its deadband, when its quality changed, or when it was not reported for ``heartbeat``
 seconds. The device's machine state is derived from the profile's rules on every cycle.
 
-The hot path works on whole readings: a block of Modbus points that are neither scaled
-nor deadbanded and cannot be a non-finite number (integers, bits, text) keeps its last
+The hot path works on whole readings: a block of points that are neither scaled nor
+deadbanded, whose values are not floats (integers, bits, text), keeps its last
 reported values and report times in two lists (:class:`_Plan`), compared with the new
 values in C (``map(ne, ...)``), so only the values that changed (or whose heartbeat is
 due) cost Python work; with ``report: always`` the block goes into the batch with one
@@ -29,6 +29,8 @@ from gateway.model import BULK, PRIORITY, PROCESS, STATE, Batch, Quality, Readin
 from gateway.profiles import ModbusPoint, Point
 from gateway.state import OFFLINE, derive_state
 
+#: value types the fast path takes as they are (never a non-finite float)
+_EXACT_VALUES = frozenset({int, bool, str})
 #: Modbus types whose values are never a non-finite float
 _EXACT_TYPES = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64", "bitfield",
                           "bool", "string"})
@@ -44,8 +46,11 @@ class _PointState:
     db_pct: float
     track: bool  # used by state rules
     digits: int  # decimals kept after scaling (from the scale: 0.1 -> 1, 0.001 -> 3)
-    #: reported as read: not scaled, no deadband, never a non-finite number (the fast path)
+    #: reported as read: not scaled, no deadband (the fast path, for values that are not
+    #: floats)
     plain: bool
+    #: and its values are never floats (a Modbus integer, bit or text)
+    exact: bool
     last: Value = None
     last_ts: float = -math.inf
     last_quality: Quality | None = None
@@ -54,11 +59,11 @@ class _PointState:
 def _rt(p: Point, track: bool) -> _PointState:
     db = p.deadband
     digits = max(0, -math.floor(math.log10(abs(p.scale)))) + 3 if p.scale else 6
-    plain = isinstance(p, ModbusPoint) and p.type in _EXACT_TYPES and not p.scaled and db is None
+    plain = not p.scaled and db is None
     return _PointState(
         p.name, p.scale, p.offset, p.scaled,
         (db.absolute or 0.0) if db else 0.0, (db.percent or 0.0) if db else 0.0, track,
-        min(digits, 12), plain,
+        min(digits, 12), plain, plain and isinstance(p, ModbusPoint) and p.type in _EXACT_TYPES,
     )
 
 
@@ -67,14 +72,16 @@ class _Plan:
     truth about them for the fast path: every point was last reported good, with the
     value ``values[i]`` at ``times[i]`` (``times`` None: all at ``ts``)."""
 
-    __slots__ = ("active", "due", "fast", "names", "points", "states", "times", "track", "ts",
-                 "values")
+    __slots__ = ("active", "due", "exact", "fast", "names", "points", "states", "times", "track",
+                 "ts", "values")
 
     def __init__(self, names: tuple[str, ...], states: list[_PointState]) -> None:
         self.names = names
         self.points = frozenset(names)
         self.states = states
         self.fast = all(st.plain for st in states)
+        #: no value can be a float: no need to look at the values' types
+        self.exact = all(st.exact for st in states)
         self.track = [i for i, st in enumerate(states) if st.track]
         self.active = False
         self.values: list[Value] = []
@@ -194,7 +201,10 @@ class DevicePipeline:
 
     def _fast(self, plan: _Plan, values: list[Value], ts: float,
               out: dict[str, Value]) -> bool:
-        """A good reading of plain points; False when its plan cannot take it."""
+        """A good reading of plain points; False when its plan cannot take it (or a value
+        may be a non-finite float, an array or missing: the point-by-point path judges)."""
+        if not plan.exact and not _EXACT_VALUES.issuperset(map(type, values)):
+            return False
         if not plan.active:
             self._release(plan)
             if not plan.activate(self.heartbeat):
