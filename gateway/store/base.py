@@ -181,13 +181,25 @@ class BoundedStore(ABC):
         self._seq += 1
         batch.seq = seq = self._seq
         topic, payload = self._encode(batch)
-        size, points = len(payload), batch.point_count
         self._check_age()
-        if not await self._make_room(size, points):
+        if not await self._make_room(len(payload), batch.point_count):
             return seq
-        bulk = batch.priority == BULK
+        await self._keep(Entry(seq, topic, payload, batch.ts_ms, batch.priority == BULK),
+                         batch.point_count, batch.priority <= STATE)
+        return seq
+
+    async def _keep(self, entry: Entry, points: int, urgent: bool) -> None:
+        """Store ``entry`` before returning (a backend may commit the entries of one
+        event-loop turn together, and wait for that)."""
+        self._keep_now(entry, points, urgent)
+
+    def _keep_now(self, entry: Entry, points: int, urgent: bool) -> bool:
+        """Insert ``entry`` at once, under the disk-full policy, and announce it; False
+        when it was dropped (counted)."""
+        seq, topic, payload, ts_ms, bulk = entry.seq, entry.topic, entry.payload, \
+            entry.ts_ms, entry.bulk
         try:
-            self._insert(seq, topic, payload, batch.ts_ms, points, bulk)
+            self._insert(seq, topic, payload, ts_ms, points, bulk)
         except StoreFull as exc:
             if self.stats.degraded in (None, self.fallback):
                 self.stats.degraded = f"disk full: {exc}"
@@ -197,28 +209,34 @@ class BoundedStore(ABC):
                           "new batches are dropped")
             # the disk stays full (degraded) while old batches make room for new ones
             if not (self.limits.policy == "drop-oldest" and
-                    self._make_room_on_disk(seq, topic, payload, batch.ts_ms, points, bulk)):
+                    self._make_room_on_disk(seq, topic, payload, ts_ms, points, bulk)):
                 self._count_drop("disk_full", 1, points)
-                return seq
+                return False
         else:
-            # after old batches made room the disk is still full: degraded (and quiet)
-            # until an ack frees space or a minute passes without making room
-            if self.stats.degraded != self.fallback and \
-                    time.monotonic() - self._made_room_at > 60.0:
-                log.warning("store: writing again after: %s", self.stats.degraded)
-                self.stats.degraded = self.fallback
+            self._writing()
+        self._kept(entry, urgent)
+        return True
+
+    def _writing(self) -> None:
+        """An insert worked: after old batches made room the disk is still full: degraded
+        (and quiet) until an ack frees space or a minute passes without making room."""
+        if self.stats.degraded != self.fallback and \
+                time.monotonic() - self._made_room_at > 60.0:
+            log.warning("store: writing again after: %s", self.stats.degraded)
+            self.stats.degraded = self.fallback
+
+    def _kept(self, entry: Entry, urgent: bool) -> None:
+        """Count a stored entry and hand it to the uplink (the tail, the urgent lane)."""
         st = self.stats
         st.entries += 1
-        st.bytes += size
+        st.bytes += len(entry.payload)
         st.appended += 1
-        self._last_inserted = seq
-        entry = Entry(seq, topic, payload, batch.ts_ms, bulk)
+        self._last_inserted = entry.seq
         if self.TAIL:
             self._remember(entry)
-        if batch.priority <= STATE and self.on_urgent is not None:
+        if urgent and self.on_urgent is not None:
             self.on_urgent(entry)  # never bulk: bulk is the lowest priority
         self._new.set()
-        return seq
 
     def _make_room_on_disk(self, seq: int, topic: str, payload: bytes, ts_ms: int,
                            points: int, bulk: bool) -> bool:

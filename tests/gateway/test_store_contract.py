@@ -243,6 +243,28 @@ async def test_acknowledged_batches_leave_the_file_together(tmp_path: Path) -> N
     await s.close()
 
 
+async def test_the_appends_of_one_turn_are_committed_together(tmp_path: Path) -> None:
+    """Devices that answer together append together: one transaction, and each append
+    returns only once it is committed (another connection sees every row)."""
+    path = tmp_path / "spool.db"
+    s = sqlite_store(path, sync_interval=0)
+    commits = 0
+    real = s._commit
+
+    def counted() -> None:
+        nonlocal commits
+        commits += 1
+        real()
+
+    s._commit = counted  # type: ignore[method-assign]
+    seqs = await asyncio.gather(*(s.append(batch(f"d{i}")) for i in range(20)))
+    assert commits == 1 and rows(path) == 20 and s.stats.entries == 20
+    assert [e.seq for e in await s.peek(100)] == sorted(seqs)
+    await s.append(batch())
+    assert commits == 2 and rows(path) == 21
+    await s.close()
+
+
 CHILD = textwrap.dedent("""
     import asyncio, sys
     sys.path.insert(0, {root!r})
