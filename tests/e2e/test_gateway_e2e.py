@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from firmware_sim.sim import Simulator
 
 from tests.e2e.harness import GatewayProcess, run_cli, start_sim, write_config
 from tests.mqtt_sub import Subscriber
-from tests.support.servers import Mosquitto
+from tests.support.servers import Mosquitto, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -161,15 +162,31 @@ async def test_sigkill_leaves_the_last_will(
 async def test_overrunning_polls_are_skipped_and_counted(
     sim: Simulator, broker: Mosquitto, gateway: GatewayProcess
 ) -> None:
+    """Overload is visible: skipped polls are counted in the status topic and /metrics
+    and logged once, and what was read is delivered."""
     await start_sim(sim, 1)
-    write_config(sim, gateway.config, broker)  # 200 ms polls, 300 ms timeout
+    health = free_port()
+    write_config(sim, gateway.config, broker, health={"port": health})  # 200 ms polls
     sim.set_fault("dev0", "slow:250ms")  # answers in time, but every cycle overruns
     async with Subscriber(broker.port) as sub:
         gateway.start()
         await sub.wait_for(
             lambda: any(s.get("devices", {}).get("dev0", {}).get("missed_ticks", 0) > 3
                         for s in sub.status()), 20, "missed ticks in the status topic")
+        body = await asyncio.to_thread(_metrics, health)
     assert sub.data("dev0"), "slow device still delivers"
+    missed = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+              if line.startswith('edgegw_device_missed_ticks_total{device="dev0"')]
+    assert missed and missed[0] > 3, body
+    assert gateway.signal(signal.SIGTERM) == 0
+    log = gateway.log.read_text()
+    assert log.count("overran its period 0.2s; skipped") == 1, log  # once, not per poll
+    assert "device dev0: poll group" in log
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
 
 
 async def test_cli_read_and_write(sim: Simulator, broker: Mosquitto, tmp_path: Path) -> None:
