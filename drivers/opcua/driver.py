@@ -31,11 +31,18 @@ from drivers.opcua.address import resolve
 from drivers.opcua.browse import Browsed, lines, walk
 from drivers.opcua.config import Opcua
 from drivers.opcua.nodetypes import inspect
-from drivers.opcua.read import ReadPlan, decode, name_enums
+from drivers.opcua.read import (
+    ReadPlan,
+    decode,
+    decode_columns,
+    decode_fast,
+    name_enums,
+    read_chunk,
+)
 from drivers.opcua.read import plan as read_plan
 from drivers.opcua.session import NETWORK, SESSION_LOST, Session, why
 from drivers.opcua.session import close as close_session
-from drivers.opcua.subscribe import Feed, Queue, subscribe
+from drivers.opcua.subscribe import Feed, Publisher, Queue, subscribe
 from drivers.opcua.values import to_variant, variant_type_of
 from gateway.errors import DeviceUnreachable, WriteRejected
 from gateway.model import Quality, Reading, Value
@@ -70,6 +77,7 @@ class OpcuaDriver:
         self._types: dict[str, ua.VariantType] = {}
         self._lost: asyncio.Event = asyncio.Event()
         self._lost_reason = ""
+        self._ready: asyncio.Event | None = None  # the stream's wake-up, while it runs
         self.max_per_read = conn.max_nodes_per_read or 1000
         self.gaps = 0  # notifications missed (sequence number jumps)
         #: enumeration points -> value -> name (from the server, or the profile)
@@ -122,6 +130,8 @@ class OpcuaDriver:
         if not self._lost.is_set():
             self._lost_reason = reason
             self._lost.set()
+            if self._ready is not None:  # wake the stream
+                self._ready.set()
 
     def _unreachable(self, exc: BaseException) -> DeviceUnreachable:
         self._session_lost(f"session lost: {why(exc)}")
@@ -153,12 +163,9 @@ class OpcuaDriver:
         status: dict[int, tuple[Quality, str]] = {}
         times: list[float] = []
         arrays = False
-        for first, chunk in plan.chunks:
-            params = ua.ReadParameters()
-            params.NodesToRead = chunk
-            params.TimestampsToReturn = ua.TimestampsToReturn.Source
+        for (first, _), body in zip(plan.chunks, plan.bodies, strict=True):
             try:
-                results = await client.uaclient.read(params)
+                results = await read_chunk(client, body)
             except ua.UaStatusCodeError as exc:
                 if exc.code in SESSION_LOST:
                     raise self._unreachable(exc) from None
@@ -167,8 +174,14 @@ class OpcuaDriver:
             except (*NETWORK, ua.UaError) as exc:
                 raise self._unreachable(exc) from None
             now = time.time()
+            if isinstance(results, fastdecode.Columns):
+                decode_columns(results, first, values, status, times, now)
+                continue
             for j, dv in enumerate(results, first):
-                arrays |= decode(dv, j, values, status, times, now)
+                if dv.__class__ is tuple:
+                    decode_fast(dv, j, values, status, times, now)
+                else:
+                    arrays |= decode(dv, j, values, status, times, now)
         for i, reason in plan.missing.items():
             values[i] = None
             status[i] = (Quality.BAD, reason)
@@ -201,13 +214,16 @@ class OpcuaDriver:
     ) -> AsyncIterator[tuple[str, list[Reading]]]:
         client = self._require()
         queue: Queue = deque()
-        ready = asyncio.Event()
+        # one event for "a notification is queued" and "the session is lost"
+        ready = self._ready = asyncio.Event()
+        feeds: dict[int, Feed] = {}
         for group, (period, points) in groups.items():
-            await self._subscribe(client, group, period, points, queue, ready)
+            await self._subscribe(client, group, period, points, queue, ready, feeds)
             # the first notification comes one publishing interval later (30 s for a
             # slow group): read the current values now so every point is known at once
             queue.append((group, await self.read(points)))
-        lost = asyncio.ensure_future(self._lost.wait())
+        publisher = asyncio.create_task(self._publish(client, feeds),
+                                        name=f"opcua-publish:{self.device.id}")
         try:
             while True:
                 while queue:
@@ -215,21 +231,31 @@ class OpcuaDriver:
                 ready.clear()
                 if self._lost.is_set():
                     raise DeviceUnreachable(self._lost_reason)
-                waiter = asyncio.ensure_future(ready.wait())
-                await asyncio.wait((waiter, lost), return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+                await ready.wait()
         finally:
-            lost.cancel()
+            self._ready = None
+            publisher.cancel()
+
+    async def _publish(self, client: Client, feeds: Mapping[int, Feed]) -> None:
+        """The subscriptions' Publish loop; its end is the session's."""
+        try:
+            await Publisher(client, feeds, self._session_lost).run()
+        except asyncio.CancelledError:
+            raise
+        except (*NETWORK, ua.UaError) as exc:
+            self._session_lost(f"session lost: {why(exc)}")
 
     async def _subscribe(self, client: Client, group: str, period: float,
-                         points: Sequence[Point], queue: Queue, ready: asyncio.Event) -> None:
+                         points: Sequence[Point], queue: Queue, ready: asyncio.Event,
+                         feeds: dict[int, Feed]) -> None:
         names = [p.name for p in points]
         feed = Feed(self.device.id, group, names, queue, ready, self._enums,
                     self.source_times, self._gap, self._session_lost)
         try:
-            missing = await subscribe(client, self.conn, period, points, self._ids, feed)
+            sub, missing = await subscribe(client, self.conn, period, points, self._ids)
         except (*NETWORK, ua.UaError) as exc:  # UaStatusCodeError is a UaError
             raise self._unreachable(exc) from None
+        feeds[sub] = feed
         if missing:
             now = time.time()
             pts = tuple(names[i] for i in missing)
@@ -238,7 +264,6 @@ class OpcuaDriver:
                                           [now] * len(pts))]))
             for i, reason in missing.items():
                 log.warning("device %s: point %s: %s", self.device.id, names[i], reason)
-        client.uaclient.ensure_publish_loop()
 
     def _gap(self, lost: int) -> None:
         self.gaps += lost

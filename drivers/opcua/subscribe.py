@@ -1,6 +1,10 @@
 """Subscriptions: one per poll group (publishing interval = the group's period), one
 monitored item per point (sampling interval, queue size, and the point's deadband as a
-server-side DataChangeFilter); each PublishResponse becomes one reading."""
+server-side DataChangeFilter); each PublishResponse becomes one reading.
+
+The session's PublishRequests are the driver's own (:class:`Publisher`, in place of
+asyncua's publish loop): precoded requests and PublishResponses decoded in one pass
+(fastwire.py), each handed to its group's :class:`Feed`."""
 
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 from asyncua import Client, ua
+from asyncua.ua import ua_binary
 
-from drivers.opcua import fastdecode
+from drivers.opcua import fastdecode, fastwire
 from drivers.opcua.config import Opcua
-from drivers.opcua.read import decode, name_enums
+from drivers.opcua.read import decode, decode_columns, name_enums
 from drivers.opcua.values import quality_of
 from gateway.model import Quality, Reading, Value
 from gateway.profiles import OpcuaPoint, Point
@@ -43,19 +48,15 @@ class Feed:
         self.on_end = on_end  # the server ended the subscription
         self.last_seq = 0
 
-    def publish(self, result: ua.PublishResult) -> None:
-        """asyncua's subscription callback (it awaits only what returns a coroutine)."""
-        msg = result.NotificationMessage
-        if msg.NotificationData is None:
-            return  # keep-alive
-        seq = msg.SequenceNumber
+    def notify(self, seq: int, notifications: list[object]) -> None:
+        """One PublishResponse's notifications (with data: not a keep-alive)."""
         if self.last_seq and seq > self.last_seq + 1:
             self.on_gap(seq - self.last_seq - 1)
             log.warning("device %s: %d notification(s) of group %s lost",
                         self.device, seq - self.last_seq - 1, self.group)
         self.last_seq = seq
         now = time.time()
-        for notif in msg.NotificationData:
+        for notif in notifications:
             if isinstance(notif, fastdecode.FastDataChange):
                 self._fast(notif, now)
             elif isinstance(notif, ua.DataChangeNotification):
@@ -77,10 +78,20 @@ class Feed:
 
     def _fast(self, notif: fastdecode.FastDataChange, now: float) -> None:
         """One notification decoded by the fast path."""
-        idx: list[str] = []
-        values: list[Value] = []
-        status: dict[int, tuple[Quality, str]] = {}
-        times: list[float] = []
+        cols = notif.columns
+        if cols is not None and cols.handles is not None:  # items of one shape
+            names = self.names
+            idx = [names[h - CLIENT_HANDLE_BASE] for h in cols.handles]
+            values: list[Value] = []
+            status: dict[int, tuple[Quality, str]] = {}
+            times: list[float] = []
+            decode_columns(cols, 0, values, status, times, now)
+            self._push(idx, values, status, times, now)
+            return
+        idx = []
+        values = []
+        status = {}
+        times = []
         for j, (handle, v, code, ts, vtype) in enumerate(notif.items):
             idx.append(self.names[handle - CLIENT_HANDLE_BASE])
             times.append(now if ts is None else ts)
@@ -113,9 +124,9 @@ class Feed:
 
 
 async def subscribe(client: Client, conn: Opcua, period: float, points: Sequence[Point],
-                    ids: Mapping[str, ua.NodeId | str], feed: Feed) -> dict[int, str]:
-    """Create the group's subscription and its monitored items; the points that could
-    not be monitored: index -> why. Raises what asyncua raises."""
+                    ids: Mapping[str, ua.NodeId | str]) -> tuple[int, dict[int, str]]:
+    """Create the group's subscription and its monitored items: its id, and the points
+    that could not be monitored (index -> why). Raises what asyncua raises."""
     params = ua.CreateSubscriptionParameters()
     params.RequestedPublishingInterval = period * 1000
     params.RequestedLifetimeCount = max(30, int(3 * conn.session_timeout / period))
@@ -123,7 +134,7 @@ async def subscribe(client: Client, conn: Opcua, period: float, points: Sequence
     params.MaxNotificationsPerPublish = 0
     params.PublishingEnabled = True
     params.Priority = 0
-    sub = await client.uaclient.create_subscription(params, feed.publish)
+    sub = await create_subscription(client, params)
     items = []
     missing: dict[int, str] = {}
     for i, p in enumerate(points):
@@ -133,7 +144,7 @@ async def subscribe(client: Client, conn: Opcua, period: float, points: Sequence
             continue
         items.append(item(nid, i, p, period, conn.queue_size))
     mparams = ua.CreateMonitoredItemsParameters()
-    mparams.SubscriptionId = sub.SubscriptionId
+    mparams.SubscriptionId = sub
     mparams.TimestampsToReturn = ua.TimestampsToReturn.Source
     mparams.ItemsToCreate = items
     results = await client.uaclient.create_monitored_items(mparams)
@@ -141,7 +152,67 @@ async def subscribe(client: Client, conn: Opcua, period: float, points: Sequence
         if not res.StatusCode.is_good():
             i = req.RequestedParameters.ClientHandle - CLIENT_HANDLE_BASE
             missing[i] = f"monitored item refused ({res.StatusCode.name})"
-    return missing
+    return sub, missing
+
+
+async def create_subscription(client: Client, params: ua.CreateSubscriptionParameters) -> int:
+    """CreateSubscription, without registering it with asyncua's publish loop (the
+    driver's :class:`Publisher` serves it); the subscription's id."""
+    protocol = client.uaclient.protocol
+    if protocol is None:
+        raise ConnectionError("not connected")
+    request = ua.CreateSubscriptionRequest()
+    request.Parameters = params
+    data = await protocol.send_request(request)
+    response = ua_binary.struct_from_binary(ua.CreateSubscriptionResponse, data)
+    response.ResponseHeader.ServiceResult.check()
+    return int(response.Parameters.SubscriptionId)
+
+
+_PUBLISH_REQUEST = ua.ObjectIds.PublishRequest_Encoding_DefaultBinary
+#: a Publish the server answers with one of these: no notification yet, ask again
+_RETRY = frozenset({ua.StatusCodes.BadTimeout, ua.StatusCodes.BadTooManyPublishRequests})
+
+
+class Publisher:
+    """The session's PublishRequests (one outstanding, as asyncua's own loop keeps) and
+    their answers, handed to the feed of their subscription; each response's
+    notifications are acknowledged with the next request. Raises what the channel
+    raises; a subscription the server no longer has ends it (``on_end``)."""
+
+    def __init__(self, client: Client, feeds: Mapping[int, Feed],
+                 on_end: Callable[[str], None]) -> None:
+        self.client = client
+        self.feeds = feeds
+        self.on_end = on_end
+
+    async def run(self) -> None:
+        acks: list[tuple[int, int]] = []
+        while True:
+            protocol = self.client.uaclient.protocol
+            if protocol is None:
+                raise ConnectionError("not connected")
+            req = fastwire.request(_PUBLISH_REQUEST, fastwire.publish_body(acks))
+            acks = []
+            try:
+                data = await protocol.send_request(req, timeout=0)  # the server holds it
+            except ua.UaStatusCodeError as exc:
+                if exc.code in _RETRY:
+                    if exc.code == ua.StatusCodes.BadTooManyPublishRequests:
+                        await asyncio.sleep(0.1)
+                    continue
+                if exc.code == ua.StatusCodes.BadNoSubscription:
+                    self.on_end("the server has no subscription of ours")
+                    return
+                raise
+            raw = data.read(len(data))
+            pub = fastwire.decode_publish(raw) or fastwire.published_by_asyncua(raw)
+            if pub.service_result & 0x80000000:
+                raise ua.UaStatusCodeError(pub.service_result)
+            feed = self.feeds.get(pub.subscription)
+            if feed is not None and pub.notifications:
+                acks.append((pub.subscription, pub.sequence))
+                feed.notify(pub.sequence, pub.notifications)
 
 
 def item(nid: ua.NodeId, i: int, p: Point, period: float,
