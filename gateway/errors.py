@@ -13,7 +13,8 @@ derive from one of the bases here:
 - :class:`DataError` (also a ``ValueError``): bytes or text that do not parse: a device
   frame (``FrameRejected``), an AT reply (``ParseError``), a compact record
   (``CompactError``), a payload (``PayloadError``), an identifier code (``CodeError``),
-  an OPC UA address (``AddressError``);
+  an OPC UA address (``AddressError``), an OPC UA message of a shape its fast path
+  leaves to asyncua (``Unhandled``);
 - :class:`UplinkError`: the uplink's link failed (``TransportError``);
 - :class:`SinkError`: the database did not take a write (``Rejected``, ``TooLarge``,
   ``Retry``);

@@ -25,6 +25,8 @@ from asyncua import ua
 from asyncua.common.utils import Buffer
 from asyncua.ua import ua_binary
 
+from gateway.errors import DataError
+
 #: seconds from 1601-01-01 (OPC UA DateTime epoch) to 1970-01-01
 EPOCH_1601 = 11644473600
 #: built-in scalar VariantType numbers -> (struct format, size)
@@ -37,7 +39,7 @@ FLOAT = 10
 Value = tuple[Any, int, float | None, int]
 
 
-class Unhandled(Exception):
+class Unhandled(DataError):
     """A shape the fast path does not decode: use asyncua's decoder."""
 
 
