@@ -44,6 +44,9 @@ class SimDevice:
         self.state = sim.initial if sim else "idle"
         self._state_until = 0.0
         self._values: dict[str, float] = {}
+        #: point -> raw value held regardless of the model (scenarios: a counter set,
+        #: reset to 0 by a power cycle, frozen)
+        self.forced: dict[str, object] = {}
         self._points = [p for p in profile.expanded_points() if p.sim is not None]
         self._last = time.monotonic()
         self.step(0.0)
@@ -54,6 +57,14 @@ class SimDevice:
     def answer(self, pdu: bytes) -> bytes:
         assert self.map is not None
         return self.map.handle(pdu)
+
+    def force(self, point: str, value: object | None) -> None:
+        """Hold a point at a raw value (None: back to the model), from the next step."""
+        if value is None:
+            self.forced.pop(point, None)
+        else:
+            self.forced[point] = value
+        self.step(0.0)
 
     def set_state(self, state: str, hold: float = 3600.0) -> None:
         """Force a machine state (tests, scenarios) for ``hold`` seconds."""
@@ -83,7 +94,7 @@ class SimDevice:
         self._next_state(now)
         for p in self._points:
             assert p.sim is not None
-            value = self._value(p, p.sim, dt)
+            value = self.forced[p.name] if p.name in self.forced else self._value(p, p.sim, dt)
             if value is not None and getattr(p, "array", False):
                 value = _spread(value, p.sim.size)
             if value is not None:

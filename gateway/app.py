@@ -24,6 +24,7 @@ from gateway.identifiers.service import IdentifierService
 from gateway.linkwatch import LinkWatchdog
 from gateway.model import Batch
 from gateway.pipeline import DevicePipeline
+from gateway.production.service import ProductionService
 from gateway.profiles import OpcuaPoint, Point
 from gateway.reload import RESTART_SECTIONS, Plan, plan
 from gateway.scheduler import DeviceRunner
@@ -66,6 +67,8 @@ class Gateway:
         self.identifiers = IdentifierService(cfg.identifiers, spool or ":memory:", gw,
                                              cfg.gateway.site or "")
         self.devices = Devices(self.stats)
+        self.production = ProductionService(cfg.production, gw, loaded.state_dir,
+                                            self.store.append)
         enabled = [d for d in loaded.devices if d.config.enabled]
         self.devices.runners = [self._runner(dev, i, len(enabled))
                                 for i, dev in enumerate(enabled)]
@@ -95,7 +98,7 @@ class Gateway:
         #: run isolated (gateway/services.py): a failure is contained and restarted
         self.optional: list[Service] = [
             Task("reload", self._reloader), Task("fault-summary", self._summaries),
-            self.identifiers, self.certs, self.watchdog]
+            self.identifiers, self.certs, self.watchdog, self.production]
         self.notifier = Notifier()
         hc = cfg.health
         self.health = HealthServer(self, hc.host, hc.port) if hc.enabled else None
@@ -106,9 +109,11 @@ class Gateway:
         pipe = DevicePipeline(self.gateway_id, dev, cfg.pipeline.heartbeat,
                               cfg.pipeline.report == "always")
         self.identifiers.device(dev.id, dev.profile_name, dev.config.identifier)
-        return DeviceRunner(
+        runner = DeviceRunner(
             dev, driver_for(dev, self.ctx), pipe, self.store, self.stats.device(dev.id),
             self.faults, cfg.pipeline.reconnect, phase=(index % slots) / slots)
+        runner.production = self.production.machine(dev)
+        return runner
 
     def _wire(self) -> None:
         """Hand each code reader's context to the pipelines of the devices it serves
@@ -171,7 +176,12 @@ class Gateway:
         }
 
     def device_state(self) -> dict[str, dict[str, object]]:
-        return self.devices.state()
+        out = self.devices.state()
+        for dev, d in out.items():
+            prod = self.production.device(dev)
+            if prod is not None:
+                d["production"] = prod
+        return out
 
     def _wire_radio(self) -> None:
         """Give the uplink the modem's latest link sample, and the gateway the module's
@@ -336,6 +346,7 @@ class Gateway:
             await self.devices.halt(by_id.pop(dev_id))
         for dev_id in p.removed:
             self.stats.devices.pop(dev_id, None)
+            self.production.machines.pop(dev_id, None)
             self.faults.clear((dev_id, "unreachable"), f"device {dev_id}: removed")
         fresh = {d.id: d for d in [*p.added, *p.changed]}
         for d in fresh.values():

@@ -34,6 +34,7 @@ from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.identifiers.codes import CodeError, normalise
 from gateway.influx.sinkconfig import InfluxV1, InfluxV2
+from gateway.production.spec import ProductionConfig
 from gateway.profiles import (
     Profile,
     Workarounds,
@@ -387,6 +388,9 @@ class GatewayConfig(_Strict):
     identifiers: IdentifiersConfig = Field(
         default=IdentifiersConfig(), description="identifier codes: the secondary node, what is "
         "registered")
+    production: ProductionConfig = Field(
+        default=ProductionConfig(), description="shift calendar and KPI interval for the "
+        "machines whose profiles have a production section (docs/production.md)")
     signing: SigningConfig | None = Field(
         default=None, description="sign every batch (docs/wire-format.md, Signed payloads)")
     devices: list[DeviceConfig] = Field(default_factory=list, description="the devices")

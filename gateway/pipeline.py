@@ -164,6 +164,10 @@ class DevicePipeline:
         if prof.state is not None:
             for rule in prof.state.rules:
                 tracked |= rule.when.points()
+        #: the points the state rules read: the state is known once each has a value
+        self.state_points = frozenset(tracked)
+        if prof.production is not None:
+            tracked |= prof.production.points()
         self.points = {p.name: _rt(p, p.name in tracked) for p in prof.expanded_points()}
         self.heartbeat = 0.0 if always else heartbeat
         self.current: dict[str, Value] = {}  # good values of state-rule points
@@ -185,6 +189,11 @@ class DevicePipeline:
                 self._plans.clear()
             plan = self._plans[id(names)] = _Plan(names, [self.points[n] for n in names])
         return plan
+
+    def state_known(self) -> bool:
+        """Whether every point the state rules read has a good value (the first cycle of
+        a slow poll group, or a bad read, leaves the derived state a guess)."""
+        return self.state_points.issubset(self.current.keys())
 
     def sync(self) -> None:
         """Bring every point state up to date (they are read for the status page)."""

@@ -28,6 +28,7 @@ from pydantic import (
 
 from gateway.durations import Duration
 from gateway.errors import ConfigError
+from gateway.production.spec import ProductionSpec
 from gateway.yamlfile import load_yaml, validation_problems
 
 SCHEMA_VERSION = 1
@@ -622,6 +623,9 @@ class Profile(_Strict):
     serial: SerialSettings | None = Field(
         default=None, description="serial: framing, parser, listen or request")
     state: StateSpec | None = Field(default=None, description="machine state derivation")
+    production: ProductionSpec | None = Field(
+        default=None, description="production facts: part counters, ideal cycle, order and "
+        "product points, planned stops, downtime reasons (docs/production.md)")
     simulation: Simulation | None = Field(
         default=None, description="how the firmware simulator behaves (ignored by the gateway)")
     points: list[AnyPoint] = Field(min_length=1, description="the device's points")
@@ -691,7 +695,23 @@ class Profile(_Strict):
                     raise ValueError(
                         f"state.rules[{j}] ({rule.state}): unknown point(s) {sorted(missing)}"
                     )
+        if self.production is not None:
+            self._check_production(self.production, seen)
         return self
+
+    def _check_production(self, pr: ProductionSpec, seen: set[str]) -> None:
+        missing = pr.points() - seen
+        if missing:
+            raise ValueError(f"production: unknown point(s) {sorted(missing)}")
+        if self.state is None:
+            raise ValueError("production: needs the 'state' section (which states run, "
+                             "which stop)")
+        states = {r.state for r in self.state.rules} | {self.state.default}
+        for what, names in (("running", pr.running), ("planned_stops", pr.planned_stops)):
+            unknown = sorted(set(names) - states)
+            if unknown:
+                raise ValueError(f"production.{what}: {unknown} are not states of this "
+                                 f"profile ({sorted(states)})")
 
     def _check_serial(self, ss: SerialSettings) -> None:
         points = [p for p in self.points if isinstance(p, SerialPoint)]

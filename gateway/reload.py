@@ -16,7 +16,7 @@ from gateway.config import Device, LoadedConfig
 
 #: top-level config sections that need a restart to change
 RESTART_SECTIONS = ("gateway", "uplink", "store", "pipeline", "health", "identifiers",
-                    "signing", "profiles_dir")
+                    "signing", "profiles_dir", "production")
 
 
 @dataclass(slots=True)

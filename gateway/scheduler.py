@@ -33,6 +33,7 @@ from gateway.faultlog import FaultLog
 from gateway.logs import current_device
 from gateway.model import Batch, Reading
 from gateway.pipeline import DevicePipeline
+from gateway.production.machine import Machine
 from gateway.profiles import Point
 from gateway.stats import DeviceStats
 from gateway.store import Store
@@ -73,6 +74,8 @@ class DeviceRunner:
         self.contexts: list[tuple[str, str, list[DevicePipeline]]] = []
         self.on_context: Callable[[str, str, list[DevicePipeline]], None] | None = None
         self._shared: dict[str, str] = {}  # point -> the code last handed on
+        #: production facts of this machine (gateway/production), when its profile says
+        self.production: Machine | None = None
 
     def _stall_after(self, backoff_max: float) -> float | None:
         # a cycle every period (or every half heartbeat), a reconnect every backoff_max;
@@ -169,7 +172,10 @@ class DeviceRunner:
         if self.online or self.stats.state != "offline":
             self.online = False
             self.stats.state = "offline"
-            await self.store.append(self.pipeline.offline(reason, time.time()))
+            now = time.time()
+            await self.store.append(self.pipeline.offline(reason, now))
+            if self.production is not None:
+                await self._produced(now)
 
     async def _emit(self, group: str, readings: list[Reading]) -> None:
         """Count, run the pipeline, share product context, store."""
@@ -179,6 +185,18 @@ class DeviceRunner:
             if self.contexts:
                 self._share_context(batch)
             await self.store.append(batch)
+        if self.production is not None:
+            await self._produced(readings[0].read_ts if readings else time.time())
+
+    async def _produced(self, ts: float) -> None:
+        """The machine's production facts after this cycle (state intervals, counts)."""
+        m = self.production
+        assert m is not None
+        pipe = self.pipeline
+        m.ids = pipe.ids
+        state = pipe.state if pipe.state_known() else None  # None: unknown
+        for event in m.observe(ts, state, pipe.current):
+            await self.store.append(event)
 
     def _share_context(self, batch: Batch) -> None:
         """A code read by this device (a scanner) becomes the product/batch context of

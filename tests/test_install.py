@@ -51,7 +51,7 @@ def test_install_into_a_prefix(tmp_path: Path) -> None:
     assert f"ExecStart={exe} run -c ${{EDGEGW_CONFIG}}" in unit
     assert f"EDGEGW_CONFIG={conf}/gateway.yaml" in unit
     if shutil.which("systemd-analyze"):
-        for name in ("edgegw.service", "edgegw-ingest.service"):
+        for name in ("edgegw.service", "edgegw-ingest.service", "edgegw-dashboard.service"):
             v = subprocess.run(["systemd-analyze", "verify", "--man=no", str(units / name)],
                                capture_output=True, text=True, timeout=60, check=False)
             assert v.returncode == 0, v.stdout + v.stderr

@@ -22,6 +22,7 @@ from gateway.crypto import commands as certs_commands
 from gateway.errors import ConfigError, DeviceError, EdgegwError
 from gateway.identifiers import commands as id_commands
 from gateway.logs import setup as setup_logging
+from gateway.production import commands as order_commands
 
 __all__ = ["main"]
 
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     backend.add_parser(sub)
     service.add_others(sub, with_config)
     certs_commands.add_parser(sub, with_config)
+    order_commands.add_parser(sub, with_config)
     for name, run in families.items():
         sub.choices[name].set_defaults(run=run)
     return ap

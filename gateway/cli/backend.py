@@ -1,5 +1,6 @@
-"""The backend side: ``ingest`` (MQTT -> InfluxDB, exactly once; ``--check``) and
-``live`` (machine states read back from InfluxDB 1.x)."""
+"""The backend side: ``ingest`` (MQTT -> InfluxDB, exactly once; ``--check``),
+``dashboard`` (production dashboard from InfluxDB) and ``live`` (machine states read
+back from InfluxDB 1.x)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ def add_parser(sub: Subparsers) -> None:
     lv.add_argument("--url", default="http://127.0.0.1:8086")
     lv.add_argument("--db", default="edgegw")
     lv.add_argument("--count", type=int, default=0, help="stop after N refreshes")
+    lv.add_argument("--note", default="", help="a line shown above the table")
+    db = sub.add_parser("dashboard", help="backend: the production dashboard (plant, "
+                        "machines, orders) from InfluxDB, read-only")
+    db.add_argument("-c", "--config", type=Path, required=True, help="ingest.yaml (its sink "
+                    "and dashboard sections)")
+    db.add_argument("--port", type=int, help="override dashboard.port")
+    db.add_argument("--log-level", choices=LEVELS)
+    db.set_defaults(run=dashboard)
     ing.set_defaults(run=ingest)
     lv.set_defaults(run=live)
 
@@ -48,8 +57,26 @@ def ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def dashboard(args: argparse.Namespace) -> int:
+    from gateway.dashboard.server import Dashboard
+    from gateway.ingest.config import load_ingest_config
+
+    loaded = load_ingest_config(args.config)
+    cfg = loaded.config.dashboard
+    if args.port is not None:
+        cfg = cfg.model_copy(update={"port": args.port})
+    dash = Dashboard(cfg, loaded.config.sink, loaded.path.parent)
+    try:
+        asyncio.run(dash.serve_forever())
+    except OSError as exc:
+        print(f"edgegw dashboard: cannot listen on {cfg.host}:{cfg.port}: {exc}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
 def live(args: argparse.Namespace) -> int:
     from gateway.ingest.live import live as show
 
-    show(args.url, args.db, sys.stdout, args.count)
+    show(args.url, args.db, sys.stdout, args.count, note=args.note)
     return 0

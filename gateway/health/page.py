@@ -16,6 +16,23 @@ def summary(h: dict[str, object]) -> str:
             f"{h['queued_batches']} batch(es) queued")
 
 
+def production_text(prod: object) -> str:
+    """One line of a machine's production facts (the same text as the script's)."""
+    if not isinstance(prod, dict):
+        return ""
+    since = time.strftime("%H:%M", time.localtime(int(prod.get("since", 0)) / 1000))
+    out = f"{prod.get('state')} since {since}"
+    if prod.get("reason") and prod.get("reason") != prod.get("state"):
+        out += f" ({prod['reason']})"
+    out += f"; today {prod.get('today_parts', 0)} parts"
+    if "today_availability" in prod:
+        out += f", availability {100 * float(prod['today_availability']):.0f} %"
+    order = prod.get("order")
+    if isinstance(order, dict):
+        out += f"; order {order.get('code')} {order.get('good')}/{order.get('planned') or '?'}"
+    return out
+
+
 def _row(dev: str, d: dict[str, object]) -> str:
     values = d["values"]
     assert isinstance(values, dict)
@@ -25,7 +42,8 @@ def _row(dev: str, d: dict[str, object]) -> str:
         else "never"
     state = html.escape(str(d["state"]))
     return (f"<tr class='{state}'><td>{html.escape(dev)}</td><td>{state}</td>"
-            f"<td>{html.escape(str(d['machine'] or ''))}</td><td>{age}</td>"
+            f"<td>{html.escape(str(d['machine'] or ''))}</td>"
+            f"<td>{html.escape(production_text(d.get('production')))}</td><td>{age}</td>"
             f"<td>{html.escape(vals)}</td>"
             f"<td>{html.escape(str(d['last_error'] or ''))}</td></tr>")
 
@@ -48,7 +66,7 @@ tr.offline{{color:#b00}} tr.online{{color:#070}} .warning{{color:#b60}}
 <p id="summary">{summary(h)}</p>
 <div id="warnings">{warnings}</div>
 <table id="devices"><thead><tr><th>device</th><th>link</th><th>machine</th>
-<th>last read</th><th>values</th><th>last error</th></tr></thead>
+<th>production</th><th>last read</th><th>values</th><th>last error</th></tr></thead>
 <tbody>{rows}</tbody></table>
 <p id="updated" data-refreshes="0"></p>
 <script>{SCRIPT}</script>
@@ -60,6 +78,19 @@ tr.offline{{color:#b00}} tr.online{{color:#070}} .warning{{color:#b60}}
 SCRIPT = """
 function cell(tr, text) { const td = document.createElement('td'); td.textContent = text;
   tr.appendChild(td); }
+function production(p) {
+  if (!p) return '';
+  const pad = (n) => String(n).padStart(2, '0');
+  const t = new Date(p.since);
+  let out = p.state + ' since ' + pad(t.getHours()) + ':' + pad(t.getMinutes());
+  if (p.reason && p.reason !== p.state) out += ' (' + p.reason + ')';
+  out += '; today ' + (p.today_parts || 0) + ' parts';
+  if (p.today_availability !== undefined)
+    out += ', availability ' + (100 * p.today_availability).toFixed(0) + ' %';
+  if (p.order)
+    out += '; order ' + p.order.code + ' ' + p.order.good + '/' + (p.order.planned || '?');
+  return out;
+}
 function render(s) {
   const sum = document.getElementById('summary');
   sum.textContent = '';
@@ -75,7 +106,7 @@ function render(s) {
   for (const [dev, d] of Object.entries(s.device_state)) {
     const tr = document.createElement('tr'); tr.className = d.state;
     const vals = Object.entries(d.values).slice(0, 6).map(([k, v]) => k + '=' + v).join(', ');
-    cell(tr, dev); cell(tr, d.state); cell(tr, d.machine || '');
+    cell(tr, dev); cell(tr, d.state); cell(tr, d.machine || ''); cell(tr, production(d.production));
     cell(tr, d.last_ok ? (now - d.last_ok).toFixed(1) + ' s' : 'never');
     cell(tr, vals); cell(tr, d.last_error || ''); body.appendChild(tr);
   }

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.common import Backoff, MqttConfig, state_directory
 from gateway.crypto.signing import Verifier, verifier_from_files
+from gateway.dashboard.config import DashboardConfig
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.influx.sinkconfig import SinkConfig
@@ -133,6 +134,9 @@ class IngestConfig(_Strict):
         default=IngestHealthConfig(), description="the monitoring endpoint: /healthz (503 "
         "while not subscribed) and /metrics (received, written, duplicates, dead letters "
         "by reason, refused signatures); a taken port is logged and the ingest runs on")
+    dashboard: DashboardConfig = Field(
+        default=DashboardConfig(), description="the production dashboard (`edgegw dashboard "
+        "-c ingest.yaml`, a process of its own) reading the sink's database")
     id_tags: list[str] = Field(
         default_factory=lambda: ["device"],
         description="identifier kinds written as InfluxDB tags (id_<kind>); every other "

@@ -40,8 +40,8 @@ def snapshot(url: str, db: str) -> list[tuple[str, str, int, list[str]]]:
     now = int(time.time() * 1000)
     for m in _query(url, db, "SHOW MEASUREMENTS"):
         for (name,) in m.get("values", []):
-            if name == "edgegw_quality":
-                continue
+            if name == "edgegw_quality" or name.startswith("edgegw/"):
+                continue  # quality lines and the production records (edgegw/state, ...)
             keys = key_points(name)
             # one selector alone reports the time of its point: the newest sample's age
             states = {s["tags"]["device"]: s["values"][0] for s in _query(
@@ -65,14 +65,17 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def live(url: str, db: str, out: TextIO, count: int = 0, interval: float = 1.0) -> None:
+def live(url: str, db: str, out: TextIO, count: int = 0, interval: float = 1.0,
+         note: str = "") -> None:
+    """Print the table every ``interval`` s (``note``: a line above it, e.g. the
+    dashboard's address)."""
     n = 0
     clear = "\x1b[H\x1b[2J" if out.isatty() else ""
     while True:
         try:
             rows = snapshot(url, db)
             text = [f"{clear}InfluxDB {url} database {db}: {len(rows)} device(s), "
-                    f"{time.strftime('%H:%M:%S')}",
+                    f"{time.strftime('%H:%M:%S')}", *([note] if note else []),
                     f"{'device':24} {'state':12} {'age':>7}  key values"]
             text += [f"{d:24} {st:12} {age / 1000:6.1f}s  {'  '.join(vals)}"
                      for d, st, age, vals in rows]

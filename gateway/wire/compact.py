@@ -256,7 +256,10 @@ class Schemas:
     """Profile id -> Schema: what the backend uses to map indexes back to names."""
 
     def __init__(self, schemas: Iterable[Schema] = ()) -> None:
-        self._by_profile = {s.profile: s for s in schemas}
+        from gateway.production.machine import FIELDS  # the gateway's own records
+
+        self._by_profile = {p: Schema.of(p, names) for p, names in FIELDS.items()}
+        self._by_profile.update((s.profile, s) for s in schemas)
         self.search: list[Path] = []
         self._missing: set[str] = set()
 
