@@ -24,6 +24,7 @@ from gateway.identifiers.service import IdentifierService
 from gateway.linkwatch import LinkWatchdog
 from gateway.model import Batch
 from gateway.pipeline import DevicePipeline
+from gateway.production.machine import GROUP as PRODUCTION
 from gateway.production.service import ProductionService
 from gateway.profiles import OpcuaPoint, Point
 from gateway.reload import RESTART_SECTIONS, Plan, plan
@@ -36,7 +37,7 @@ from gateway.tasks import describe_stuck, stop_tasks
 from gateway.uplink.influx import InfluxUplink
 from gateway.uplink.mqtt import MqttUplink
 from gateway.wire.compact import Schemas, encode_record, pack_topic, schema_of
-from gateway.wire.encode import data_topic, encode_batch
+from gateway.wire.encode import data_topic, encode_batch, production_topic
 
 if TYPE_CHECKING:
     from drivers.modem.at import Identity
@@ -490,7 +491,9 @@ def _encoder(loaded: LoadedConfig, schemas: Schemas, sign: Sign | None) -> Encod
 
     def encode(b: Batch) -> tuple[str, bytes]:
         topic = topics.get(b.device)
-        if topic is None:
+        if b.group == PRODUCTION:
+            topic = production_topic(prefix, gw, b.device)
+        elif topic is None:
             topic = topics[b.device] = data_topic(prefix, gw, b.device)
         payload = encode_batch(b)
         return topic, payload if sign is None else sign(payload)

@@ -90,6 +90,11 @@ class Subscriber:
         return [m.doc for m in self.messages if m.topic.endswith("/data")
                 and (device is None or m.doc["dev"] == device)]
 
+    def production(self, device: str | None = None) -> list[dict[str, Any]]:
+        """The production records (state intervals, KPIs, orders: docs/production.md)."""
+        return [m.doc for m in self.messages if m.topic.endswith("/production")
+                and (device is None or m.doc["dev"] == device)]
+
     def status(self) -> list[dict[str, Any]]:
         return [m.doc for m in self.messages if m.topic.endswith("/status")]
 

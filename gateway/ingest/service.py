@@ -1,9 +1,10 @@
 """``edgegw ingest``: MQTT -> InfluxDB, exactly once in the database.
 
-- Subscribes to ``<prefix>/<gateway>/+/data`` on a persistent MQTT v5 session: while
-  ingest is down, the broker keeps the messages. Several ingest processes split the load
-  by gateway lists, or with a shared subscription (``mqtt.share_group``; see its caveat
-  in the config reference: mosquitto forgets shared subscriptions when it restarts).
+- Subscribes to ``<prefix>/<gateway>/+/data`` (and ``+/production``, ``pack``) on a
+  persistent MQTT v5 session: while ingest is down, the broker keeps the messages.
+  Several ingest processes split the load by gateway lists, or with a shared
+  subscription (``mqtt.share_group``; see its caveat in the config reference: mosquitto
+  forgets shared subscriptions when it restarts).
 - Acknowledges a message (PUBACK, manual) only after InfluxDB accepted the write that
   contains it, or after it went to the dead-letter file. A crash or a lost connection
   before that makes the broker deliver it again.
@@ -104,7 +105,8 @@ class IngestService:
         self.protocol: str | None = None  # the MQTT version of the current session
         m = self.cfg.mqtt
         share = f"$share/{m.share_group}/" if m.share_group else ""
-        self.topics = [f"{share}{m.topic_prefix}/{gw}/+/data" for gw in m.gateways] + [
+        self.topics = [f"{share}{m.topic_prefix}/{gw}/+/{kind}" for kind in ("data", "production")
+                       for gw in m.gateways] + [
             f"{share}{m.topic_prefix}/{gw}/pack" for gw in m.gateways]
         self.schemas = loaded.schemas()
         self._id_tags = frozenset(self.cfg.id_tags)

@@ -16,6 +16,12 @@ def data_topic(prefix: str, gateway: str, device: str) -> str:
     return f"{prefix}/{gateway}/{device}/data"
 
 
+def production_topic(prefix: str, gateway: str, device: str) -> str:
+    """Where a machine's production records go (docs/production.md): beside its data,
+    so a consumer of raw telemetry never sees them."""
+    return f"{prefix}/{gateway}/{device}/production"
+
+
 def status_topic(prefix: str, gateway: str) -> str:
     return f"{prefix}/{gateway}/status"
 

@@ -29,7 +29,9 @@ def data(sub: Subscriber) -> list[dict[str, Any]]:
 
 
 def unique_seqs(sub: Subscriber) -> set[int]:
-    return {d["seq"] for d in sub.data()}
+    """Every batch's seq: device data and the machines' production records share the
+    spool (subscribe to ``+/+`` for both)."""
+    return {d["seq"] for d in [*sub.data(), *sub.production()]}
 
 
 def assert_contiguous(seqs: set[int], lo: int, hi: int) -> None:
@@ -46,7 +48,7 @@ async def test_broker_outage_loses_nothing_and_replays_in_order(
 ) -> None:
     await start_sim(sim, 3)
     write_config(sim, gateway.config, persistent_broker, pipeline={"report": "always"})
-    async with Subscriber(persistent_broker.port, "edgegw/gw-e2e/+/data",
+    async with Subscriber(persistent_broker.port, "edgegw/gw-e2e/+/+",
                           session="fault-test-1") as sub:
         gateway.start()
         await sub.wait_for(lambda: len(data(sub)) > 20, 20, "live data")
@@ -74,7 +76,7 @@ async def test_sigkill_and_restart_lose_nothing_stored(
 ) -> None:
     await start_sim(sim, 2)
     write_config(sim, gateway.config, persistent_broker, pipeline={"report": "always"})
-    async with Subscriber(persistent_broker.port, "edgegw/gw-e2e/+/data",
+    async with Subscriber(persistent_broker.port, "edgegw/gw-e2e/+/+",
                           session="fault-test-2") as sub:
         gateway.start()
         await sub.wait_for(lambda: len(data(sub)) > 10, 20, "live data")
@@ -101,7 +103,7 @@ async def test_slow_broker_and_cut_connections(
     await start_sim(sim, 3)
     async with Proxy(broker.port, delay=0.02) as proxy:
         write_config(sim, gateway.config, proxy.port, pipeline={"report": "always"})
-        async with Subscriber(broker.port, "edgegw/gw-e2e/+/data") as sub:
+        async with Subscriber(broker.port, "edgegw/gw-e2e/+/+") as sub:
             gateway.start()
             await sub.wait_for(lambda: len(data(sub)) > 10, 20, "live data")
             for _ in range(4):  # cut mid-publish, several times
