@@ -68,8 +68,9 @@ class Gateway:
         self.identifiers = IdentifierService(cfg.identifiers, spool or ":memory:", gw,
                                              cfg.gateway.site or "")
         self.devices = Devices(self.stats)
-        self.production = ProductionService(cfg.production, gw, loaded.state_dir,
-                                            self.store.append)
+        self.production = ProductionService(
+            cfg.production, gw, loaded.state_dir, self.store.append,
+            enabled=cfg.uplink.influx is not None or cfg.uplink.mqtt.encoding != "sparkplug")
         enabled = [d for d in loaded.devices if d.config.enabled]
         self.devices.runners = [self._runner(dev, i, len(enabled))
                                 for i, dev in enumerate(enabled)]

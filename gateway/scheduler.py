@@ -175,28 +175,33 @@ class DeviceRunner:
             now = time.time()
             await self.store.append(self.pipeline.offline(reason, now))
             if self.production is not None:
-                await self._produced(now)
+                for event in self._produced(now):
+                    await self.store.append(event)
 
     async def _emit(self, group: str, readings: list[Reading]) -> None:
         """Count, run the pipeline, share product context, store."""
         self._account(group, readings)
         batch = self.pipeline.process(group, readings)
-        if batch is not None:
-            if self.contexts:
-                self._share_context(batch)
+        events = self._produced(readings[0].read_ts if readings else time.time()) \
+            if self.production is not None else None
+        if batch is not None and self.contexts:
+            self._share_context(batch)
+        if events:
+            # in one event-loop turn: one commit, and a state change's device batch and
+            # its production record share the urgent lane's next message
+            await asyncio.gather(*(self.store.append(b) for b in
+                                   ([batch, *events] if batch is not None else events)))
+        elif batch is not None:
             await self.store.append(batch)
-        if self.production is not None:
-            await self._produced(readings[0].read_ts if readings else time.time())
 
-    async def _produced(self, ts: float) -> None:
-        """The machine's production facts after this cycle (state intervals, counts)."""
+    def _produced(self, ts: float) -> list[Batch]:
+        """The machine's production records after this cycle (state intervals, counts)."""
         m = self.production
         assert m is not None
         pipe = self.pipeline
         m.ids = pipe.ids
         state = pipe.state if pipe.state_known() else None  # None: unknown
-        for event in m.observe(ts, state, pipe.current):
-            await self.store.append(event)
+        return m.observe(ts, state, pipe.current)
 
     def _share_context(self, batch: Batch) -> None:
         """A code read by this device (a scanner) becomes the product/batch context of

@@ -46,8 +46,11 @@ class ProductionService:
     name = "production"
 
     def __init__(self, cfg: ProductionConfig, gateway: str, state_dir: Path,
-                 append: Callable[[Batch], Awaitable[object]]) -> None:
+                 append: Callable[[Batch], Awaitable[object]], enabled: bool = True) -> None:
         self.cfg = cfg
+        #: False with the Sparkplug B encoding (no template for the records): said once
+        self.enabled = enabled
+        self._said = False
         self.gateway = gateway
         self.path = state_dir / STATE_FILE
         self.inbox = inbox(state_dir)
@@ -75,6 +78,13 @@ class ProductionService:
     def machine(self, device: Device) -> Machine | None:
         """The device's machine (the same one after a reload), or None: no production."""
         spec = device.profile.production
+        if spec is not None and not self.enabled:
+            if not self._said:
+                self._said = True
+                log.warning("production records are not sent with uplink.mqtt.encoding "
+                            "sparkplug (Sparkplug B has no template for them): use json or "
+                            "compact for state intervals, KPIs and orders")
+            spec = None
         if spec is None:
             self.machines.pop(device.id, None)
             return None
