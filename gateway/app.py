@@ -87,6 +87,9 @@ class Gateway:
                                      self._status_topic, self.schemas, self._point_types(),
                                      sign_pack)
         self._wire_radio()
+        if isinstance(self.uplink, MqttUplink) and any(
+                d.profile.production is not None for d in loaded.devices):
+            self.uplink.mqtt.on_command = self.production.mqtt_command
         self.watchdog = LinkWatchdog(lambda: self.modem,
                                      lambda: self.stats.uplink_connected)
         self.certs = CertWatch(loaded)

@@ -62,6 +62,8 @@ class ProductionService:
         self.events = 0
         self.commands = 0
         self.command_errors = 0
+        #: commands that came over MQTT, applied at the next tick
+        self._mqtt: list[Command] = []
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -132,8 +134,22 @@ class ProductionService:
         finally:
             self.save()
 
+    def mqtt_command(self, payload: bytes) -> None:
+        """An order command from ``<prefix>/<gateway>/cmd/order`` (JSON, the same fields
+        as the inbox's files); a bad one is counted and logged."""
+        try:
+            doc = json.loads(payload)
+            if isinstance(doc, dict):
+                doc["source"] = "mqtt"
+            self._mqtt.append(Command.parse(doc))
+        except ValueError as exc:
+            self.commands += 1
+            self.command_errors += 1
+            log.error("order command over MQTT refused: %s: %.200r", exc, payload)
+
     async def _commands(self, now: float) -> None:
-        for cmd in take_commands(self.inbox):
+        mqtt, self._mqtt = self._mqtt, []
+        for cmd in [*take_commands(self.inbox), *mqtt]:
             self.commands += 1
             m = self.machines.get(cmd.device)
             if m is None:
@@ -147,6 +163,10 @@ class ProductionService:
     def apply(m: Machine, cmd: Command, now: float) -> list[Batch]:
         if cmd.action == "start":
             assert cmd.order is not None
+            if m.order is not None and m.order.code == cmd.order and m.order.status != "closed":
+                log.info("device %s: order %s runs already (%s): nothing to do", m.device,
+                         cmd.order, cmd.source)  # a command sent twice (or retained)
+                return []
             log.info("device %s: order %s started (%s)", m.device, cmd.order, cmd.source)
             return m.start_order(now, cmd.order, cmd.quantity, cmd.product, cmd.source)
         log.info("device %s: order stopped (%s)", m.device, cmd.source)

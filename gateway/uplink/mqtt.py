@@ -100,6 +100,10 @@ class MqttTransport:
         self.topic_status = status_topic(cfg.topic_prefix, gateway_id)
         self.topic_seen = f"{cfg.topic_prefix}/{gateway_id}/seen"
         self.topic_pack = pack_topic(cfg.topic_prefix, gateway_id)
+        #: order commands (docs/production.md): each payload is handed to
+        #: ``on_command`` (set by the gateway when a machine has a production section)
+        self.topic_cmd = f"{cfg.topic_prefix}/{gateway_id}/cmd/order"
+        self.on_command: Callable[[bytes], None] | None = None
         self._since_ms = 0  # when the current (or last) broker session began
         self.compact = cfg.encoding == "compact"
         self.spb: SparkplugSession | None = None
@@ -169,6 +173,11 @@ class MqttTransport:
                 topic, body = self.spb.nbirth()
                 await client.publish(topic, body, qos=cfg.qos)
                 await client.subscribe(self.spb.topic("NCMD"), qos=1)
+            elif self.on_command is not None and \
+                    await client.subscribe(self.topic_cmd, qos=1) >= 0x80:
+                log.warning("mqtt: the broker refused the subscription to %s: order "
+                            "commands over MQTT are not received (check its ACL)",
+                            self.topic_cmd)
         except MqttError as exc:
             await session.close(clean=False)
             raise TransportError(_explain(exc)) from exc
@@ -249,6 +258,15 @@ class MqttSession:
             tg.create_task(self._status_loop(), name="mqtt-status")
             if self.t.spb is not None:
                 tg.create_task(self._commands(wake), name="sparkplug-ncmd")
+            elif self.t.on_command is not None:
+                tg.create_task(self._orders(self.t.on_command), name="mqtt-order-commands")
+
+    async def _orders(self, handle: Callable[[bytes], None]) -> None:
+        """Order commands on ``<prefix>/<gateway>/cmd/order``, handed on as they come."""
+        while True:
+            m = await self.client.messages.get()
+            if m.topic == self.t.topic_cmd:
+                handle(m.payload)
 
     async def _watch(self) -> None:
         try:

@@ -6,8 +6,11 @@ intervals and the KPI record that reach InfluxDB (simulator -> `edgegw run` -> m
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from firmware_sim.sim import Simulator
 
 from tests.e2e.harness import GatewayProcess, write_config
 from tests.e2e.test_ingest_e2e import start_ingest
+from tests.mqtt_sub import Subscriber
 from tests.support.servers import Influxd, Mosquitto, influxd
 
 pytestmark = pytest.mark.e2e
@@ -122,3 +126,45 @@ async def test_intervals_and_kpis_reach_influxdb(
     assert k["good"] == 6 and k["scrap"] == 0
     run, pbt = k["t_run"], k["t_run"] + k["t_down"]
     assert k["availability"] == pytest.approx(run / pbt, abs=0.01)
+
+
+async def test_orders_by_mqtt_command_and_by_the_cli(
+    sim: Simulator, broker: Mosquitto, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    dev = sim.add_profile_device("cnc1", "acme/cnc-vmc850", port=0)
+    dev.set_state("running")
+    dev.force("part_count", 10)
+    await sim.start()
+    write_config(sim, gateway.config, broker, production={"kpi_interval": 1})
+    async with Subscriber(broker.port, "edgegw/gw-e2e/+/production") as sub:
+        gateway.start()
+
+        def orders(code: str) -> list[dict[str, Any]]:
+            return [d["p"] for d in sub.production("cnc1")
+                    if d["prof"] == "edgegw/order@1" and d["p"]["order"] == code]
+
+        await sub.wait_for(lambda: any(d["prof"] == "edgegw/state@1"
+                                       for d in sub.production()), 20, "the first state")
+        cmd = json.dumps({"action": "start", "device": "cnc1", "order": "PO-MQTT",
+                          "quantity": 3, "product": "<b>P</b>"})
+        subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t",
+                        "edgegw/gw-e2e/cmd/order", "-m", cmd], check=True, timeout=10)
+        await sub.wait_for(lambda: bool(orders("PO-MQTT")), 10, "the order from MQTT")
+        assert orders("PO-MQTT")[0]["planned"] == 3
+        assert orders("PO-MQTT")[0]["product"] == "<b>P</b>"
+        for n in (11, 12, 13):
+            dev.force("part_count", n)
+            await asyncio.sleep(0.6)
+        await sub.wait_for(lambda: any(o["status"] == "done" for o in orders("PO-MQTT")), 10,
+                           "the order done at 3 good parts")
+        # a garbage command is refused and counted; the CLI's command goes through the inbox
+        subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-t",
+                        "edgegw/gw-e2e/cmd/order", "-m", "{garbage"], check=True, timeout=10)
+        r = subprocess.run([sys.executable, "-m", "gateway.cli", "order", "start", "-c",
+                            str(gateway.config), "cnc1", "PO-CLI", "--quantity", "100"],
+                           capture_output=True, text=True, timeout=30, check=False)
+        assert r.returncode == 0, r.stderr
+        await sub.wait_for(lambda: bool(orders("PO-CLI")), 10, "the order from the CLI")
+        assert [o["status"] for o in orders("PO-MQTT")][-1] == "done"
+        assert gateway.signal(signal.SIGTERM) == 0
+    assert "order command over MQTT refused" in gateway.log.read_text()

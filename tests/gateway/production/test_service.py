@@ -81,3 +81,18 @@ def test_the_order_cli(tmp_path: Path, capsys: object) -> None:
     assert main(["order", "list", "-c", str(cfg)]) == 0
     [cmd] = take_commands(tmp_path / "orders")
     assert cmd == Command("start", "cnc1", "PO-9", 5, None)
+
+
+async def test_a_resent_start_does_nothing_and_bad_mqtt_commands_are_counted(
+        tmp_path: Path) -> None:
+    out: list[Batch] = []
+    svc = service(tmp_path, out)
+    assert svc.machine(cnc()) is not None
+    cmd = b'{"action": "start", "device": "cnc1", "order": "PO-1", "quantity": 5}'
+    svc.mqtt_command(cmd)
+    svc.mqtt_command(cmd)  # sent twice (or retained and seen again at a reconnect)
+    svc.mqtt_command(b"{garbage")
+    svc.mqtt_command(b'{"action": "start", "device": "cnc1"}')  # no order code
+    await svc._commands(time.time())
+    assert [b.values["order"] for b in out if b.profile == ORDER_PROFILE] == ["PO-1"]
+    assert svc.command_errors == 2
