@@ -140,6 +140,8 @@ def gantt(segs: list[Segment], start_ms: int, end_ms: int, tz: ZoneInfo,
     first = (start_ms // 3_600_000 + 1) * 3_600_000
     for t in range(first, end_ms, step * 3_600_000):
         x = (t - start_ms) / span * width
+        if not 20 <= x <= width - 20:  # a label at the edge would be cut in half
+            continue
         ticks.append(f'<text x="{x:.0f}" y="{height - 2}" text-anchor="middle">'
                      f'{clock(t, tz)}</text>')
     return (f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" '
