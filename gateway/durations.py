@@ -1,11 +1,12 @@
-"""Durations in config files: ``250ms``, ``1s``, ``5m``, ``2h``, ``7d`` or plain seconds."""
+"""Durations in config files: ``250ms``, ``1s``, ``5m``, ``2h``, ``7d`` or plain seconds;
+and time zone names."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -29,3 +30,18 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def time_zone(value: str) -> str:
+    """An IANA time zone name (``Europe/Berlin``); ``ValueError`` naming the form."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin "
+                         "or Asia/Shanghai)") from None
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(time_zone)]
