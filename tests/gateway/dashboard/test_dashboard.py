@@ -220,7 +220,7 @@ def chromium(url: str, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-async def test_the_pages_in_a_headless_browser(dash: Dashboard) -> None:
+async def test_the_pages_in_a_headless_browser(dash: Dashboard, database: Influxd) -> None:
     ARTEFACTS.mkdir(exist_ok=True)
     base = f"http://127.0.0.1:{dash.port}"
     for name, path, size in (("overview", "/", "1920,1080"), ("machine", "/machine?id=press2",
@@ -235,4 +235,12 @@ async def test_the_pages_in_a_headless_browser(dash: Dashboard) -> None:
         dom = await asyncio.to_thread(chromium, base + path, "--dump-dom")
         assert dom.returncode == 0
         assert "<img" not in dom.stdout  # the reason with markup stayed text
-    assert 'id="gantt"' in dom.stdout or "orders" in dom.stdout
+    # the overview as the browser built it: each tile's numbers are InfluxDB's
+    dom = await asyncio.to_thread(chromium, base + "/", "--dump-dom")
+    for dev in ("press1", "press2"):
+        kpi = one(database, f'SELECT last("parts") AS parts, "availability", "oee" FROM '
+                            f'"edgegw/kpi" WHERE device = \'{dev}\'')
+        tile = re.search(rf'data-device="{dev}">(.*?)</a>', dom.stdout, re.S)
+        assert tile is not None, dom.stdout
+        assert f'<b class="parts">{kpi["parts"]}</b>' in tile.group(1)
+        assert f'<b class="oee">{100 * kpi["oee"]:.0f} %</b>' in tile.group(1)
