@@ -128,7 +128,7 @@ class ProductionService:
                     await self.emit(m.tick(now))
                 await self._commands(now)
                 if time.monotonic() - last_save >= self.cfg.save_interval:
-                    await asyncio.to_thread(self.save)
+                    await self.save_async()
                     last_save = time.monotonic()
                 await asyncio.sleep(1.0 - time.time() % 1.0)
         finally:
@@ -172,22 +172,38 @@ class ProductionService:
         log.info("device %s: order stopped (%s)", m.device, cmd.source)
         return m.stop_order(now)
 
-    def save(self) -> None:
-        """Write every machine's state (atomically: a crash leaves the old file)."""
+    def _document(self) -> str | None:
+        """Every machine's state as JSON text (made on the event loop: the machines
+        change there)."""
         if not self.machines and not self._saved:
-            return
-        doc = {"v": 1, "saved": time.time(),
-               "machines": {**self._saved,
-                            **{k: m.to_json() for k, m in self.machines.items()}}}
+            return None
+        return json.dumps({"v": 1, "saved": time.time(),
+                           "machines": {**self._saved, **{k: m.to_json() for k, m in
+                                                          self.machines.items()}}},
+                          separators=(",", ":"))
+
+    def _write(self, text: str) -> None:
+        """Write the state file atomically (a crash leaves the old one)."""
         tmp = self.path.with_suffix(".tmp")
         try:
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(doc, f, separators=(",", ":"))
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except OSError as exc:
             log.error("production state not saved to %s: %s", self.path, exc)
+
+    def save(self) -> None:
+        text = self._document()
+        if text is not None:
+            self._write(text)
+
+    async def save_async(self) -> None:
+        """The same, with the disk write in a worker thread."""
+        text = self._document()
+        if text is not None:
+            await asyncio.to_thread(self._write, text)
 
     # -- reporting ------------------------------------------------------------------------
     def stop(self) -> None:
