@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from firmware_sim.sim import Simulator
 
 from tests.e2e.harness import GatewayProcess, write_config
@@ -44,21 +45,36 @@ async def test_intervals_and_kpis_reach_influxdb(
 ) -> None:
     if not shutil.which("influxd"):
         pytest.fail("influxd is not installed: run scripts/test")
-    dev = sim.add_profile_device("cnc1", "acme/cnc-vmc850", port=0)
-    dev.set_state("idle")
-    dev.force("part_count", 500)
+    cnc = sim.add_profile_device("cnc1", "acme/cnc-vmc850", port=0)
+    imm = sim.add_profile_device("imm1", "moldtech/imm-h250", port=0)  # good + scrap counters
+    for dev in (cnc, imm):
+        dev.set_state("idle")
+    cnc.force("part_count", 500)
+    for point, v in (("shot_counter", 1000), ("good_parts", 990), ("reject_parts", 10)):
+        imm.force(point, v)
     await sim.start()
     write_config(sim, gateway.config, persistent_broker,
                  production={"kpi_interval": 1, "save_interval": 1})
+    cfg = yaml.safe_load(gateway.config.read_text())
+    for d in cfg["devices"]:  # every state point read every 200 ms
+        d["poll"] = {"fast": "200ms", "slow": "1s"} if d["id"] == "cnc1" else \
+            {"cycle": "200ms", "process": "200ms", "info": "1s"}
+    gateway.config.write_text(yaml.safe_dump(cfg))
     (tmp_path / "influx").mkdir()
     spans: list[tuple[str, float]] = []  # (state, seconds) as the script made them
 
-    async def hold(state: str, seconds: float, counts: list[int] | None = None) -> None:
-        dev.set_state(state)
+    async def hold(state: str, seconds: float,
+                   steps: list[tuple[int, int, int, int]] | None = None) -> None:
+        """Both machines in ``state``; each step sets (CNC parts, shots, good, rejects)."""
+        for dev in (cnc, imm):
+            dev.set_state(state)
         t0 = time.monotonic()
-        for c in counts or []:
-            await asyncio.sleep(seconds / (len(counts or []) + 1))
-            dev.force("part_count", c)
+        for parts, shots, good, rejects in steps or []:
+            await asyncio.sleep(seconds / (len(steps or []) + 1))
+            cnc.force("part_count", parts)
+            for point, v in (("shot_counter", shots), ("good_parts", good),
+                             ("reject_parts", rejects)):
+                imm.force(point, v)
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - t0)))
         spans.append((state, time.monotonic() - t0))
 
@@ -71,15 +87,16 @@ async def test_intervals_and_kpis_reach_influxdb(
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.5)
-            await hold("running", 6, [501, 502, 503])           # 3 parts
+            await hold("running", 6, [(501, 1001, 991, 10), (502, 1002, 991, 11),
+                                      (503, 1003, 992, 11)])    # 3 parts (imm: 1 scrap)
             await hold("fault", 4)                               # alarm 1021
             await hold("maintenance", 3)                         # a planned stop
             gateway.signal(signal.SIGTERM)                       # gateway down 3 s:
-            await hold("running", 3, [504])                      # unknown to the gateway
+            await hold("running", 3, [(504, 1004, 993, 11)])   # unknown to the gateway
             gateway.start()
             await asyncio.sleep(1.0)                             # (start-up: unknown too)
             persistent_broker.stop()                             # link down 3 s
-            await hold("running", 5, [0, 2])                     # power cycle: 0, then 2
+            await hold("running", 5, [(0, 0, 0, 0), (2, 2, 2, 0)])  # power cycle, 2 more
             persistent_broker.start()
             await hold("idle", 3)
             assert gateway.signal(signal.SIGTERM) == 0
@@ -95,7 +112,10 @@ async def test_intervals_and_kpis_reach_influxdb(
                 await asyncio.sleep(0.3)
             await asyncio.sleep(2.0)
             intervals = rows(db, 'SELECT * FROM "edgegw/state" WHERE device = \'cnc1\'')
-            kpi = rows(db, 'SELECT * FROM "edgegw/kpi" ORDER BY time DESC LIMIT 1')
+            kpi = rows(db, 'SELECT * FROM "edgegw/kpi" WHERE device = \'cnc1\' '
+                           "ORDER BY time DESC LIMIT 1")
+            imm_kpi = rows(db, 'SELECT * FROM "edgegw/kpi" WHERE device = \'imm1\' '
+                               "ORDER BY time DESC LIMIT 1")
         finally:
             ingest.terminate()
             ingest.wait(10)
@@ -126,6 +146,11 @@ async def test_intervals_and_kpis_reach_influxdb(
     assert k["good"] == 6 and k["scrap"] == 0
     run, pbt = k["t_run"], k["t_run"] + k["t_down"]
     assert k["availability"] == pytest.approx(run / pbt, abs=0.01)
+    # the moulding machine counts good and scrap parts on their own counters
+    m = imm_kpi[0]
+    assert (m["parts"], m["good"], m["scrap"]) == (6, 5, 1)
+    assert m["quality"] == pytest.approx(5 / 6, abs=1e-3)
+    assert m["t_planned"] == pytest.approx(3, abs=TOL)
 
 
 async def test_orders_by_mqtt_command_and_by_the_cli(
