@@ -19,8 +19,7 @@ from asyncua.ua import ua_binary
 
 from drivers.opcua import fastdecode, fastwire
 from drivers.opcua.config import Opcua
-from drivers.opcua.read import decode, decode_columns, name_enums
-from drivers.opcua.values import quality_of
+from drivers.opcua.read import decode, decode_columns, decode_fast, name_enums
 from gateway.model import Quality, Reading, Value
 from gateway.profiles import OpcuaPoint, Point
 
@@ -92,17 +91,9 @@ class Feed:
         values = []
         status = {}
         times = []
-        for j, (handle, v, code, ts, vtype) in enumerate(notif.items):
-            idx.append(self.names[handle - CLIENT_HANDLE_BASE])
-            times.append(now if ts is None else ts)
-            if code:
-                q = quality_of(code)
-                if q is not None:
-                    status[j] = q
-                    if q[0] is Quality.BAD:
-                        values.append(None)
-                        continue
-            values.append(float(f"{v:.7g}") if vtype == fastdecode.FLOAT else v)
+        for j, item in enumerate(notif.items):
+            idx.append(self.names[item[0] - CLIENT_HANDLE_BASE])
+            decode_fast(item[1:], j, values, status, times, now)
         self._push(idx, values, status, times, now)
 
     def _push(self, names: list[str], values: list[Value],
