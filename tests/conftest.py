@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from firmware_sim.sim import Simulator
 
-from tests.support.servers import Mosquitto, mosquitto
+from tests.support.servers import Influxd, Mosquitto, influxd, mosquitto
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +33,16 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         pytest.fail("mosquitto is not installed: run scripts/test, which installs it")
     with mosquitto(tmp_path) as m:
         yield m
+
+
+@pytest.fixture
+def influx(tmp_path: Path) -> Iterator[Influxd]:
+    """Debian's influxd 1.x on a free port, its data in the test's directory."""
+    if not shutil.which("influxd"):
+        pytest.fail("influxd is not installed: run scripts/test, which installs it")
+    (tmp_path / "influx").mkdir()
+    with influxd(tmp_path / "influx") as s:
+        yield s
 
 
 @pytest.fixture

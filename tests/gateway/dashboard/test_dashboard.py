@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from gateway.production.shifts import Calendar
 from gateway.production.spec import ProductionConfig, ProductionSpec
 from gateway.wire.encode import decode_batch, encode_batch
 from tests.pki import TestCA
-from tests.support.servers import Influxd, influxd
+from tests.support.servers import Influxd
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(120)]
 
@@ -85,14 +85,11 @@ def load(db: Influxd, batches: list[Batch]) -> None:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Influxd]:
-    if not shutil.which("influxd"):
-        pytest.fail("influxd is not installed: run scripts/test")
-    (tmp_path / "influx").mkdir()
-    with influxd(tmp_path / "influx") as db:
-        db.create_db("edgegw")
-        load(db, plant(time.time()))
-        yield db
+def database(influx: Influxd) -> Influxd:
+    """influxd holding the plant's records in database ``edgegw``."""
+    influx.create_db("edgegw")
+    load(influx, plant(time.time()))
+    return influx
 
 
 @pytest.fixture

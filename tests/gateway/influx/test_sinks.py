@@ -6,20 +6,12 @@ from __future__ import annotations
 
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from gateway.influx.sinkconfig import InfluxV1
 from gateway.influx.sinks import InfluxV1Sink, Retry
-from tests.support.servers import Influxd, influxd
-
-
-@pytest.fixture
-def influx(tmp_path: Path) -> Iterator[Influxd]:
-    with influxd(tmp_path) as s:
-        yield s
+from tests.support.servers import Influxd
 
 
 def _drop(server: Influxd, db: str) -> None:

@@ -6,16 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import Influxd, VictoriaMetrics, influxd, victoria_metrics
-
-
-@pytest.fixture
-def influx(tmp_path: Path) -> Iterator[Influxd]:
-    if not shutil.which("influxd"):
-        pytest.fail("influxd is not installed: run scripts/test, which installs it")
-    (tmp_path / "influx").mkdir()
-    with influxd(tmp_path / "influx") as s:
-        yield s
+from tests.support.servers import VictoriaMetrics, victoria_metrics
 
 
 @pytest.fixture
