@@ -173,22 +173,22 @@ class DeviceRunner:
             self.online = False
             self.stats.state = "offline"
             now = time.time()
-            await self.store.append(self.pipeline.offline(reason, now))
-            if self.production is not None:
-                for event in self._produced(now):
-                    await self.store.append(event)
+            await self._store(self.pipeline.offline(reason, now), now)
 
     async def _emit(self, group: str, readings: list[Reading]) -> None:
         """Count, run the pipeline, share product context, store."""
         self._account(group, readings)
         batch = self.pipeline.process(group, readings)
-        events = self._produced(readings[0].read_ts if readings else time.time()) \
-            if self.production is not None else None
         if batch is not None and self.contexts:
             self._share_context(batch)
+        await self._store(batch, readings[0].read_ts if readings else time.time())
+
+    async def _store(self, batch: Batch | None, ts: float) -> None:
+        """Store the cycle's batch and the machine's production records of this cycle,
+        in one event-loop turn: one commit, and a state change's device batch and its
+        record share the urgent lane's next message."""
+        events = self._produced(ts) if self.production is not None else None
         if events:
-            # in one event-loop turn: one commit, and a state change's device batch and
-            # its production record share the urgent lane's next message
             await asyncio.gather(*(self.store.append(b) for b in
                                    ([batch, *events] if batch is not None else events)))
         elif batch is not None:
