@@ -204,15 +204,14 @@ class Dashboard:
 
     async def machine(self, query: dict[str, str]) -> tuple[int, str]:
         device = query.get("id", "")
-        known, = await asyncio.to_thread(self.db.query, data.OVERVIEW[0])
-        if device not in {r["device"] for r in known}:
-            return 404, pages.error_page(self.cfg.title, f"no machine {device!r}",
-                                         self.cfg.refresh)
         now = time.time()
         now_ms = int(now * 1000)
         start = self._day_start(now)
-        before, rows, kpis = await asyncio.to_thread(self.db.query,
-                                                     *data.machine_queries(device, start))
+        known, before, rows, kpis = await asyncio.to_thread(
+            self.db.query, data.OVERVIEW[0], *data.machine_queries(device, start))
+        if device not in {r["device"] for r in known}:
+            return 404, pages.error_page(self.cfg.title, f"no machine {device!r}",
+                                         self.cfg.refresh)
         segs = data.segments(before, rows, start, now_ms)
         hours = max(1, -(-(now_ms - start) // 3_600_000))
         return 200, pages.machine(
