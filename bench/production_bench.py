@@ -4,10 +4,11 @@
     .venv/bin/python -m bench.production_bench --hours 24 --kpi-interval 300
 
 Offline and deterministic (seeded): each shipped profile with a ``production:`` section
-plays its simulator's state machine (``simulation.states``: dwell ranges and
-transitions, the counters' rates and the fault codes of ``sim``), polled once a second,
-through the gateway's own :class:`~gateway.production.machine.Machine`; every event batch
-is encoded as the uplink encodes it. Bytes are MQTT PUBLISH packets as sent with QoS 1:
+runs as the simulator's device (its state machine and point model, on a clock the bench
+advances second by second), read per poll group into the gateway's pipeline (report by
+exception: the raw telemetry), whose machine state and current values feed the gateway's
+production tracker as the scheduler does; every batch is encoded as the uplink encodes
+it. Bytes are MQTT PUBLISH packets as sent with QoS 1:
 fixed header (2), topic length (2) and topic, packet id (2), payload; the PUBACK (4) the
 broker sends back is counted too. JSON: one message per record. Compact: records of the
 same second share a pack (zlib 6), as with ``pack.max_delay: 1s``. The simulator's dwell
@@ -18,27 +19,21 @@ stretches them to a few to ~20 state changes an hour.
 from __future__ import annotations
 
 import argparse
-import random
 from collections import defaultdict
 from typing import Any
+
+from firmware_sim.machine import SimDevice
 
 from gateway.config import Device, DeviceConfig
 from gateway.model import Batch, Reading
 from gateway.pipeline import DevicePipeline
-from gateway.production.machine import Machine
+from gateway.production.machine import GROUP, Machine
+from gateway.production.service import moduli
 from gateway.production.shifts import Calendar
 from gateway.production.spec import ProductionConfig
-from gateway.profiles import (
-    ModbusPoint,
-    Point,
-    Profile,
-    default_profile_dirs,
-    list_profiles,
-    load_profile,
-)
-from gateway.state import derive_state
+from gateway.profiles import Profile, default_profile_dirs, list_profiles, load_profile
 from gateway.wire.compact import Schemas, encode_pack, encode_record, pack_topic, schema_of
-from gateway.wire.encode import data_topic, encode_batch
+from gateway.wire.encode import data_topic, encode_batch, production_topic
 
 T0 = 1_796_000_400.0  # a Monday 06:00 UTC in 2026 (fixed: deterministic output)
 
@@ -47,99 +42,51 @@ def _mqtt(topic: str, payload: int) -> int:
     return 2 + 2 + len(topic.encode()) + 2 + payload + 4  # + the PUBACK
 
 
-def play(prof: Profile, hours: float, seed: int, dwell_scale: float,
+def play(prof: Profile, name: str, hours: float, seed: int, dwell_scale: float,
          kpi_interval: float = 60.0) -> dict[str, Any]:
-    """One machine for ``hours``: the events and the facts behind them."""
+    """One machine for ``hours``, as the gateway sees it: the simulator's device (its own
+    state machine and point model, on a clock the bench advances), read once a second
+    per poll group into the gateway's pipeline, and the pipeline's state and current
+    values into the production tracker, as the scheduler does."""
+    t = T0
+    dev = SimDevice("m1", prof, seed=seed, time_scale=1.0 / dwell_scale, clock=lambda: t)
+    dc = DeviceConfig.model_validate({"id": "m1", "profile": name, "connection": {
+        "kind": "modbus-tcp", "host": "127.0.0.1"}})
+    device = Device(dc, name, prof, prof.workarounds, dict(prof.poll_groups))
+    pipe = DevicePipeline("gw", device, 60.0)
     assert prof.production is not None
-    assert prof.simulation is not None
-    sim = prof.simulation
-    rng = random.Random(seed)
-    cfg = ProductionConfig(kpi_interval=kpi_interval)
-    m = Machine("gw", "m1", prof.production, Calendar(cfg), kpi_interval, {})
+    m = Machine("gw", "m1", prof.production, Calendar(ProductionConfig(
+        kpi_interval=kpi_interval)), kpi_interval, moduli(device))
     m.start(T0)
-    points = {p.name: p for p in prof.expanded_points()}
-    counters: dict[str, float] = {}
-    state, until = sim.initial, T0
+    by: dict[str, list[str]] = defaultdict(list)
+    for p in prof.expanded_points():
+        by[prof.group_of(p)].append(p.name)
+    groups = [(max(1, round(prof.poll_groups[g])), tuple(n)) for g, n in by.items()]
     events: list[Batch] = []
     telemetry: list[Batch] = []
-    changes = 0
-    pipe = None
-    groups: dict[str, tuple[float, tuple[str, ...]]] = {}
-    if prof.protocol == "modbus":
-        dc = DeviceConfig.model_validate({"id": "m1", "profile": "x/y", "connection": {
-            "kind": "modbus-tcp", "host": "127.0.0.1"}})
-        pipe = DevicePipeline("gw", Device(dc, "x/y", prof, prof.workarounds,
-                                           dict(prof.poll_groups)), 60.0)
-        by: dict[str, list[str]] = defaultdict(list)
-        for p in prof.expanded_points():
-            by[prof.group_of(p)].append(p.name)
-        groups = {g: (prof.poll_groups[g], tuple(n)) for g, n in by.items()}
-    t = T0
+    changes, state = 0, dev.state
     while t < T0 + hours * 3600:
         t += 1.0
-        if t >= until:
-            spec = sim.states.get(state)
-            if spec is not None and spec.next and until > T0:
-                state = rng.choices(list(spec.next), list(spec.next.values()))[0]
-                changes += 1
-            spec = sim.states.get(state)
-            lo, hi = spec.dwell if spec else (5.0, 20.0)
-            until = t + rng.uniform(lo, hi) * dwell_scale
-        values = _values(points, state, counters, rng)
-        derived = derive_state(prof.state, values) if prof.state else state
-        events += m.observe(t, derived, values)
+        dev.step(1.0)
+        changes += dev.state != state
+        state = dev.state
+        readings = [Reading(names, [dev.values.get(n, 0) for n in names], t)
+                    for period, names in groups if int(t - T0) % period == 0]
+        for r in readings:  # the raw telemetry, report by exception
+            b = pipe.process("g", [r])
+            if b is not None:
+                telemetry.append(b)
+        events += m.observe(t, pipe.state if pipe.state_known() else None, pipe.current)
         events += m.tick(t)
-        if pipe is not None:  # the raw telemetry of the same machine, report by exception
-            for group, (period, names) in groups.items():
-                if int(t - T0) % max(1, round(period)) == 0:
-                    raw = [_raw(points[n], values.get(n)) for n in names]
-                    b = pipe.process(group, [Reading(names, raw, t)])
-                    if b is not None:
-                        telemetry.append(b)
     return {"events": events, "changes": changes, "telemetry": telemetry}
-
-
-def _values(points: dict[str, Point], state: str, counters: dict[str, float],
-            rng: random.Random) -> dict[str, Any]:
-    """One second of the simulator's model of the points (engineering units)."""
-    values: dict[str, Any] = {}
-    for name, p in points.items():
-        s = p.sim
-        if s is None:
-            continue
-        if s.kind == "counter":
-            rate = s.levels.get(state, 0.0) if s.levels else (
-                s.rate if not s.when or state in s.when else 0.0)
-            start = float(s.value) if isinstance(s.value, int | float) else 0.0
-            counters[name] = counters.get(name, start) + rate
-            values[name] = int(counters[name])
-        elif s.kind == "follow":  # its level in this state with the noise (no lag)
-            level = s.levels.get(state, s.levels.get("default", 0.0))
-            values[name] = level + (rng.gauss(0, s.noise) if s.noise else 0.0)
-        elif s.kind == "state_code":
-            values[name] = s.map.get(state, 0)
-        elif s.kind == "alarm":
-            values[name] = not s.when or state in s.when
-        elif s.kind == "constant":
-            values[name] = s.value
-    return values
-
-
-def _raw(p: Point, v: Any) -> Any:
-    """The value as the device holds it (a scaled point's register holds the raw number)."""
-    if v is None or not isinstance(p, ModbusPoint) or isinstance(v, bool | str):
-        return v if v is not None else 0
-    if p.type in ("float32", "float64"):
-        return float(v)
-    return round((float(v) - p.offset) / p.scale)
 
 
 def measure(events: list[Batch], prof: Profile | None = None) -> dict[str, int]:
     schemas = Schemas()
     if prof is not None and events:
         schemas.add(schema_of(events[0].profile, prof))
-    js = sum(_mqtt(data_topic("edgegw", b.gateway, b.device), len(encode_batch(b)))
-             for b in events)
+    js = sum(_mqtt((production_topic if b.group == GROUP else data_topic)(
+        "edgegw", b.gateway, b.device), len(encode_batch(b))) for b in events)
     by_second: dict[int, list[bytes]] = defaultdict(list)
     for seq, b in enumerate(events, 1):
         b.seq = seq
@@ -170,15 +117,15 @@ def main() -> None:
         prof = load_profile(name, dirs)
         if prof.production is None or prof.simulation is None:
             continue
-        r = play(prof, args.hours, args.seed, args.dwell_scale, args.kpi_interval)
+        r = play(prof, name, args.hours, args.seed, args.dwell_scale, args.kpi_interval)
         b = measure(r["events"])
         h = args.hours
         kinds = ", ".join(f"{b.get(k, 0) / h:.0f}" for k in
                           ("edgegw/state", "edgegw/kpi", "edgegw/order"))
-        raw = measure(r["telemetry"], prof)["compact"] / h if r["telemetry"] else None
+        raw = measure(r["telemetry"], prof)["compact"] / h
         print(f"| {name} | {r['changes'] / h:.0f} | {len(r['events']) / h:.0f} ({kinds}) | "
               f"{b['json'] / h:,.0f} | {b['compact'] / h:,.0f} | "
-              f"{'-' if raw is None else f'{raw:,.0f}'} |")
+              f"{raw:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import math
 import random
 import struct
 import time
+from collections.abc import Callable
 
 from firmware_sim.benchprofiles import opcua_bench_profile
 from firmware_sim.faults import Fault
@@ -25,7 +26,8 @@ class SimDevice:
     """One simulated device: register map + machine state + fault + counters."""
 
     def __init__(self, dev_id: str, profile: Profile, unit_id: int = 1, seed: int = 0,
-                 time_scale: float = 1.0) -> None:
+                 time_scale: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.id = dev_id
         self.profile = profile
         self.profile_name = f"{profile.vendor}/{profile.model}"
@@ -34,6 +36,8 @@ class SimDevice:
         self.fault = Fault()
         self.requests = 0
         self.time_scale = time_scale
+        #: seconds, for dwell times (a bench plays hours offline with its own clock)
+        self.clock = clock
         sim = profile.simulation
         # Modbus devices keep their values in a register map; OPC UA servers read
         # ``values`` (raw values by point name) after each step
@@ -48,7 +52,7 @@ class SimDevice:
         #: reset to 0 by a power cycle, frozen)
         self.forced: dict[str, object] = {}
         self._points = [p for p in profile.expanded_points() if p.sim is not None]
-        self._last = time.monotonic()
+        self._last = clock()
         self.step(0.0)
         # a writable constant (a setpoint) is an initial value: what a client writes stays
         self._points = [p for p in self._points
@@ -69,7 +73,7 @@ class SimDevice:
     def set_state(self, state: str, hold: float = 3600.0) -> None:
         """Force a machine state (tests, scenarios) for ``hold`` seconds."""
         self.state = state
-        self._state_until = time.monotonic() + hold
+        self._state_until = self.clock() + hold
 
     # -- behaviour -------------------------------------------------------------------
     def _next_state(self, now: float) -> None:
@@ -87,7 +91,7 @@ class SimDevice:
 
     def step(self, dt: float | None = None) -> None:
         """Advance the model by ``dt`` seconds (wall time since last step if None)."""
-        now = time.monotonic()
+        now = self.clock()
         if dt is None:
             dt = (now - self._last) * self.time_scale
         self._last = now
