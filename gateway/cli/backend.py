@@ -65,7 +65,7 @@ def dashboard(args: argparse.Namespace) -> int:
     cfg = loaded.config.dashboard
     if args.port is not None:
         cfg = cfg.model_copy(update={"port": args.port})
-    dash = Dashboard(cfg, loaded.config.sink, loaded.path.parent)
+    dash = Dashboard(cfg, loaded.config.sink)
     try:
         asyncio.run(dash.serve_forever())
     except OSError as exc:

@@ -9,15 +9,12 @@ the rows (unit-tested without a database).
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from gateway.errors import SinkError
@@ -36,23 +33,16 @@ class QueryError(SinkError):
 class Influx:
     """InfluxQL over HTTP (read-only: only SELECT statements are sent)."""
 
-    def __init__(self, sink: InfluxV1 | InfluxV2, base: Path) -> None:
+    def __init__(self, sink: InfluxV1 | InfluxV2) -> None:
         self.url = sink.url.rstrip("/") + "/query"
         self.timeout = sink.timeout
-        self.headers: dict[str, str] = {}
         if isinstance(sink, InfluxV1):
             self.db = sink.database
-            if sink.username and sink.password_file:
-                pw = _read(base, sink.password_file)
-                cred = base64.b64encode(f"{sink.username}:{pw}".encode()).decode()
-                self.headers["Authorization"] = f"Basic {cred}"
+            self.headers = sink.auth_headers()
         else:
             self.db = sink.bucket
-            token = os.environ.get(sink.token_env) if sink.token_env else None
-            if sink.token_file is not None:
-                token = _read(base, sink.token_file)
-            if token:
-                self.headers["Authorization"] = f"Token {token}"
+            token = sink.token()
+            self.headers = {"Authorization": f"Token {token}"} if token else {}
 
     def query(self, *statements: str) -> list[list[Row]]:
         """Each statement's rows (``device`` from the series' tags is in every row)."""
@@ -77,10 +67,6 @@ class Influx:
         while len(out) < len(statements):
             out.append([])
         return out
-
-
-def _read(base: Path, p: Path) -> str:
-    return (p if p.is_absolute() else base / p).read_text(encoding="utf-8").strip()
 
 
 def literal(s: str) -> str:

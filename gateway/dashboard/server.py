@@ -41,24 +41,23 @@ REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized",
            404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
-def _secret(base: Path, p: Path | None) -> str | None:
-    if p is None:
-        return None
-    return (p if p.is_absolute() else base / p).read_text(encoding="utf-8").strip()
+def _secret(p: Path | None) -> str | None:
+    return p.read_text(encoding="utf-8").strip() if p is not None else None
 
 
 class Dashboard:
-    def __init__(self, cfg: DashboardConfig, sink: InfluxV1 | InfluxV2, base: Path) -> None:
+    def __init__(self, cfg: DashboardConfig, sink: InfluxV1 | InfluxV2) -> None:
+        """``cfg`` and ``sink`` with absolute paths (as ``load_ingest_config`` gives
+        them)."""
         self.cfg = cfg
-        self.db = data.Influx(sink, base)
+        self.db = data.Influx(sink)
         self.tz = ZoneInfo(cfg.timezone)
-        self.password = _secret(base, cfg.password_file)
-        self.token = _secret(base, cfg.token_file)
+        self.password = _secret(cfg.password_file)
+        self.token = _secret(cfg.token_file)
         self.ssl: ssl.SSLContext | None = None
         if cfg.tls is not None:
             self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            self.ssl.load_cert_chain(_path(base, cfg.tls.cert_file),
-                                     _path(base, cfg.tls.key_file))
+            self.ssl.load_cert_chain(cfg.tls.cert_file, cfg.tls.key_file)
         self.host, self.port = cfg.host, cfg.port
         self._server: asyncio.Server | None = None
         self.active = 0
@@ -223,7 +222,3 @@ class Dashboard:
         current, finished = await asyncio.to_thread(self.db.query, *data.ORDERS)
         return 200, pages.orders(self.cfg.title, data.order_rows(current, finished), self.tz,
                                  self.cfg.refresh)
-
-
-def _path(base: Path, p: Path) -> Path:
-    return p if p.is_absolute() else base / p

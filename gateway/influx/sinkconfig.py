@@ -3,6 +3,8 @@ the gateway's direct route (``uplink.influx``); no dependency on either's config
 
 from __future__ import annotations
 
+import base64
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,6 +27,14 @@ class InfluxV1(_Strict):
     create_database: bool = True
     timeout: Duration = 10.0
 
+    def auth_headers(self) -> dict[str, str]:
+        """HTTP Basic for ``username`` (the password from ``password_file``), or none."""
+        if not self.username:
+            return {}
+        pw = self.password_file.read_text().strip() if self.password_file else ""
+        cred = base64.b64encode(f"{self.username}:{pw}".encode()).decode()
+        return {"Authorization": f"Basic {cred}"}
+
 
 class InfluxV2(_Strict):
     kind: Literal["influxdb-v2"]
@@ -34,6 +44,14 @@ class InfluxV2(_Strict):
     token_file: Path | None = None
     token_env: str | None = None
     timeout: Duration = 10.0
+
+    def token(self) -> str:
+        """The API token: ``token_env``'s variable, else ``token_file``'s text, else ''."""
+        if self.token_env:
+            return os.environ.get(self.token_env, "")
+        if self.token_file:
+            return self.token_file.read_text().strip()
+        return ""
 
 
 SinkConfig = Annotated[InfluxV1 | InfluxV2, Field(discriminator="kind")]

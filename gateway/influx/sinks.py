@@ -11,9 +11,7 @@ a time, and map answers to three outcomes the service acts on:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -68,16 +66,8 @@ class InfluxV1Sink:
         if cfg.retention_policy:
             q["rp"] = cfg.retention_policy
         self._url = f"{cfg.url.rstrip('/')}/write?{urllib.parse.urlencode(q)}"
-        self._headers = {"Content-Type": "text/plain; charset=utf-8", **self.auth_headers()}
+        self._headers = {"Content-Type": "text/plain; charset=utf-8", **cfg.auth_headers()}
         self._created = not cfg.create_database
-
-    def auth_headers(self) -> dict[str, str]:
-        cfg = self.cfg
-        if not cfg.username:
-            return {}
-        pw = cfg.password_file.read_text().strip() if cfg.password_file else ""
-        token = base64.b64encode(f"{cfg.username}:{pw}".encode()).decode()
-        return {"Authorization": f"Basic {token}"}
 
     def _post(self, url: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
               ) -> None:
@@ -124,13 +114,8 @@ class InfluxV2Sink:
         from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
-        token = ""
-        if cfg.token_env:
-            token = os.environ.get(cfg.token_env, "")
-        elif cfg.token_file:
-            token = cfg.token_file.read_text().strip()
         self.cfg = cfg
-        self._client = InfluxDBClient(url=cfg.url, token=token, org=cfg.org,
+        self._client = InfluxDBClient(url=cfg.url, token=cfg.token(), org=cfg.org,
                                       timeout=int(cfg.timeout * 1000))
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
 

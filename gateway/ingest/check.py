@@ -105,10 +105,8 @@ def _get(url: str, timeout: float, headers: dict[str, str] | None = None
 
 
 def _influx_v1(what: str, sink: InfluxV1) -> Finding:
-    from gateway.influx.sinks import InfluxV1Sink
-
     base = sink.url.rstrip("/")
-    headers = InfluxV1Sink(sink).auth_headers()
+    headers = sink.auth_headers()
     try:
         status, hdrs, _ = _get(f"{base}/ping", sink.timeout, headers)
         if status not in (200, 204):

@@ -95,7 +95,7 @@ def database(influx: Influxd) -> Influxd:
 @pytest.fixture
 async def dash(database: Influxd, tmp_path: Path) -> AsyncIterator[Dashboard]:
     d = Dashboard(DashboardConfig(port=0, targets={"press2": 100}),
-                  InfluxV1(kind="influxdb-v1", url=database.url, database="edgegw"), tmp_path)
+                  InfluxV1(kind="influxdb-v1", url=database.url, database="edgegw"))
     await d.start()
     yield d
     await d.close()
@@ -158,11 +158,10 @@ async def test_authentication_and_https(database: Influxd, tmp_path: Path) -> No
     (tmp_path / "token").write_text("tv-token-123\n")
     ca = TestCA(tmp_path / "ca")
     cert, key = ca.issue("dashboard", server=True, hosts=("127.0.0.1",))
-    cfg = DashboardConfig(host="0.0.0.0", port=0, username="shift", password_file=Path("pw"),
-                          token_file=Path("token"), tls=DashboardTls(cert_file=cert,
-                                                                     key_file=key))
-    d = Dashboard(cfg, InfluxV1(kind="influxdb-v1", url=database.url, database="edgegw"),
-                  tmp_path)
+    cfg = DashboardConfig(host="0.0.0.0", port=0, username="shift",
+                          password_file=tmp_path / "pw", token_file=tmp_path / "token",
+                          tls=DashboardTls(cert_file=cert, key_file=key))
+    d = Dashboard(cfg, InfluxV1(kind="influxdb-v1", url=database.url, database="edgegw"))
     await d.start()
     try:
         ctx = ssl.create_default_context(cafile=str(ca.path))
