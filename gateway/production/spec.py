@@ -170,7 +170,7 @@ class ProductionConfig(_Strict):
                 a = WEEKDAYS.index(day) * 24 * 60 + st.hour * 60 + st.minute
                 for m in range(a, a + s.minutes):
                     other = taken.setdefault(m % week, s.name)
-                    if other != s.name or (m - a >= week):
+                    if other != s.name:
                         raise ValueError(f"production.shifts: '{s.name}' overlaps "
                                          f"'{other}' on {day}")
         return self
