@@ -63,6 +63,12 @@ def duration(seconds: float) -> str:
     return f"{s} s"
 
 
+def bar(done: float | None, planned: int) -> str:
+    """A progress bar: ``done`` of ``planned`` (full at or beyond it)."""
+    share = min(1.0, float(done or 0) / planned)
+    return f'<div class="bar"><span style="width:{100 * share:.0f}%"></span></div>'
+
+
 def page(title: str, body: str, refresh: float, nav: str = "") -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -100,11 +106,8 @@ def _tile(t: Tile, tz: ZoneInfo, now_ms: int) -> str:
     count = "-" if t.parts is None else str(t.parts)
     target = ""
     if t.target:
-        share = min(1.0, (t.parts or 0) / t.target) if t.order is None else \
-            min(1.0, float(t.order.get("good") or 0) / t.target)
         done = t.order.get("good") if t.order is not None else t.parts
-        target = (f'<div class="muted">{esc(done)} of {t.target}</div><div class="bar">'
-                  f'<span style="width:{100 * share:.0f}%"></span></div>')
+        target = f'<div class="muted">{esc(done)} of {t.target}</div>{bar(done, t.target)}'
     order = ""
     if t.order is not None:
         order = (f'<div>order <b class="order">{esc(t.order.get("order"))}</b> '
@@ -225,15 +228,13 @@ def orders(title: str, rows: list[Row], tz: ZoneInfo, refresh: float) -> str:
     for r in rows:
         planned = r.get("planned")
         good = int(r.get("good") or 0)
-        share = min(1.0, good / planned) if planned else 0.0
-        bar = (f'<div class="bar"><span style="width:{100 * share:.0f}%"></span></div>'
-               if planned else "")
+        progress = bar(good, planned) if planned else ""
         eta = clock(r.get("eta"), tz, with_date=True) if r.get("status") == "running" else "-"
         rate = f'{float(r["rate_h"]):.1f}/h' if r.get("rate_h") is not None else "-"
         out.append(f'<tr data-order="{esc(r.get("order"))}"><td class="order">'
                    f'{esc(r.get("order"))}</td><td>{esc(r.get("device"))}</td>'
                    f'<td>{esc(r.get("product") or "")}</td><td>{esc(r.get("status"))}</td>'
-                   f'<td class="count">{good} / {esc(planned or "?")}{bar}</td>'
+                   f'<td class="count">{good} / {esc(planned or "?")}{progress}</td>'
                    f'<td class="scrap">{esc(r.get("scrap") or 0)}</td><td class="rate">{rate}'
                    f'</td><td class="eta">{eta}</td></tr>')
     body = ('<table id="orders"><thead><tr><th>order</th><th>machine</th><th>product</th>'
