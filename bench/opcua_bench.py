@@ -102,7 +102,7 @@ class UaCounter:
 
 
 async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float,
-              duration: float, warmup: float) -> UaResult:
+              duration: float, warmup: float, sampling_ms: int | None = None) -> UaResult:
     with tempfile.TemporaryDirectory(prefix="edgegw-uabench-") as tmp, \
             mosquitto(Path(tmp)) as broker:
         work = Path(tmp)
@@ -110,6 +110,7 @@ async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float
         sim = subprocess.Popen(
             [str(BIN / "edgegw-sim"), "opcua-bench", "-D", str(servers), "-N", str(nodes),
              "--change", str(change), "--mode", mode, "--poll", f"{period_ms}ms",
+             *(["--sampling", f"{sampling_ms}ms"] if sampling_ms else []),
              "--write-config", str(cfg), "--mqtt-port", str(broker.port),
              "--gateway-id", "uabench"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -158,6 +159,9 @@ def main() -> int:
     ap.add_argument("-N", "--nodes", type=int, default=500)
     ap.add_argument("-P", "--period-ms", type=int, default=None,
                     help="publishing interval / poll period (default 100 / 1000)")
+    ap.add_argument("--sampling-ms", type=int, default=None,
+                    help="subscription sampling interval, shorter than the publishing "
+                         "interval (every sample queued until the next publish)")
     ap.add_argument("--change", type=float, default=0.1,
                     help="fraction of the counters changing per 100 ms update")
     ap.add_argument("--duration", type=float, default=30.0)
@@ -165,8 +169,10 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     period = a.period_ms or (100 if a.mode == "subscribe" else 1000)
-    r = asyncio.run(run(a.mode, a.servers, a.nodes, period, a.change, a.duration, a.warmup))
-    report(f"OPC UA {a.mode}: {a.servers} servers x {a.nodes} nodes, {period} ms, "
+    r = asyncio.run(run(a.mode, a.servers, a.nodes, period, a.change, a.duration, a.warmup,
+                        a.sampling_ms))
+    sampled = f" (sampling {a.sampling_ms} ms)" if a.sampling_ms else ""
+    report(f"OPC UA {a.mode}: {a.servers} servers x {a.nodes} nodes, {period} ms{sampled}, "
            f"{a.duration:g} s measured", r, a.json)
     return 0
 

@@ -3,13 +3,21 @@ any profile; ``edgegw-sim bench`` writes them next to its config)."""
 
 from __future__ import annotations
 
+import math
 
-def opcua_bench_profile(nodes: int, period: float) -> dict[str, object]:
-    """The profile of an OPC UA bench device (see ``OpcuaBenchDevice``)."""
+
+def opcua_bench_profile(nodes: int, period: float,
+                        sampling: float | None = None) -> dict[str, object]:
+    """The profile of an OPC UA bench device (see ``OpcuaBenchDevice``). With
+    ``sampling`` shorter than the period (the publishing interval), each item samples that
+    often and queues every sample until the next publish."""
+    sub: dict[str, object] = {}
+    if sampling is not None:
+        sub = {"sampling": sampling, "queue_size": max(1, math.ceil(period / sampling))}
     points: list[dict[str, object]] = [
         {"name": "t", "path": "Bench/t", "type": "uint32", "unit": "ms",
-         "description": "update time, ms since epoch mod 2^32"}]
-    points += [{"name": f"v{i:03d}", "path": f"Bench/v{i:03d}", "type": "uint32"}
+         "description": "update time, ms since epoch mod 2^32", **sub}]
+    points += [{"name": f"v{i:03d}", "path": f"Bench/v{i:03d}", "type": "uint32", **sub}
                for i in range(1, nodes)]
     return {"schema": 1, "vendor": "edgegw", "model": f"bench-ua{nodes}", "version": "1",
             "protocol": "opcua", "description": "firmware simulator OPC UA bench machine",

@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="fraction of the counters that change per update (default 0.1)")
     u.add_argument("--mode", choices=["poll", "subscribe"], default="subscribe")
     u.add_argument("--poll", default="100ms", help="poll period / publishing interval")
+    u.add_argument("--sampling", default=None,
+                   help="subscription sampling interval (default: the publishing interval)")
     u.add_argument("--host", default="127.0.0.1")
     _config_args(u)
 
@@ -201,7 +203,8 @@ async def _run(args: argparse.Namespace) -> None:
         if args.cmd == "opcua-bench":
             period = parse_duration(args.poll)
             write_yaml(out.parent / "profiles" / "bench" / f"ua{args.nodes}.yaml",
-                       opcua_bench_profile(args.nodes, period))
+                       opcua_bench_profile(args.nodes, period, args.sampling and
+                                           parse_duration(args.sampling)))
             extra = {"pipeline": {"report": "always"}}
         cfg = sim.gateway_config(args.gateway_id, args.mqtt_host, args.mqtt_port, **extra)
         for spec in getattr(args, "context_for", []):

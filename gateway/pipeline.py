@@ -323,11 +323,19 @@ class DevicePipeline:
                     prio = min(prio, p)
         return prio
 
-    def _detailed(self, r: Reading, rts: list[_PointState], ts: float,  # noqa: C901 - the per-value hot path (quality, deadband, heartbeat in one pass)
+    def _detailed(self, r: Reading, rts: list[_PointState], ts: float,
                   out: dict[str, Value], bad: dict[str, tuple[Quality, str]],
                   src: dict[str, int]) -> None:
         """A reading with per-value quality and/or source timestamps (OPC UA): the same
         rules as the fast path in :meth:`process`, value by value."""
+        if r.error is None and not r.status:
+            self._plain(r, rts, ts, out, bad, src)
+            return
+        self._general(r, rts, ts, out, bad, src)
+
+    def _general(self, r: Reading, rts: list[_PointState], ts: float,  # noqa: C901 - quality, arrays, deadband, heartbeat in one pass
+                 out: dict[str, Value], bad: dict[str, tuple[Quality, str]],
+                 src: dict[str, int]) -> None:
         heartbeat = self.heartbeat
         status = r.status or {}
         times = r.times
@@ -377,6 +385,50 @@ class DevicePipeline:
                 if t_ms != ts_ms:
                     src[st.name] = t_ms
             st.last, st.last_ts, st.last_quality = v, ts, quality
+
+    def _plain(self, r: Reading, rts: list[_PointState], ts: float, out: dict[str, Value],
+               bad: dict[str, tuple[Quality, str]], src: dict[str, int]) -> None:
+        """:meth:`_detailed` for a reading whose values are all good (the common case of
+        a subscription's notification or an OPC UA poll): scalar numbers take a lean
+        path; anything else (an array, a missing value, a string, a non-finite number)
+        goes through the full one, value by value."""
+        heartbeat = self.heartbeat
+        current = self.current
+        times = r.times
+        ts_ms = int(ts * 1000)
+        good = Quality.GOOD
+        isfinite = math.isfinite
+        values = r.values
+        if len(values) != len(rts):
+            raise ValueError(f"{len(values)} values for {len(rts)} points")
+        for i, st, raw in zip(range(len(rts)), rts, values):  # noqa: B905 - checked above
+            cls = raw.__class__
+            v = raw
+            if cls is int or cls is float:
+                if st.scaled:
+                    v = round(raw * st.scale + st.offset, st.digits)  # type: ignore[operator]
+                plain = v.__class__ is int or isfinite(v)  # type: ignore[arg-type]
+            else:
+                plain = cls is bool
+            if not plain:
+                one = Reading((st.name,), [raw], ts, None, None,
+                              None if times is None else [times[i]])
+                self._general(one, [st], ts, out, bad, src)
+                continue
+            if st.track:
+                current[st.name] = v
+            if (
+                st.last_quality is good
+                and ts - st.last_ts < heartbeat
+                and (v == st.last or _within(v, st.last, st))
+            ):
+                continue
+            out[st.name] = v
+            if times is not None:
+                t_ms = int(times[i] * 1000)
+                if t_ms != ts_ms:
+                    src[st.name] = t_ms
+            st.last, st.last_ts, st.last_quality = v, ts, good
 
     def set_context(self, kind: str, code: str) -> None:
         """Tag this device's batches with ``ids[kind] = code`` (e.g. the product a

@@ -102,6 +102,15 @@ class Feed:
         """A pushed reading: at the newest source time of its values, or at ``now``."""
         if not names:
             return
+        if len(set(names)) < len(names):
+            # a monitored item's queue (queue_size > 1, sampling faster than publishing)
+            # delivers several samples of a point in one notification: one reading per
+            # sample, oldest first, or a batch (one value per point) would keep the last
+            for layer in _layers(names):
+                self._push([names[i] for i in layer], [values[i] for i in layer],
+                           {k: status[i] for k, i in enumerate(layer) if i in status},
+                           [times[i] for i in layer] if times else times, now)
+            return
         if self.enums:
             name_enums(self.enums, names, values, status)
         # a status dict (even empty): the pipeline looks at each pushed value on its own
@@ -112,6 +121,20 @@ class Feed:
             reading = Reading(tuple(names), values, now, None, status, None)
         self.queue.append((self.group, [reading]))
         self.ready.set()
+
+
+def _layers(names: list[str]) -> list[list[int]]:
+    """The positions of ``names`` split so that no point repeats within one: the k-th
+    sample of every point in the k-th layer (samples keep their order)."""
+    layers: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        if k == len(layers):
+            layers.append([])
+        layers[k].append(i)
+    return layers
 
 
 async def subscribe(client: Client, conn: Opcua, period: float, points: Sequence[Point],
