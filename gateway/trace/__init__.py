@@ -1,0 +1,1 @@
+"""Traceability: each product's production record at a machine (gateway/trace)."""
