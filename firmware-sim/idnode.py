@@ -9,6 +9,8 @@ Implements the secondary node's REST API as published (SNMS "标识操作接口"
 ``GET /identityv2/data/detail?handle=``   the record, or status -2 "标识不存在"
 ``POST /identityv2/data``                 register one; status -2 "标识已存在" if it exists
 ``POST /identityv2/data/batchCreate``     a list, at most 2000; per handle ``msg``
+``PUT /identityv2/data``                  update (the register body): the code's values
+                                          replaced; status -2 "标识不存在" if it is not there
 ``GET /api/handles/{prefix}/{suffix}``    Handle REST form: ``responseCode`` 1 / 100
 ========================================  ================================================
 
@@ -66,6 +68,7 @@ class FakeIdNode:
         self.drip_s = 0.2
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request
         self.registrations: dict[str, int] = {}  # handle -> times it was stored (once!)
+        self.updates: dict[str, int] = {}  # handle -> times its values were replaced
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
@@ -175,6 +178,21 @@ class FakeIdNode:
             self.registrations[handle] = self.registrations.get(handle, 0) + 1
         return "success"
 
+    def _replace(self, rec: dict[str, Any]) -> str:
+        """Update: the code's values replaced by the request's (it must exist)."""
+        handle = str(parse(rec["handle"]))
+        with self._lock:
+            old = self.records.get(handle)
+            if old is None:
+                return NOT_FOUND
+            old["templateVersion"] = rec["templateVersion"]
+            old["value"] = [{"index": 1001, "type": "TEMPLATE", "auth": "1",
+                             "data": {"format": "string", "value": rec["templateVersion"]}},
+                            *rec["value"]]
+            old["timestamp"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.updates[handle] = self.updates.get(handle, 0) + 1
+        return "success"
+
     def handle(self, method: str, raw_path: str, headers: dict[str, str],  # noqa: C901 - the fake node's request router, one branch per published API call
                body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
         url = urlparse(raw_path)
@@ -213,6 +231,14 @@ class FakeIdNode:
             if why:
                 return 200, _err(why), {}
             result = self._store(body)
+            if self.fault == "timeout":
+                return 504, {"message": "Gateway Time-out"}, {}
+            return 200, (_ok(True) if result == "success" else _err(result)), {}
+        if method == "PUT" and path == "/identityv2/data":
+            why = self._check(body)
+            if why:
+                return 200, _err(why), {}
+            result = self._replace(body)
             if self.fault == "timeout":
                 return 504, {"message": "Gateway Time-out"}, {}
             return 200, (_ok(True) if result == "success" else _err(result)), {}
@@ -294,6 +320,9 @@ class FakeIdNode:
 
             def do_POST(self) -> None:
                 self._serve("POST")
+
+            def do_PUT(self) -> None:
+                self._serve("PUT")
 
         return Handler
 

@@ -7,8 +7,8 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from drivers.base import DriverContext
 from drivers.registry import driver_for
@@ -34,9 +34,18 @@ from gateway.services import Reporter, Service, Supervisor, Task, render_status
 from gateway.stats import GatewayStats
 from gateway.store import Encoder, Limits, Store, open_store
 from gateway.tasks import describe_stuck, stop_tasks
+from gateway.trace.node import node_values
+from gateway.trace.service import TraceService, trace_profile
 from gateway.uplink.influx import InfluxUplink
 from gateway.uplink.mqtt import MqttUplink
-from gateway.wire.compact import Schemas, encode_record, pack_topic, schema_of
+from gateway.wire.compact import (
+    Schema,
+    Schemas,
+    encode_record,
+    pack_topic,
+    schema_of,
+    trace_schema_of,
+)
 from gateway.wire.encode import data_topic, encode_batch, production_topic
 
 if TYPE_CHECKING:
@@ -62,7 +71,7 @@ class Gateway:
         self.stats = GatewayStats()
         self.faults = FaultLog(log, cfg.logging.fault_summary_interval)
         sign, sign_pack = _signers(loaded)
-        self.schemas = Schemas(schema_of(d.profile_tag, d.profile) for d in loaded.devices)
+        self.schemas = Schemas(_schemas(loaded.devices))
         self.store, spool = _open_store(loaded, _encoder(loaded, self.schemas, sign))
         self.ctx = DriverContext(gw, loaded.state_dir, loaded.path.parent)
         self.identifiers = IdentifierService(cfg.identifiers, spool or ":memory:", gw,
@@ -70,6 +79,9 @@ class Gateway:
         self.devices = Devices(self.stats)
         self.production = ProductionService(
             cfg.production, gw, loaded.state_dir, self.store.append,
+            enabled=cfg.uplink.influx is not None or cfg.uplink.mqtt.encoding != "sparkplug")
+        self.trace = TraceService(
+            gw, loaded.state_dir, self._trace_record,
             enabled=cfg.uplink.influx is not None or cfg.uplink.mqtt.encoding != "sparkplug")
         enabled = [d for d in loaded.devices if d.config.enabled]
         self.devices.runners = [self._runner(dev, i, len(enabled))
@@ -103,7 +115,7 @@ class Gateway:
         #: run isolated (gateway/services.py): a failure is contained and restarted
         self.optional: list[Service] = [
             Task("reload", self._reloader), Task("fault-summary", self._summaries),
-            self.identifiers, self.certs, self.watchdog, self.production]
+            self.identifiers, self.certs, self.watchdog, self.production, self.trace]
         self.notifier = Notifier()
         hc = cfg.health
         self.health = HealthServer(self, hc.host, hc.port) if hc.enabled else None
@@ -118,7 +130,17 @@ class Gateway:
             dev, driver_for(dev, self.ctx), pipe, self.store, self.stats.device(dev.id),
             self.faults, cfg.pipeline.reconnect, phase=(index % slots) / slots)
         runner.production = self.production.machine(dev)
+        runner.trace = self.trace.tracer(dev)
         return runner
+
+    def _trace_record(self, kind: str, code: str, device: str, profile: str,
+                      fields: dict[str, Any], start_ms: int) -> None:
+        """A product's record: the code's data at the identifier node."""
+        dev = next((d for d in self.loaded.devices if d.id == device), None)
+        if dev is None or dev.profile.trace is None:
+            return
+        values = node_values(dev.profile.trace, fields, start_ms, device, self.gateway_id)
+        self.identifiers.trace_record(kind, code, device, profile, values)
 
     def _wire(self) -> None:
         """Hand each code reader's context to the pipelines of the devices it serves
@@ -355,7 +377,8 @@ class Gateway:
             self.faults.clear((dev_id, "unreachable"), f"device {dev_id}: removed")
         fresh = {d.id: d for d in [*p.added, *p.changed]}
         for d in fresh.values():
-            self.schemas.add(schema_of(d.profile_tag, d.profile))
+            for sc in _schemas([d]):
+                self.schemas.add(sc)
         if isinstance(self.uplink, MqttUplink) and self.uplink.spb is not None:
             self.uplink.spb.point_types.update(self._point_types())
         runners = []
@@ -481,6 +504,17 @@ def _signers(loaded: LoadedConfig) -> tuple[Sign | None, Sign | None]:
     log.info("signing %s with %s key %s", "packs" if packs else "batches",
              s.algorithm, s.key_id)
     return (None, signer.sign_pack) if packs else (signer.sign, None)
+
+
+def _schemas(devices: Iterable[Device]) -> list[Schema]:
+    """The compact schemas of the devices' profiles (and of their product records)."""
+    out = []
+    for d in devices:
+        out.append(schema_of(d.profile_tag, d.profile))
+        if d.profile.trace is not None:
+            out.append(trace_schema_of(trace_profile(d.profile_name, d.profile.version),
+                                       d.profile))
+    return out
 
 
 def _encoder(loaded: LoadedConfig, schemas: Schemas, sign: Sign | None) -> Encoder:

@@ -168,11 +168,15 @@ class DevicePipeline:
         self.state_points = frozenset(tracked)
         if prof.production is not None:
             tracked |= prof.production.points()
+        if prof.trace is not None:
+            tracked |= prof.trace.points()
         self.points = {p.name: _rt(p, p.name in tracked) for p in prof.expanded_points()}
         self.heartbeat = 0.0 if always else heartbeat
         self.current: dict[str, Value] = {}  # good values of state-rule points
         self.state: str | None = None
         self.ids = {"device": device.config.identifier} if device.config.identifier else {}
+        #: the batch code each reader serving this machine read last (reader id -> code)
+        self.inputs: dict[str, str] = {}
         self._plans: dict[int, _Plan] = {}
         #: alarm/state-class points -> priority; a change of one makes the batch urgent
         self.urgent = {p.name: PRIORITY[p.priority] for p in prof.expanded_points()
@@ -430,12 +434,16 @@ class DevicePipeline:
                     src[st.name] = t_ms
             st.last, st.last_ts, st.last_quality = v, ts, good
 
-    def set_context(self, kind: str, code: str) -> None:
+    def set_context(self, kind: str, code: str, source: str | None = None) -> None:
         """Tag this device's batches with ``ids[kind] = code`` (e.g. the product a
         scanner read at this machine) until the next code. A new dict each time: batches
-        already made keep the context they were made with."""
+        already made keep the context they were made with. A batch code is also this
+        machine's current input from ``source`` (the reader's device id: one material
+        per reader), for the product records (gateway/trace)."""
         if self.ids.get(kind) != code:
             self.ids = {**self.ids, kind: code}
+        if kind == "batch" and source is not None:
+            self.inputs[source] = code
 
     def offline(self, reason: str, ts: float) -> Batch:
         """State ``offline`` with the reason: every point of the device is bad until the

@@ -29,6 +29,7 @@ from pydantic import (
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.production.spec import ProductionSpec
+from gateway.trace.spec import TraceSpec
 from gateway.yamlfile import load_yaml, validation_problems
 
 SCHEMA_VERSION = 1
@@ -626,6 +627,9 @@ class Profile(_Strict):
     production: ProductionSpec | None = Field(
         default=None, description="production facts: part counters, ideal cycle, order and "
         "product points, planned stops, downtime reasons (docs/production.md)")
+    trace: TraceSpec | None = Field(
+        default=None, description="each product's record at this machine: its code, when it "
+        "is in process, the process values summarised, limits (docs/traceability.md)")
     simulation: Simulation | None = Field(
         default=None, description="how the firmware simulator behaves (ignored by the gateway)")
     points: list[AnyPoint] = Field(min_length=1, description="the device's points")
@@ -697,7 +701,28 @@ class Profile(_Strict):
                     )
         if self.production is not None:
             self._check_production(self.production, seen)
+        if self.trace is not None:
+            self._check_trace(self.trace, seen)
         return self
+
+    def _check_trace(self, tr: TraceSpec, seen: set[str]) -> None:
+        missing = tr.points() - seen
+        if missing:
+            raise ValueError(f"trace: unknown point(s) {sorted(missing)}")
+        types = {p.name: getattr(p, "type", None) for p in self.expanded_points()}
+        for s in tr.summaries:
+            if types.get(s.point) in ("string", "bool", "bitfield"):
+                raise ValueError(f"trace.summaries: {s.point} is a {types[s.point]}, not a "
+                                 "number")
+        if tr.active_point is None:
+            if self.state is None:
+                raise ValueError("trace: needs the 'state' section (its 'states' say when a "
+                                 "product is in process) or an 'active_point'")
+            states = {r.state for r in self.state.rules} | {self.state.default}
+            unknown = sorted(set(tr.states) - states)
+            if unknown:
+                raise ValueError(f"trace.states: {unknown} are not states of this profile "
+                                 f"({sorted(states)})")
 
     def _check_production(self, pr: ProductionSpec, seen: set[str]) -> None:
         missing = pr.points() - seen

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import cast
 
 from drivers.base import Driver, StreamingDriver
@@ -37,6 +37,7 @@ from gateway.production.machine import Machine
 from gateway.profiles import Point
 from gateway.stats import DeviceStats
 from gateway.store import Store
+from gateway.trace.service import Tracer
 
 log = logging.getLogger("edgegw.scheduler")
 #: a poll group whose first aligned tick is further away than this is read at once too
@@ -76,6 +77,8 @@ class DeviceRunner:
         self._shared: dict[str, str] = {}  # point -> the code last handed on
         #: production facts of this machine (gateway/production), when its profile says
         self.production: Machine | None = None
+        #: each product's record at this machine (gateway/trace), when its profile says
+        self.trace: Tracer | None = None
 
     def _stall_after(self, backoff_max: float) -> float | None:
         # a cycle every period (or every half heartbeat), a reconnect every backoff_max;
@@ -181,13 +184,19 @@ class DeviceRunner:
         batch = self.pipeline.process(group, readings)
         if batch is not None and self.contexts:
             self._share_context(batch)
-        await self._store(batch, readings[0].read_ts if readings else time.time())
+        read = {n for r in readings if r.error is None for n in r.points}
+        await self._store(batch, readings[0].read_ts if readings else time.time(), read)
 
-    async def _store(self, batch: Batch | None, ts: float) -> None:
-        """Store the cycle's batch and the machine's production records of this cycle,
-        in one event-loop turn: one commit, and a state change's device batch and its
-        record share the urgent lane's next message."""
+    async def _store(self, batch: Batch | None, ts: float,
+                     read: Collection[str] = ()) -> None:
+        """Store the cycle's batch and the machine's production and product records of
+        this cycle, in one event-loop turn: one commit, and a state change's device batch
+        and its record share the urgent lane's next message."""
         events = self._produced(ts) if self.production is not None else None
+        if self.trace is not None:
+            traced = self.trace.observe(ts, self.pipeline, read)
+            if traced:
+                events = [*(events or ()), *traced]
         if events:
             await asyncio.gather(*(self.store.append(b) for b in
                                    ([batch, *events] if batch is not None else events)))
@@ -212,7 +221,7 @@ class DeviceRunner:
             if isinstance(code, str) and code and self._shared.get(point) != code:
                 self._shared[point] = code
                 for t in targets:
-                    t.set_context(kind, code)
+                    t.set_context(kind, code, self.device.id)
                 if self.on_context is not None:
                     self.on_context(kind, code, targets)
 
@@ -222,7 +231,7 @@ class DeviceRunner:
             code = self._shared.get(point)
             if code is not None:
                 for t in targets:
-                    t.set_context(kind, code)
+                    t.set_context(kind, code, self.device.id)
 
     def _account(self, group: str, readings: list[Reading]) -> None:
         """Count points and read errors; one fault per failing request, cleared on success."""

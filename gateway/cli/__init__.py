@@ -23,6 +23,7 @@ from gateway.errors import ConfigError, DeviceError, EdgegwError
 from gateway.identifiers import commands as id_commands
 from gateway.logs import setup as setup_logging
 from gateway.production import commands as order_commands
+from gateway.trace import commands as trace_commands
 
 __all__ = ["main"]
 
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     service.add_others(sub, with_config)
     certs_commands.add_parser(sub, with_config)
     order_commands.add_parser(sub, with_config)
+    trace_commands.add_parser(sub, with_config)
     for name, run in families.items():
         sub.choices[name].set_defaults(run=run)
     return ap

@@ -49,6 +49,7 @@ FIRST_USER_INDEX = 2000
 MAX_REPLY = 4 * 1024 * 1024  # bytes: a batch answer for 2000 codes is ~200 kB
 MAX_DEPTH = 32  # nesting of the node's JSON answers: 4 at most
 EXISTS_MARK = "已存在"  # "标识已存在": the node's answer for a code that is registered
+MISSING_MARK = "不存在"  # "标识不存在": ... for a code it does not have
 
 
 class NodeError(EdgegwError):
@@ -215,6 +216,18 @@ class NodeClient:
         if EXISTS_MARK in msg:
             return "exists"
         raise NodeError("rejected", f"{rec.handle}: refused by the node: {msg}")
+
+    def update(self, rec: Record) -> str:
+        """Replace a registered code's values (``PUT /identityv2/data``, the same body as
+        registering): ``"updated"``, or ``"missing"`` when the node does not have it."""
+        rec.check()
+        doc = self._call("PUT", "/identityv2/data", rec.to_json())
+        if doc.get("status") == 1:
+            return "updated"
+        msg = str(doc.get("message", ""))[:MAX_VALUE]
+        if MISSING_MARK in msg:
+            return "missing"
+        raise NodeError("rejected", f"{rec.handle}: update refused by the node: {msg}")
 
     def batch_create(self, recs: Iterable[Record]) -> dict[str, str]:
         """Handle -> ``"created"``, ``"exists"`` or the node's reason; chunks of 2000."""

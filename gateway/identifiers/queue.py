@@ -5,6 +5,10 @@ store; WAL lets both connections work side by side), so a code seen while the no
 5G link is down survives restarts and crashes until it is registered. The handle is the
 primary key: submitting a code twice is a no-op, so every code is registered once.
 
+A code whose values change after it was registered (a product's record, a verdict
+added later) is queued again with ``op`` ``update``: the node's update call replaces its
+values (:meth:`RegistrationQueue.upsert`).
+
 States: ``pending`` (to send; ``next_try`` says when), ``unknown`` (the last attempt
 timed out: query the node before sending again), ``done`` (registered, or "already
 exists"), ``failed`` (refused by the node's rules; kept with the reason, not retried).
@@ -46,6 +50,7 @@ class Entry:
     next_try: float
     last_error: str | None
     added: float
+    op: str = "create"  # or "update": the code is registered, its values change
 
 
 class RegistrationQueue:
@@ -58,6 +63,10 @@ class RegistrationQueue:
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(idreg)")}
+            if "op" not in cols:  # a queue made before updates existed
+                self._db.execute("ALTER TABLE idreg ADD COLUMN op TEXT NOT NULL "
+                                 "DEFAULT 'create'")
 
     def close(self) -> None:
         with self._lock:
@@ -65,20 +74,39 @@ class RegistrationQueue:
 
     def submit(self, kind: str, record: Record) -> bool:
         """Queue a code once; True when it was new."""
-        doc = json.dumps({"v": record.template_version,
-                          "values": [[v.index, v.type, v.value] for v in record.values]},
-                         ensure_ascii=False)
+        doc = _doc(record)
         with self._lock:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO idreg (handle, kind, record, added) VALUES (?,?,?,?)",
                 (record.handle, kind, doc, time.time()))
             return cur.rowcount == 1
 
+    def upsert(self, kind: str, record: Record) -> str:
+        """Queue a code with these values, whatever was queued for it before: a new code
+        is registered (``"create"``); one not yet registered is registered with the new
+        values; one registered already is updated at the node (``"update"``)."""
+        doc = _doc(record)
+        with self._lock, self._db:
+            row = self._db.execute("SELECT state, op FROM idreg WHERE handle = ?",
+                                   (record.handle,)).fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO idreg (handle, kind, record, added) "
+                                 "VALUES (?,?,?,?)", (record.handle, kind, doc, time.time()))
+                return "create"
+            op = "update" if row[0] == "done" or row[1] == "update" else "create"
+            # an attempt in doubt ('unknown') stays so: the node is asked first
+            state = "unknown" if row[0] == "unknown" else "pending"
+            self._db.execute(
+                "UPDATE idreg SET kind = ?, record = ?, op = ?, state = ?, next_try = 0, "
+                "attempts = 0, last_error = NULL WHERE handle = ?",
+                (kind, doc, op, state, record.handle))
+            return op
+
     def due(self, limit: int, now: float | None = None) -> list[Entry]:
         now = time.time() if now is None else now
         with self._lock:
             rows = self._db.execute(
-                "SELECT handle, kind, record, state, attempts, next_try, last_error, added "
+                "SELECT handle, kind, record, state, attempts, next_try, last_error, added, op "
                 "FROM idreg WHERE state IN ('pending', 'unknown') AND next_try <= ? "
                 "ORDER BY added LIMIT ?", (now, limit)).fetchall()
         return [_entry(r) for r in rows]
@@ -87,7 +115,7 @@ class RegistrationQueue:
         marks = ",".join("?" * len(states))
         with self._lock:
             rows = self._db.execute(
-                "SELECT handle, kind, record, state, attempts, next_try, last_error, added "
+                "SELECT handle, kind, record, state, attempts, next_try, last_error, added, op "
                 f"FROM idreg WHERE state IN ({marks}) ORDER BY added", states).fetchall()
         return [_entry(r) for r in rows]
 
@@ -102,6 +130,12 @@ class RegistrationQueue:
     def failed(self, handle: str, reason: str) -> None:
         self._set(handle, "failed", reason, 0.0)
 
+    def create_instead(self, handle: str) -> None:
+        """An update the node answered 'not registered': register it instead."""
+        with self._lock:
+            self._db.execute("UPDATE idreg SET op = 'create', state = 'pending', "
+                             "next_try = 0 WHERE handle = ?", (handle,))
+
     def retry(self, handle: str, reason: str, at: float, unknown: bool = False) -> None:
         self._set(handle, "unknown" if unknown else "pending", reason, at)
 
@@ -112,11 +146,17 @@ class RegistrationQueue:
                 "attempts = attempts + 1 WHERE handle = ?", (state, reason, at, handle))
 
 
+def _doc(record: Record) -> str:
+    return json.dumps({"v": record.template_version,
+                       "values": [[v.index, v.type, v.value] for v in record.values]},
+                      ensure_ascii=False)
+
+
 def _entry(row: tuple[object, ...]) -> Entry:
-    handle, kind, raw, state, attempts, next_try, last_error, added = row
+    handle, kind, raw, state, attempts, next_try, last_error, added, op = row
     doc = json.loads(str(raw))
     rec = Record(str(handle), str(doc["v"]),
                  tuple(Value(int(i), str(t), str(v)) for i, t, v in doc["values"]))
     return Entry(str(handle), str(kind), rec, str(state), int(attempts),  # type: ignore[call-overload]
                  float(next_try), None if last_error is None else str(last_error),  # type: ignore[arg-type]
-                 float(added))  # type: ignore[arg-type]
+                 float(added), str(op))  # type: ignore[arg-type]

@@ -95,6 +95,26 @@ class Registrar:
             self._wake.set()
         return new
 
+    def upsert(self, kind: str, code: str, extra: tuple[Value, ...],
+               **fields: str | None) -> str | None:
+        """Queue ``code`` with its configured values plus ``extra`` (a product's
+        record), registering or updating it; the queue's op, or None if not queued."""
+        if kind not in self.cfg.register_:
+            return None
+        try:
+            code = normalise(code)
+        except CodeError as exc:
+            self.invalid += 1
+            self._once(f"invalid:{kind}", f"{kind} code not registered: {exc}")
+            return None
+        base = self.record(kind, code, **fields)
+        taken = {v.index for v in extra}
+        rec = Record(code, base.template_version,
+                     (*(v for v in base.values if v.index not in taken), *extra))
+        op = self.queue.upsert(kind, rec)
+        self._wake.set()
+        return op
+
     def _once(self, key: str, message: str) -> None:
         if key not in self._logged:
             self._logged.add(key)
@@ -123,11 +143,18 @@ class Registrar:
         now = time.time()
         settled: set[str] = set()
         try:
-            # a timed-out attempt may have worked: ask before sending again
+            # a timed-out registration may have worked: ask before sending again (an
+            # update is sent again as it is: it replaces the values, twice is once)
             for e in entries:
-                if e.state == "unknown" and \
+                if e.state == "unknown" and e.op == "create" and \
                         await asyncio.to_thread(client.detail, e.handle) is not None:
                     await asyncio.to_thread(self.queue.done, e.handle)
+                    settled.add(e.handle)
+            for e in entries:
+                if e.op == "update" and e.handle not in settled:
+                    res = await asyncio.to_thread(client.update, e.record)
+                    await asyncio.to_thread(self.queue.done if res == "updated"
+                                            else self.queue.create_instead, e.handle)
                     settled.add(e.handle)
             todo = [e for e in entries if e.handle not in settled]
             if not todo:
@@ -227,6 +254,12 @@ class IdentifierService:
                 self._enrich(kind, code, targets), name=f"enrich:{code}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def trace_record(self, kind: str, code: str, device_id: str, profile: str,
+                     values: tuple[Value, ...]) -> None:
+        """A product's (or batch's) record at a machine: registered as the code's data,
+        or the code's data updated when it is registered already."""
+        self.registrar.upsert(kind, code, values, device=device_id, profile=profile)
 
     async def _enrich(self, kind: str, code: str, targets: list[Any]) -> None:
         assert self.resolver is not None

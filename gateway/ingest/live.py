@@ -40,8 +40,9 @@ def snapshot(url: str, db: str) -> list[tuple[str, str, int, list[str]]]:
     now = int(time.time() * 1000)
     for m in _query(url, db, "SHOW MEASUREMENTS"):
         for (name,) in m.get("values", []):
-            if name == "edgegw_quality" or name.startswith("edgegw/"):
-                continue  # quality lines and the production records (edgegw/state, ...)
+            if name == "edgegw_quality" or name.startswith("edgegw/") or \
+                    name.endswith("/trace"):
+                continue  # quality lines, production and product records
             keys = key_points(name)
             # one selector alone reports the time of its point: the newest sample's age
             states = {s["tags"]["device"]: s["values"][0] for s in _query(

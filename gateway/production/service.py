@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from gateway.production.machine import Machine
 from gateway.production.orders import Command, inbox, take_commands
 from gateway.production.shifts import Calendar
 from gateway.production.spec import ProductionConfig
+from gateway.statefile import StateFile
 
 log = logging.getLogger("edgegw.production")
 
@@ -53,6 +53,7 @@ class ProductionService:
         self._said = False
         self.gateway = gateway
         self.path = state_dir / STATE_FILE
+        self.file = StateFile(self.path, "production state")
         self.inbox = inbox(state_dir)
         self.calendar = Calendar(cfg)
         self.append = append
@@ -66,15 +67,8 @@ class ProductionService:
         self._mqtt: list[Command] = []
 
     def _load(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.error("production state %s unreadable (%s): starting afresh; the time "
-                      "since it was written counts as unknown", self.path, exc)
-            return {}
-        machines = doc.get("machines") if isinstance(doc, dict) else None
+        doc = self.file.load()
+        machines = doc.get("machines") if doc is not None else None
         return machines if isinstance(machines, dict) else {}
 
     def machine(self, device: Device) -> Machine | None:
@@ -183,16 +177,7 @@ class ProductionService:
                           separators=(",", ":"))
 
     def _write(self, text: str) -> None:
-        """Write the state file atomically (a crash leaves the old one)."""
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            log.error("production state not saved to %s: %s", self.path, exc)
+        self.file.write(text)
 
     def save(self) -> None:
         text = self._document()

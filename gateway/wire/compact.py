@@ -284,20 +284,37 @@ class Schemas:
         from gateway.profiles import find_profile, load_profile_file
 
         name, _, version = profile.rpartition("@")
+        base = name.removesuffix(TRACE_SUFFIX)  # a machine type's product records
         try:
-            prof = load_profile_file(find_profile(name, self.search))
+            prof = load_profile_file(find_profile(base, self.search))
         except ConfigError:
             return None
         if prof.version != version:
-            raise CompactError(f"profile {name} is version {prof.version} here, the record "
+            raise CompactError(f"profile {base} is version {prof.version} here, the record "
                                f"was made with {version}")
-        s = schema_of(profile, prof)
+        if base != name:
+            if prof.trace is None:
+                return None
+            s = trace_schema_of(profile, prof)
+        else:
+            s = schema_of(profile, prof)
         self.add(s)
         return s
 
 
 def schema_of(profile: str, prof: Any) -> Schema:
     return Schema.of(profile, [p.name for p in prof.expanded_points()])
+
+
+#: a machine type's product records: profile ``<vendor/model>/trace@<version>``
+TRACE_SUFFIX = "/trace"
+
+
+def trace_schema_of(profile: str, prof: Any) -> Schema:
+    """The schema of the product records of a profile with a ``trace:`` section."""
+    from gateway.trace.spec import record_fields
+
+    return Schema.of(profile, record_fields(prof.trace))
 
 
 def decode_record(buf: bytes, gateway: str, schemas: Schemas) -> dict[str, Any]:
