@@ -40,6 +40,11 @@ CREATE INDEX IF NOT EXISTS idreg_due ON idreg (state, next_try);
 """
 
 
+#: the op of a code queued with values that must end up at the node (a product record):
+#: registered, and updated if the node has the code already
+UPSERT = "upsert"
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     handle: str
@@ -50,7 +55,9 @@ class Entry:
     next_try: float
     last_error: str | None
     added: float
-    op: str = "create"  # or "update": the code is registered, its values change
+    #: "create" (once: values as first seen), "upsert" (these values: register, or
+    #: update if it exists) or "update" (registered: replace its values)
+    op: str = "create"
 
 
 class RegistrationQueue:
@@ -82,18 +89,19 @@ class RegistrationQueue:
             return cur.rowcount == 1
 
     def upsert(self, kind: str, record: Record) -> str:
-        """Queue a code with these values, whatever was queued for it before: a new code
-        is registered (``"create"``); one not yet registered is registered with the new
-        values; one registered already is updated at the node (``"update"``)."""
+        """Queue a code with these values, whatever was queued for it before: one not
+        registered yet is registered with them (``"upsert"``: updated if the node has
+        it already); one registered already is updated at the node (``"update"``)."""
         doc = _doc(record)
         with self._lock, self._db:
             row = self._db.execute("SELECT state, op FROM idreg WHERE handle = ?",
                                    (record.handle,)).fetchone()
             if row is None:
-                self._db.execute("INSERT INTO idreg (handle, kind, record, added) "
-                                 "VALUES (?,?,?,?)", (record.handle, kind, doc, time.time()))
-                return "create"
-            op = "update" if row[0] == "done" or row[1] == "update" else "create"
+                self._db.execute("INSERT INTO idreg (handle, kind, record, added, op) "
+                                 "VALUES (?,?,?,?,?)",
+                                 (record.handle, kind, doc, time.time(), UPSERT))
+                return UPSERT
+            op = "update" if row[0] == "done" or row[1] == "update" else UPSERT
             # an attempt in doubt ('unknown') stays so: the node is asked first
             state = "unknown" if row[0] == "unknown" else "pending"
             self._db.execute(
@@ -124,17 +132,34 @@ class RegistrationQueue:
             return dict(self._db.execute(
                 "SELECT state, count(*) FROM idreg GROUP BY state").fetchall())
 
-    def done(self, handle: str) -> None:
-        self._set(handle, "done", None, 0.0)
+    def done(self, handle: str, sent: Record | None = None) -> None:
+        """Registered (or updated). With ``sent``: only if the queued values are still
+        those sent (new values queued meanwhile by :meth:`upsert` are sent next)."""
+        if sent is None:
+            self._set(handle, "done", None, 0.0)
+            return
+        with self._lock:
+            self._db.execute(
+                "UPDATE idreg SET state = 'done', last_error = NULL, next_try = 0, "
+                "attempts = attempts + 1 WHERE handle = ? AND record = ?",
+                (handle, _doc(sent)))
 
     def failed(self, handle: str, reason: str) -> None:
         self._set(handle, "failed", reason, 0.0)
 
     def create_instead(self, handle: str) -> None:
         """An update the node answered 'not registered': register it instead."""
+        self._op(handle, UPSERT)
+
+    def update_instead(self, handle: str) -> None:
+        """A registration (with values that must be there) the node answered 'exists':
+        it may hold other values (an earlier attempt's): update it."""
+        self._op(handle, "update")
+
+    def _op(self, handle: str, op: str) -> None:
         with self._lock:
-            self._db.execute("UPDATE idreg SET op = 'create', state = 'pending', "
-                             "next_try = 0 WHERE handle = ?", (handle,))
+            self._db.execute("UPDATE idreg SET op = ?, state = 'pending', next_try = 0 "
+                             "WHERE handle = ?", (op, handle))
 
     def retry(self, handle: str, reason: str, at: float, unknown: bool = False) -> None:
         self._set(handle, "unknown" if unknown else "pending", reason, at)

@@ -25,7 +25,7 @@ from gateway.config import IdentifiersConfig, IdValueConfig
 from gateway.httpserve import Family
 from gateway.identifiers.client import NodeClient, NodeError, Record, Value
 from gateway.identifiers.codes import CodeError, normalise
-from gateway.identifiers.queue import Entry, RegistrationQueue
+from gateway.identifiers.queue import UPSERT, Entry, RegistrationQueue
 
 log = logging.getLogger("edgegw.identifiers")
 #: values registered with the gateway's own code when ``values.gateway`` is not set
@@ -146,15 +146,18 @@ class Registrar:
             # a timed-out registration may have worked: ask before sending again (an
             # update is sent again as it is: it replaces the values, twice is once)
             for e in entries:
-                if e.state == "unknown" and e.op == "create" and \
+                if e.state == "unknown" and e.op != "update" and \
                         await asyncio.to_thread(client.detail, e.handle) is not None:
-                    await asyncio.to_thread(self.queue.done, e.handle)
+                    await asyncio.to_thread(self.queue.done if e.op == "create"
+                                            else self.queue.update_instead, e.handle)
                     settled.add(e.handle)
             for e in entries:
                 if e.op == "update" and e.handle not in settled:
                     res = await asyncio.to_thread(client.update, e.record)
-                    await asyncio.to_thread(self.queue.done if res == "updated"
-                                            else self.queue.create_instead, e.handle)
+                    if res == "updated":
+                        await asyncio.to_thread(self.queue.done, e.handle, e.record)
+                    else:
+                        await asyncio.to_thread(self.queue.create_instead, e.handle)
                     settled.add(e.handle)
             todo = [e for e in entries if e.handle not in settled]
             if not todo:
@@ -181,8 +184,10 @@ class Registrar:
             return
         for e in todo:
             res = results.get(e.handle, "no answer for this code")
-            if res in ("created", "exists"):
-                await asyncio.to_thread(self.queue.done, e.handle)
+            if res == "exists" and e.op == UPSERT:
+                await asyncio.to_thread(self.queue.update_instead, e.handle)
+            elif res in ("created", "exists"):
+                await asyncio.to_thread(self.queue.done, e.handle, e.record)
             else:
                 await asyncio.to_thread(self.queue.failed, e.handle, res)
                 self._once(f"rejected:{e.handle}", f"{e.handle}: refused by the node: {res}")
