@@ -145,6 +145,9 @@ class TraceBuilder:
         self.last: TraceRecord | None = None
         #: since when nobody knows what the machine does (None: known)
         self.unknown_since: float | None = None
+        #: the product code read last, and each material reader's last batch code
+        self.code: str | None = None
+        self.inputs: dict[str, str] = {}
 
     def code_of(self, values: Mapping[str, Value], ids: Mapping[str, str]) -> str | None:
         """The product code now: the reader's context, or the code point (with prefix)."""
@@ -159,11 +162,18 @@ class TraceBuilder:
 
     def observe(self, ts: float, active: bool | None, code: str | None,
                 values: Mapping[str, Value], read: Collection[str],
-                inputs: Collection[str] = ()) -> list[TraceRecord]:
+                inputs: Mapping[str, str] | None = None) -> list[TraceRecord]:
         """One cycle: ``active`` None when unknown (device offline, state not known);
-        ``values`` the good current values, ``read`` the points read this cycle,
-        ``inputs`` the batch codes the machine's readers hold now. The records closed by
+        ``code`` the product code now (None: the last one known holds: a reader says a
+        code once, when it scans); ``values`` the good current values, ``read`` the
+        points read this cycle, ``inputs`` the batch code each material reader read last
+        (reader -> code; kept, like the code, over a restart). The records closed by
         this cycle."""
+        if code is not None:
+            self.code = code
+        code = self.code
+        if inputs:
+            self.inputs.update(inputs)
         out: list[TraceRecord] = []
         rec = self.open
         if active is None:
@@ -185,7 +195,8 @@ class TraceBuilder:
         if rec is None and active and code is not None:
             rec = self._start(ts, code)
         if rec is not None:
-            self._sample(rec, ts, values, read, inputs if self.spec.inputs else ())
+            self._sample(rec, ts, values, read,
+                         self.inputs.values() if self.spec.inputs else ())
         if code is not None and self.last is not None and self.last.code != code:
             self.last = None  # another product: the last one will not come back
         return out
@@ -233,7 +244,8 @@ class TraceBuilder:
     def to_json(self, now: float) -> dict[str, Any]:
         return {"saved": now, "open": self.open.to_json() if self.open else None,
                 "last": self.last.to_json() if self.last else None,
-                "unknown_since": self.unknown_since}
+                "unknown_since": self.unknown_since, "code": self.code,
+                "inputs": self.inputs}
 
     def restore(self, doc: Mapping[str, Any]) -> None:
         """State saved by a gateway that stopped: the time since it was saved is unknown
@@ -241,6 +253,8 @@ class TraceBuilder:
         self.open = TraceRecord.from_json(doc["open"]) if doc.get("open") else None
         self.last = TraceRecord.from_json(doc["last"]) if doc.get("last") else None
         self.unknown_since = doc.get("unknown_since")
+        self.code = doc.get("code")
+        self.inputs = {str(k): str(v) for k, v in (doc.get("inputs") or {}).items()}
         if self.open is not None:
             self.open.interrupted = True
             if self.unknown_since is None:

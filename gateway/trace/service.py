@@ -82,7 +82,7 @@ class Tracer:
     def observe(self, ts: float, pipe: PipelineView, read: Collection[str]) -> list[Batch]:
         b = self.builder
         recs = b.observe(ts, self.active(pipe), b.code_of(pipe.current, pipe.ids),
-                         pipe.current, read, pipe.inputs.values())
+                         pipe.current, read, pipe.inputs)
         return [self._sent(r, pipe.ids) for r in recs]
 
     def _sent(self, rec: TraceRecord, ids: dict[str, str]) -> Batch:

@@ -21,12 +21,12 @@ SPEC = TraceSpec.model_validate({
 READ = ("platen", "pressure", "recipe_id")
 
 
-def _cure(b: TraceBuilder, code: str, t0: float, temps: list[float],
+def _cure(b: TraceBuilder, code: str | None, t0: float, temps: list[float],
           pressure: float = 21.5) -> list[TraceRecord]:
     out: list[TraceRecord] = []
     for i, temp in enumerate(temps):
         out += b.observe(t0 + i, True, code, {"platen": temp, "pressure": pressure,
-                                               "recipe_id": 305}, READ, ["88.1.2/C-1"])
+                                               "recipe_id": 305}, READ, {"r1": "88.1.2/C-1"})
     return out
 
 
@@ -101,6 +101,16 @@ def test_a_restart_mid_cure_loses_nothing_and_marks_the_gap() -> None:
     assert rec.stats["platen"].n == 5 and rec.stats["platen"].max == 166.0
 
 
+def test_the_last_code_and_inputs_hold_until_the_next_scan_even_over_a_restart() -> None:
+    b = TraceBuilder(SPEC)
+    b.observe(0.0, False, "88.1.2/T-8", {}, (), {"mixer-reader": "88.1.2/C-7"})
+    b2 = TraceBuilder(SPEC)
+    b2.restore(json.loads(json.dumps(b.to_json(now=1.0))))
+    _cure(b2, None, 5.0, [165.0] * 2)
+    [rec] = b2.observe(7.0, False, None, {}, ())
+    assert rec.code == "88.1.2/T-8" and rec.inputs == ["88.1.2/C-7", "88.1.2/C-1"]
+
+
 def test_a_code_point_with_a_prefix() -> None:
     spec = TraceSpec.model_validate({"code": "tyre_code", "code_prefix": "88.118.8"})
     b = TraceBuilder(spec)
@@ -117,7 +127,7 @@ STEP = st.tuples(
     CODES,
     st.floats(100.0, 200.0, allow_nan=False),
     st.booleans(),  # the point was read this cycle
-    st.sampled_from([(), ("88.1.2/C-1",), ("88.1.2/C-1", "88.1.2/W-9")]),
+    st.sampled_from([{}, {"r1": "88.1.2/C-1"}, {"r1": "88.1.2/C-2", "r2": "88.1.2/W-9"}]),
     st.booleans(),  # a gateway restart before this cycle
 )
 
@@ -151,7 +161,7 @@ def test_every_sample_in_process_lands_in_exactly_one_record(steps: list[tuple])
         if active is None and rec is not None:
             saw_unknown.add((rec.code, rec.start))
         if rec is not None and active and read:
-            assert code is None or rec.code == code
+            assert rec.code == b.code
             samples.setdefault((rec.code, rec.start), []).append(v)
             expected += 1
     emitted += b.observe(ts + 1.0, False, None, {}, ())
