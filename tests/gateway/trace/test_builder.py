@@ -4,6 +4,7 @@ arbitrary interleavings of process start/stop, code changes, outages and restart
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from statistics import mean
 
 from hypothesis import given, settings
@@ -179,5 +180,5 @@ def test_every_sample_in_process_lands_in_exactly_one_record(steps: list[tuple])
             assert r.interrupted
         assert r.code not in r.inputs
     spans = sorted((r.start, r.end) for r in final.values())
-    for (_, e1), (s2, _) in zip(spans, spans[1:], strict=False):
+    for (_, e1), (s2, _) in pairwise(spans):
         assert e1 is not None and e1 <= s2
