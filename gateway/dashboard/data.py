@@ -62,7 +62,8 @@ class Influx:
             for s in res.get("series", []):
                 tags = s.get("tags") or {}
                 for v in s.get("values", []):
-                    rows.append({**tags, **dict(zip(s["columns"], v, strict=True))})
+                    rows.append({**tags, **dict(zip(s["columns"], v, strict=True)),
+                                 "_measurement": s.get("name")})
             out.append(rows)
         while len(out) < len(statements):
             out.append([])
@@ -225,3 +226,27 @@ def order_rows(current: list[Row], finished: list[Row]) -> list[Row]:
         if key not in by or int(r["time"]) >= int(by[key]["time"]):
             by[key] = r
     return sorted(by.values(), key=lambda r: (r.get("status") != "running", -int(r["time"])))
+
+
+# -- product records (gateway/trace) ------------------------------------------------------------
+#: the newest product records of every machine type
+RECENT_TRACES = ('SELECT "code", "verdict", "interrupted" FROM /\\/trace$/ '
+                 "ORDER BY time DESC LIMIT 30")
+
+
+def trace_query(code: str) -> str:
+    return f'SELECT * FROM /\\/trace$/ WHERE "code" = {literal(code)}'
+
+
+def summarised(rec: Row) -> list[str]:
+    """The points a record summarises (from its ``<point>_min`` fields)."""
+    return sorted({k[: -len("_min")] for k in rec if k.endswith("_min")})
+
+
+def curve_query(rec: Row, points: list[str]) -> str:
+    """The raw samples of ``points`` over the record's window, from the machine's own
+    measurement (``<vendor/model>``; the record's is ``<vendor/model>/trace``)."""
+    meas = str(rec["_measurement"]).removesuffix("/trace")
+    fields = ", ".join('"' + p.replace('"', '\\"') + '"' for p in points)
+    return (f'SELECT {fields} FROM "{meas}" WHERE "device" = {literal(str(rec["device"]))} '
+            f'AND time >= {int(rec["time"])}ms AND time <= {int(rec["end"])}ms')

@@ -76,7 +76,7 @@ def page(title: str, body: str, refresh: float, nav: str = "") -> str:
 <meta http-equiv="refresh" content="{int(refresh)}">
 <title>{esc(title)}</title><style>{CSS}</style></head><body>
 <header><h1>{esc(title)}</h1><nav><a href="/">Plant</a> &middot; <a href="/orders">Orders</a>
-{nav}</nav><span class="muted" id="updated"></span></header>
+&middot; <a href="/trace">Products</a>{nav}</nav><span class="muted" id="updated"></span></header>
 <main>{body}</main></body></html>
 """
 
@@ -171,9 +171,10 @@ def bars(values: list[int], labels: list[str], width: int = 1000, height: int = 
 
 
 def line(points: list[tuple[int, float]], start_ms: int, end_ms: int, tz: ZoneInfo,
-         width: int = 1000, height: int = 160) -> str:
+         width: int = 1000, height: int = 160, label: str = "cycle time",
+         unit: str = "s", ident: str = "cycle") -> str:
     if not points:
-        return '<p class="muted">no cycle times measured yet</p>'
+        return f'<p class="muted">no {esc(label)} measured yet</p>'
     lo = min(v for _, v in points)
     hi = max(v for _, v in points)
     if hi - lo < 1e-9:
@@ -183,9 +184,10 @@ def line(points: list[tuple[int, float]], start_ms: int, end_ms: int, tz: ZoneIn
                    f"{height - 18 - (v - lo) / (hi - lo) * (height - 34):.1f}"
                    for t, v in points)
     return (f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" '
-            f'aria-label="cycle time" id="cycle"><polyline points="{pts}" fill="none" '
-            f'stroke="#e0a31a" stroke-width="2"/><text x="4" y="14">{hi:.1f} s</text>'
-            f'<text x="4" y="{height - 20}">{lo:.1f} s</text>'
+            f'aria-label="{esc(label)}" id="{esc(ident)}"><polyline points="{pts}" '
+            f'fill="none" stroke="#e0a31a" stroke-width="2"/>'
+            f'<text x="4" y="14">{hi:.1f} {esc(unit)}</text>'
+            f'<text x="4" y="{height - 20}">{lo:.1f} {esc(unit)}</text>'
             f'<text x="{width - 4}" y="{height - 4}" text-anchor="end">'
             f'{clock(end_ms, tz)}</text></svg>')
 
@@ -241,3 +243,49 @@ def orders(title: str, rows: list[Row], tz: ZoneInfo, refresh: float) -> str:
             '<th>status</th><th>good / planned</th><th>scrap</th><th>rate</th>'
             '<th>estimated finish</th></tr></thead><tbody>' + "".join(out) + "</tbody></table>")
     return page(f"{title}: orders", body, refresh)
+
+
+# -- product records ------------------------------------------------------------------------------
+_FORM = ('<form method="get" action="/trace"><label>product or batch code '
+         '<input name="code" size="36" value="{code}"></label> <button>Trace</button></form>')
+
+
+def traces(title: str, recent: list[Row], tz: ZoneInfo, refresh: float) -> str:
+    rows = "".join(
+        f'<tr><td>{clock(r["time"], tz, True)}</td><td>{esc(r.get("device"))}</td>'
+        f'<td><a href="/trace?code={urllib.parse.quote(str(r["code"]))}">{esc(r["code"])}</a>'
+        f'</td><td class="{esc(r.get("verdict"))}">{esc(r.get("verdict"))}'
+        f'{" (interrupted)" if r.get("interrupted") else ""}</td></tr>'
+        for r in recent) or '<tr><td colspan="4">no product records yet</td></tr>'
+    body = (f'<section><h2>Products</h2>{_FORM.format(code="")}<table id="recent"><thead><tr>'
+            f'<th>start</th><th>machine</th><th>code</th><th>verdict</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table></section>')
+    return page(f"{title}: products", body, refresh)
+
+
+def trace(title: str, rec: Row, curves: dict[str, list[tuple[int, float]]],
+          tz: ZoneInfo) -> str:
+    """One product's record and the process curve of each summarised value over its
+    window (no refresh: a record does not change, or rarely)."""
+    start, end = int(rec["time"]), int(rec["end"])
+    facts = [("machine", f'{rec.get("device", "")} ({rec.get("machine") or "no code"})'),
+             ("start", clock(start, tz, True)), ("end", clock(end, tz, True)),
+             ("duration", duration((end - start) / 1000)), ("recipe", rec.get("recipe")),
+             ("verdict", rec.get("verdict")), ("why", rec.get("why") or "within limits"),
+             ("inputs", ", ".join(str(rec.get("inputs") or "").split(",")) or "none"),
+             ("interrupted", f'{"yes" if rec.get("interrupted") else "no"} (gap '
+                             f'{rec.get("gap_s") or 0} s, resumed {rec.get("resumed") or 0}x)')]
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+    stats = "".join(
+        f'<tr><td>{esc(p)}</td>' + "".join(f"<td>{esc(rec.get(p + s, ''))}</td>" for s in (
+            "_n", "_min", "_max", "_mean", "_final", "_above_s")) + "</tr>"
+        for p in curves)
+    charts = "".join(f"<h3>{esc(p)}</h3>" + line(pts, start, end, tz, label=p, unit="",
+                                                  ident=f"curve-{p}")
+                     for p, pts in curves.items())
+    body = (f'<section><h2>{esc(rec["code"])}</h2>{_FORM.format(code=esc(rec["code"]))}'
+            f'<table id="record">{rows}</table></section><section><h3>Process summary</h3>'
+            f'<table id="summary"><thead><tr><th>value</th><th>n</th><th>min</th><th>max</th>'
+            f'<th>mean</th><th>final</th><th>s above</th></tr></thead><tbody>{stats}</tbody>'
+            f'</table>{charts}</section>')
+    return page(f"{title}: {rec['code']}", body, 3600)

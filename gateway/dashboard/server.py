@@ -175,8 +175,8 @@ class Dashboard:
                 "Set-Cookie": f"{COOKIE}={ok}; HttpOnly; SameSite=Strict; Path=/{secure}"}
         if url.path == "/healthz":
             return 200, "text/plain", "ok\n", {}
-        route = {"/": self.overview, "/machine": self.machine, "/orders": self.orders}.get(
-            url.path)
+        route = {"/": self.overview, "/machine": self.machine, "/orders": self.orders,
+                 "/trace": self.trace}.get(url.path)
         if route is None:
             return 404, "text/plain", "not found\n", {}
         try:
@@ -222,3 +222,26 @@ class Dashboard:
         current, finished = await asyncio.to_thread(self.db.query, *data.ORDERS)
         return 200, pages.orders(self.cfg.title, data.order_rows(current, finished), self.tz,
                                  self.cfg.refresh)
+
+    async def trace(self, query: dict[str, str]) -> tuple[int, str]:
+        """``/trace``: the newest product records; ``/trace?code=``: one product's record
+        with the process curves of its window."""
+        code = query.get("code", "").strip()
+        if not code:
+            [recent] = await asyncio.to_thread(self.db.query, data.RECENT_TRACES)
+            return 200, pages.traces(self.cfg.title, recent, self.tz, self.cfg.refresh)
+        [found] = await asyncio.to_thread(self.db.query, data.trace_query(code))
+        if not found:
+            return 404, pages.error_page(self.cfg.title, f"no record of {code!r}",
+                                         self.cfg.refresh)
+        rec = max(found, key=lambda r: r["time"])
+        points = data.summarised(rec)
+        curves: dict[str, list[tuple[int, float]]] = {p: [] for p in points}
+        if points:
+            [samples] = await asyncio.to_thread(self.db.query, data.curve_query(rec, points))
+            for r in samples:
+                for p in points:
+                    v = r.get(p)
+                    if isinstance(v, int | float) and not isinstance(v, bool):
+                        curves[p].append((int(r["time"]), float(v)))
+        return 200, pages.trace(self.cfg.title, rec, curves, self.tz)

@@ -240,3 +240,49 @@ async def test_the_pages_in_a_headless_browser(dash: Dashboard, database: Influx
         assert tile is not None, dom.stdout
         assert f'<b class="parts">{kpi["parts"]}</b>' in tile.group(1)
         assert f'<b class="oee">{100 * kpi["oee"]:.0f} %</b>' in tile.group(1)
+
+
+async def test_the_trace_page_shows_a_product_record_and_its_process_curve(
+        influx: Influxd) -> None:
+    """A tyre's record (as the tracer makes it) and the press's raw samples over its
+    window: the page shows the record's numbers and one curve point per raw sample."""
+    from gateway.trace.builder import TraceBuilder
+    from gateway.trace.spec import TraceSpec
+
+    influx.create_db("edgegw")
+    spec = TraceSpec.model_validate({"summaries": [{"point": "platen_temp_top", "above": 160,
+                                                    "min": 150}]})
+    b = TraceBuilder(spec)
+    t0 = time.time() - 600
+    code = "88.118.8/TYRE-<b>1</b>"
+    samples: list[Batch] = []
+    temps = [158.0, 163.5, 168.25, 170.0, 169.5]
+    for i, v in enumerate(temps):
+        b.observe(t0 + i, True, code, {"platen_temp_top": v}, ("platen_temp_top",),
+                  {"compound": "88.118.8/CMP-1"})
+        samples.append(Batch("gw1", "press1", "presstec/tyre-curing-tc48@3.2",
+                             int((t0 + i) * 1000), {"platen_temp_top": v}))
+    [rec] = b.observe(t0 + len(temps), False, None, {}, ())
+    record = Batch("gw1", "press1", "presstec/tyre-curing-tc48/trace@3.2",
+                   int(rec.start * 1000), rec.fields(spec, "88.118.8/PRESS-01"))
+    load(influx, [*samples, record])
+    d = Dashboard(DashboardConfig(port=0),
+                  InfluxV1(kind="influxdb-v1", url=influx.url, database="edgegw"))
+    await d.start()
+    try:
+        base = f"http://127.0.0.1:{d.port}"
+        status, listing, _ = await asyncio.to_thread(get, base + "/trace")
+        assert status == 200 and "TYRE-&lt;b&gt;1&lt;/b&gt;" in listing
+        assert "<b>1</b>" not in listing
+        href = re.search(r'href="(/trace\?code=[^"]+)"', listing)
+        assert href is not None
+        status, body, _ = await asyncio.to_thread(get, base + href.group(1).replace("&amp;", "&"))
+        assert status == 200, body
+        assert "88.118.8/CMP-1" in body and ">pass<" in body
+        assert f"<td>{len(temps)}</td><td>158</td><td>170</td><td>165.85</td>" in body
+        curve = re.search(r'id="curve-platen_temp_top"><polyline points="([^"]+)"', body)
+        assert curve is not None and len(curve.group(1).split()) == len(temps)
+        status, _, _ = await asyncio.to_thread(get, base + "/trace?code=88.118.8/NONE")
+        assert status == 404
+    finally:
+        await d.close()
