@@ -56,7 +56,7 @@ def test_a_mixer_makes_batch_records_while_its_active_point_is_true(tmp_path: Pa
     assert batch.values["temp_max"] == 118 and batch.values["verdict"] == "pass"
     assert batch.values["inputs"] == "88.1.2/CARBON-3"
     assert batch.ids == {"device": "88.1.2/MIXER-1"}  # the code is a field, not a tag
-    kind, code, dev, profile, fields, start_ms = got[0]
+    kind, code, dev, profile, _fields, start_ms = got[0]
     assert (kind, code, dev, profile, start_ms) == ("batch", "88.1.2/CMP-B-7", "mixer-1",
                                                     "mix/m1", 10_000)
 
