@@ -49,7 +49,7 @@ FIRST_USER_INDEX = 2000
 MAX_REPLY = 4 * 1024 * 1024  # bytes: a batch answer for 2000 codes is ~200 kB
 MAX_DEPTH = 32  # nesting of the node's JSON answers: 4 at most
 EXISTS_MARK = "已存在"  # "标识已存在": the node's answer for a code that is registered
-MISSING_MARK = "不存在"  # "标识不存在": ... for a code it does not have
+MISSING_MARK = "标识不存在"  # the node's answer for a code it does not have
 
 
 class NodeError(EdgegwError):

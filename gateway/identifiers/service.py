@@ -25,7 +25,7 @@ from gateway.config import IdentifiersConfig, IdValueConfig
 from gateway.httpserve import Family
 from gateway.identifiers.client import NodeClient, NodeError, Record, Value
 from gateway.identifiers.codes import CodeError, normalise
-from gateway.identifiers.queue import UPSERT, Entry, RegistrationQueue
+from gateway.identifiers.queue import Entry, RegistrationQueue
 
 log = logging.getLogger("edgegw.identifiers")
 #: values registered with the gateway's own code when ``values.gateway`` is not set
@@ -95,25 +95,25 @@ class Registrar:
             self._wake.set()
         return new
 
-    def upsert(self, kind: str, code: str, extra: tuple[Value, ...],
-               **fields: str | None) -> str | None:
-        """Queue ``code`` with its configured values plus ``extra`` (a product's
-        record), registering or updating it; the queue's op, or None if not queued."""
+    def record_update(self, kind: str, code: str, extra: tuple[Value, ...],
+                      **fields: str | None) -> bool:
+        """The code's data is now its configured values plus ``extra`` (a product's
+        record): the code is registered (if it is not yet) with its configured values,
+        then its values are replaced with the node's update call. False if not queued."""
         if kind not in self.cfg.register_:
-            return None
+            return False
+        self.submit(kind, code, **fields)  # registered first (a no-op if queued already)
         try:
             code = normalise(code)
-        except CodeError as exc:
-            self.invalid += 1
-            self._once(f"invalid:{kind}", f"{kind} code not registered: {exc}")
-            return None
+        except CodeError:
+            return False  # counted and logged by submit
         base = self.record(kind, code, **fields)
         taken = {v.index for v in extra}
-        rec = Record(code, base.template_version,
-                     (*(v for v in base.values if v.index not in taken), *extra))
-        op = self.queue.upsert(kind, rec)
+        self.queue.put_update(kind, Record(
+            code, base.template_version,
+            (*(v for v in base.values if v.index not in taken), *extra)))
         self._wake.set()
-        return op
+        return True
 
     def _once(self, key: str, message: str) -> None:
         if key not in self._logged:
@@ -133,6 +133,10 @@ class Registrar:
             if due:
                 await self._attempt(due)
                 continue
+            updates = await asyncio.to_thread(self.queue.updates_due, self.cfg.batch_size)
+            if updates:
+                await self._update(updates)
+                continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
@@ -143,21 +147,11 @@ class Registrar:
         now = time.time()
         settled: set[str] = set()
         try:
-            # a timed-out registration may have worked: ask before sending again (an
-            # update is sent again as it is: it replaces the values, twice is once)
+            # a timed-out attempt may have worked: ask before sending again
             for e in entries:
-                if e.state == "unknown" and e.op != "update" and \
+                if e.state == "unknown" and \
                         await asyncio.to_thread(client.detail, e.handle) is not None:
-                    await asyncio.to_thread(self.queue.done if e.op == "create"
-                                            else self.queue.update_instead, e.handle)
-                    settled.add(e.handle)
-            for e in entries:
-                if e.op == "update" and e.handle not in settled:
-                    res = await asyncio.to_thread(client.update, e.record)
-                    if res == "updated":
-                        await asyncio.to_thread(self.queue.done, e.handle, e.record)
-                    else:
-                        await asyncio.to_thread(self.queue.create_instead, e.handle)
+                    await asyncio.to_thread(self.queue.done, e.handle)
                     settled.add(e.handle)
             todo = [e for e in entries if e.handle not in settled]
             if not todo:
@@ -184,13 +178,39 @@ class Registrar:
             return
         for e in todo:
             res = results.get(e.handle, "no answer for this code")
-            if res == "exists" and e.op == UPSERT:
-                await asyncio.to_thread(self.queue.update_instead, e.handle)
-            elif res in ("created", "exists"):
-                await asyncio.to_thread(self.queue.done, e.handle, e.record)
+            if res in ("created", "exists"):
+                await asyncio.to_thread(self.queue.done, e.handle)
             else:
                 await asyncio.to_thread(self.queue.failed, e.handle, res)
                 self._once(f"rejected:{e.handle}", f"{e.handle}: refused by the node: {res}")
+
+
+    async def _update(self, entries: list[Entry]) -> None:
+        """Replace registered codes' values, one update call each (the node refuses
+        the whole record if one value breaks its template: kept as refused, said once)."""
+        assert self.client is not None
+        now = time.time()
+        for i, e in enumerate(entries):
+            try:
+                res = await asyncio.to_thread(self.client.update, e.record)
+            except NodeError as exc:
+                if exc.kind == "rejected":
+                    await asyncio.to_thread(self.queue.update_failed, e.handle, str(exc))
+                    self._once(f"update-rejected:{e.kind}", f"{exc}; the code stays "
+                               "registered with its configured values (does the node's "
+                               "template have the record's indexes? docs/traceability.md)")
+                    continue
+                self._once(f"node:{exc.kind}", f"identifier node: {exc}; updates wait "
+                           "and are retried")
+                for rest in entries[i:]:
+                    await asyncio.to_thread(self.queue.update_retry, rest.handle, str(exc),
+                                            now + self._backoff(rest.attempts,
+                                                                exc.retry_after))
+                return
+            if res == "updated":
+                await asyncio.to_thread(self.queue.update_done, e.record)
+            else:  # registered here, unknown there (deleted?): register it again first
+                await asyncio.to_thread(self.queue.retry, e.handle, "not at the node", now)
 
 
 class ResolverCache:
@@ -262,9 +282,8 @@ class IdentifierService:
 
     def trace_record(self, kind: str, code: str, device_id: str, profile: str,
                      values: tuple[Value, ...]) -> None:
-        """A product's (or batch's) record at a machine: registered as the code's data,
-        or the code's data updated when it is registered already."""
-        self.registrar.upsert(kind, code, values, device=device_id, profile=profile)
+        """A product's (or batch's) record at a machine: the code's data at the node."""
+        self.registrar.record_update(kind, code, values, device=device_id, profile=profile)
 
     async def _enrich(self, kind: str, code: str, targets: list[Any]) -> None:
         assert self.resolver is not None
@@ -298,9 +317,14 @@ class IdentifierService:
 
     def metrics(self) -> list[Family]:
         q = self.queue.counts()
+        u = self.queue.update_counts()
         return [Family("identifier_registrations", "gauge",
                        "codes in the registration queue, by state",
                        [({"state": k}, float(v)) for k, v in sorted(q.items())]
+                       or [({"state": "done"}, 0.0)]),
+                Family("identifier_updates", "gauge",
+                       "updates of registered codes' data (product records), by state",
+                       [({"state": k}, float(v)) for k, v in sorted(u.items())]
                        or [({"state": "done"}, 0.0)])]
 
     def close(self) -> None:

@@ -188,8 +188,8 @@ def test_the_gateway_code_carries_imei_and_iccid_when_known(tmp_path: Path) -> N
 async def test_a_registered_code_whose_values_change_is_updated_at_the_node(
         tmp_path: Path, node: FakeIdNode) -> None:
     """A product's record arrives after its code was registered (the scan) and again
-    when it changes (resumed after a fault): the node's update call replaces the values;
-    a record for a code not yet registered is registered with them, once."""
+    when it changes (resumed after a fault): the node's update call replaces the values,
+    the newest ones win; a record for a code not yet registered registers it first."""
     from gateway.identifiers.client import Value
 
     q = RegistrationQueue(tmp_path / "spool.db")
@@ -197,49 +197,40 @@ async def test_a_registered_code_whose_values_change_is_updated_at_the_node(
     task = asyncio.create_task(reg.run())
     reg.submit("product", CODES[0], device="press-07")
     await until(lambda: q.counts() == {"done": 1})
-    assert reg.upsert("product", CODES[0], (Value(2106, "verdict", "pass"),),
-                      device="press-07") == "update"
-    await until(lambda: node.updates.get(CODES[0]) == 1 and q.counts() == {"done": 1})
+    assert reg.record_update("product", CODES[0], (Value(2106, "verdict", "pass"),),
+                             device="press-07")
+    await until(lambda: q.update_counts() == {"done": 1})
     values = {v["index"]: v["data"]["value"] for v in node.records[CODES[0]]["value"]}
     assert values[2000] == "press-07" and values[2106] == "pass"  # configured + record
-    reg.upsert("product", CODES[0], (Value(2106, "verdict", "fail"),), device="press-07")
-    await until(lambda: node.updates.get(CODES[0]) == 2 and q.counts() == {"done": 1})
+    reg.record_update("product", CODES[0], (Value(2106, "verdict", "fail"),), device="press-07")
+    await until(lambda: node.updates.get(CODES[0]) == 2 and q.update_counts() == {"done": 1})
     values = {v["index"]: v["data"]["value"] for v in node.records[CODES[0]]["value"]}
     assert values[2106] == "fail"
-    # not registered yet: registered with the record's values (one call, no update)
-    assert reg.upsert("product", CODES[1], (Value(2106, "verdict", "pass"),),
-                      device="press-07") == "upsert"
-    await until(lambda: q.counts() == {"done": 2})
-    assert node.registrations[CODES[1]] == 1 and CODES[1] not in node.updates
-    # the node lost it (or another system deleted it): registered again instead
+    # not registered yet: registered (configured values), then updated
+    reg.record_update("product", CODES[1], (Value(2106, "verdict", "pass"),), device="p")
+    await until(lambda: q.update_counts() == {"done": 2})
+    assert node.registrations[CODES[1]] == 1 and node.updates[CODES[1]] == 1
+    # the node lost it (or someone deleted it): registered again, then updated again
     del node.records[CODES[1]]
-    reg.upsert("product", CODES[1], (Value(2106, "verdict", "fail"),), device="press-07")
-    await until(lambda: node.registrations[CODES[1]] == 2 and q.counts() == {"done": 2})
-    # registered by someone else meanwhile ("exists"): updated with the record's values
-    node.records.pop(CODES[2], None)
-    other = Record(CODES[2], "1.0", (Value(2000, "station", "elsewhere"),))
-    assert NodeClient(node.url, "edgegw", lambda: "123456").register(other) == "created"
-    reg.upsert("product", CODES[2], (Value(2106, "verdict", "pass"),), device="press-07")
-    await until(lambda: node.updates.get(CODES[2]) == 1 and q.counts() == {"done": 3})
-    values = {v["index"]: v["data"]["value"] for v in node.records[CODES[2]]["value"]}
-    assert values[2000] == "press-07" and values[2106] == "pass"
+    reg.record_update("product", CODES[1], (Value(2106, "verdict", "fail"),), device="p")
+    await until(lambda: node.registrations[CODES[1]] == 2 and node.updates[CODES[1]] == 2)
     task.cancel()
     q.close()
 
 
-def test_a_queue_made_before_updates_existed_is_migrated(tmp_path: Path) -> None:
-    import sqlite3
+async def test_a_node_whose_template_lacks_the_record_keeps_the_registration(
+        tmp_path: Path) -> None:
+    """The node's data template has no index for the record's values: the update is
+    refused and kept as refused with the node's reason; the code stays registered with
+    its configured values (found in the field: a registration must not depend on it)."""
+    from gateway.identifiers.client import Value
 
-    db = sqlite3.connect(tmp_path / "spool.db")
-    db.executescript("CREATE TABLE idreg (handle TEXT PRIMARY KEY, kind TEXT NOT NULL, "
-                     "record TEXT NOT NULL, added REAL NOT NULL, state TEXT NOT NULL "
-                     "DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0, next_try REAL "
-                     "NOT NULL DEFAULT 0, last_error TEXT);"
-                     "INSERT INTO idreg (handle, kind, record, added) VALUES "
-                     "('88.1.2/X', 'product', '{\"v\": \"1.0\", \"values\": []}', 0);")
-    db.commit()
-    db.close()
-    q = RegistrationQueue(tmp_path / "spool.db")
-    [e] = q.entries()
-    assert e.op == "create" and e.handle == "88.1.2/X"
-    q.close()
+    with FakeIdNode({"edgegw": "123456"}, templates={"1.0": {2000: "station"}}) as node:
+        q = RegistrationQueue(tmp_path / "spool.db")
+        reg = registrar(q, node.url)
+        task = asyncio.create_task(reg.run())
+        reg.record_update("product", CODES[2], (Value(2106, "verdict", "pass"),), device="p")
+        await until(lambda: q.update_counts() == {"failed": 1})
+        assert q.counts() == {"done": 1} and node.registrations[CODES[2]] == 1
+        task.cancel()
+        q.close()
