@@ -22,6 +22,7 @@ number of values in it. Here:
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 from struct import error as struct_error
 from struct import unpack_from
@@ -53,19 +54,58 @@ class _RawPacker:
 ua_binary.Primitives.EdgegwRawBody = _RawPacker()
 
 
-@dataclass
+class EdgegwFastHeader:
+    """A RequestHeader as asyncua's client fills it in (token, handle, timeout hint),
+    encoded with ``struct`` (measured: asyncua's reflective encoder made this header,
+    with a datetime and a NodeId object per request, 6 % of a subscribing gateway's CPU).
+    No diagnostics asked, no audit entry, no additional header, as asyncua sends."""
+
+    __slots__ = ("AuthenticationToken", "RequestHandle", "TimeoutHint")
+
+    def __init__(self) -> None:
+        self.AuthenticationToken: ua.NodeId = ua.NodeId()
+        self.RequestHandle = 0
+        self.TimeoutHint = 0
+
+
+_EPOCH_OFFSET = 116_444_736_000_000_000  # 1601-01-01 to 1970-01-01, in 100 ns
+_TAIL = struct.Struct("<qIIiI")
+
+
+class _HeaderPacker:
+    #: each session's token, encoded once: id -> (token, its bytes)
+    _tokens: dict[int, tuple[Any, bytes]] = {}
+
+    @classmethod
+    def pack(cls, h: EdgegwFastHeader) -> bytes:
+        token = h.AuthenticationToken
+        hit = cls._tokens.get(id(token))
+        if hit is None or hit[0] is not token:
+            if len(cls._tokens) > 1024:
+                cls._tokens.clear()
+            hit = cls._tokens[id(token)] = (token, ua_binary.nodeid_to_binary(token))
+        now = time.time_ns() // 100 + _EPOCH_OFFSET
+        return hit[1] + _TAIL.pack(now, h.RequestHandle, 0, -1, h.TimeoutHint) \
+            + b"\x00\x00\x00"  # AdditionalHeader: null NodeId, no body
+
+
+ua_binary.Primitives.EdgegwFastHeader = _HeaderPacker()
+
+
+@dataclass(slots=True)
 class Request:
     """A request whose parameters are already encoded; asyncua fills in the request
     header and frames it as it frames its own requests."""
 
-    TypeId: ua.NodeId
-    RequestHeader: ua.RequestHeader
+    TypeId: EdgegwRawBody
+    RequestHeader: EdgegwFastHeader
     Body: EdgegwRawBody
 
 
 def request(encoding_id: int, body: bytes) -> Request:
     """A request of the service whose binary encoding id is ``encoding_id``."""
-    return Request(ua.FourByteNodeId(encoding_id), ua.RequestHeader(), EdgegwRawBody(body))
+    return Request(EdgegwRawBody(struct.pack("<BBH", 1, 0, encoding_id)), EdgegwFastHeader(),
+                   EdgegwRawBody(body))
 
 
 def read_body(nodes: list[ua.ReadValueId]) -> bytes:

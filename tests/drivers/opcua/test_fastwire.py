@@ -30,7 +30,30 @@ def _nodes(n: int) -> list[ua.ReadValueId]:
     return out
 
 
-def test_a_precoded_read_is_the_request_asyncua_would_send() -> None:
+def _header(r: Any, token: ua.NodeId) -> None:
+    """What asyncua's client sets in every request header (UASocketProtocol)."""
+    r.RequestHeader.AuthenticationToken = token
+    r.RequestHeader.RequestHandle = 42
+    r.RequestHeader.TimeoutHint = 2500
+
+
+def _same_request(mine: Any, theirs: Any, token: ua.NodeId) -> None:
+    """Byte for byte, but for the time stamp (now, in each)."""
+    for r in (mine, theirs):
+        _header(r, token)
+    a, b = ua_binary.struct_to_binary(mine), ua_binary.struct_to_binary(theirs)
+    at = 4 + len(ua_binary.nodeid_to_binary(token))  # TypeId, token, then the time stamp
+    assert len(a) == len(b) and a[:at] == b[:at] and a[at + 8:] == b[at + 8:]
+    stamp = int.from_bytes(a[at:at + 8], "little")
+    assert abs(stamp / 1e7 - 11_644_473_600 - dt.datetime.now(dt.UTC).timestamp()) < 5
+
+
+TOKENS = [ua.NodeId(), ua.NodeId(1_000_042, 0), ua.NodeId(b"\x01session\xff", 1,
+                                                           ua.NodeIdType.ByteString)]
+
+
+@pytest.mark.parametrize("token", TOKENS)
+def test_a_precoded_read_is_the_request_asyncua_would_send(token: ua.NodeId) -> None:
     nodes = _nodes(7)
     params = ua.ReadParameters()
     params.TimestampsToReturn = ua.TimestampsToReturn.Source
@@ -39,22 +62,18 @@ def test_a_precoded_read_is_the_request_asyncua_would_send() -> None:
                             fastwire.read_body(nodes))
     theirs = ua.ReadRequest()
     theirs.Parameters = params
-    for r in (mine, theirs):
-        r.RequestHeader.Timestamp = T
-        r.RequestHeader.RequestHandle = 42
-    assert ua_binary.struct_to_binary(mine) == ua_binary.struct_to_binary(theirs)
+    _same_request(mine, theirs, token)
 
 
-def test_a_precoded_publish_is_the_request_asyncua_would_send() -> None:
+@pytest.mark.parametrize("token", TOKENS)
+def test_a_precoded_publish_is_the_request_asyncua_would_send(token: ua.NodeId) -> None:
     mine = fastwire.request(ua.ObjectIds.PublishRequest_Encoding_DefaultBinary,
                             fastwire.publish_body([(7, 11), (8, 3)]))
     theirs = ua.PublishRequest()
     theirs.Parameters.SubscriptionAcknowledgements = [
         ua.SubscriptionAcknowledgement(SubscriptionId=7, SequenceNumber=11),
         ua.SubscriptionAcknowledgement(SubscriptionId=8, SequenceNumber=3)]
-    for r in (mine, theirs):
-        r.RequestHeader.Timestamp = T
-    assert ua_binary.struct_to_binary(mine) == ua_binary.struct_to_binary(theirs)
+    _same_request(mine, theirs, token)
 
 
 def _dv(v: Any, vt: ua.VariantType, status: int = 0, ts: dt.datetime | None = T,
