@@ -226,19 +226,11 @@ class FakeIdNode:
             rec = self.records.get(key)
             return 200, (_ok({k: rec[k] for k in ("prefix", "handle", "templateVersion",
                                                   "value")}) if rec else _err(NOT_FOUND)), {}
-        if method == "POST" and path == "/identityv2/data":
+        if method in ("POST", "PUT") and path == "/identityv2/data":  # register, update
             why = self._check(body)
             if why:
                 return 200, _err(why), {}
-            result = self._store(body)
-            if self.fault == "timeout":
-                return 504, {"message": "Gateway Time-out"}, {}
-            return 200, (_ok(True) if result == "success" else _err(result)), {}
-        if method == "PUT" and path == "/identityv2/data":
-            why = self._check(body)
-            if why:
-                return 200, _err(why), {}
-            result = self._replace(body)
+            result = self._store(body) if method == "POST" else self._replace(body)
             if self.fault == "timeout":
                 return 504, {"message": "Gateway Time-out"}, {}
             return 200, (_ok(True) if result == "success" else _err(result)), {}

@@ -27,19 +27,8 @@ from pathlib import Path
 
 from gateway.identifiers.client import Record, Value
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS idreg (
-    handle TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    record TEXT NOT NULL,
-    added REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_try REAL NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS idreg_due ON idreg (state, next_try);
-CREATE TABLE IF NOT EXISTS idupd (
+_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     handle TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     record TEXT NOT NULL,
@@ -50,6 +39,9 @@ CREATE TABLE IF NOT EXISTS idupd (
     last_error TEXT
 );
 """
+#: registrations (idreg) and updates of registered codes' data (idupd): the same columns
+_SCHEMA = (_TABLE.format(name="idreg") + _TABLE.format(name="idupd")
+           + "CREATE INDEX IF NOT EXISTS idreg_due ON idreg (state, next_try);\n")
 _COLUMNS = "handle, kind, record, state, attempts, next_try, last_error, added"
 
 

@@ -67,6 +67,17 @@ def write_config(sim: Simulator, path: Path, broker: Mosquitto | int, **extra: A
     write_yaml(path, cfg)
 
 
+def id_node_config(url: str, tmp: Path, values: list[dict[str, Any]],
+                   **extra: Any) -> dict[str, Any]:
+    """``identifiers:`` for a (fake) node at ``url``: its password in a file, quick retries."""
+    (tmp / "node.pass").write_text("123456\n")
+    (tmp / "node.pass").chmod(0o600)
+    return {"node": {"url": url, "username": "edgegw",
+                     "password_file": str(tmp / "node.pass"), "timeout": "2s"},
+            "values": {"product": values},
+            "retry": {"initial": "200ms", "max": "1s"}, **extra}
+
+
 def _groups(profile: str) -> set[str]:
     from gateway.profiles import default_profile_dirs, load_profile
 

@@ -17,7 +17,7 @@ import yaml
 from firmware_sim.idnode import FakeIdNode
 from firmware_sim.sim import Simulator, write_yaml
 
-from tests.e2e.harness import GatewayProcess, write_config
+from tests.e2e.harness import GatewayProcess, id_node_config, write_config
 from tests.e2e.test_ingest_e2e import start_ingest
 from tests.mqtt_sub import Subscriber
 from tests.support.servers import Mosquitto, influxd
@@ -39,7 +39,6 @@ async def test_scanned_codes_tag_register_and_reach_influxdb(
     node = FakeIdNode({"edgegw": "123456"}, templates={
         "1.0": {2000: "station", 2001: "gateway"}})
     node.fault = "error"  # the node is down at first (HTTP 500)
-    (tmp_path / "node.pass").write_text("123456\n")
     (tmp_path / "influx").mkdir()
     with node, influxd(tmp_path / "influx") as db:
         async with sim:
@@ -50,14 +49,10 @@ async def test_scanned_codes_tag_register_and_reach_influxdb(
                     d["context_for"] = ["press-07"]
                 else:
                     d["identifier"] = "88.118.8/PRESS-07"
-            cfg["identifiers"] = {
-                "node": {"url": node.url, "username": "edgegw",
-                         "password_file": str(tmp_path / "node.pass"), "timeout": "2s"},
-                "template_version": "1.0",
-                "values": {"product": [{"index": 2000, "type": "station", "value": "{device}"},
-                                       {"index": 2001, "type": "gateway", "value": "{gateway}"}]},
-                "retry": {"initial": "200ms", "max": "1s"},
-            }
+            cfg["identifiers"] = id_node_config(
+                node.url, tmp_path, [{"index": 2000, "type": "station", "value": "{device}"},
+                                     {"index": 2001, "type": "gateway", "value": "{gateway}"}],
+                template_version="1.0")
             write_yaml(gateway.config, cfg)
             ingest = start_ingest(tmp_path, broker, db)
             try:

@@ -24,7 +24,7 @@ from firmware_sim.idnode import FakeIdNode
 from firmware_sim.sim import Simulator, write_yaml
 
 from gateway.trace.node import parse_values
-from tests.e2e.harness import GatewayProcess, run_cli, write_config
+from tests.e2e.harness import GatewayProcess, id_node_config, run_cli, write_config
 from tests.e2e.test_ingest_e2e import start_ingest
 from tests.support.servers import Influxd, Mosquitto, influxd
 
@@ -60,7 +60,6 @@ async def test_every_tyre_has_one_record_with_its_inputs_summary_and_verdict(
         reader.force("code", "")  # nothing scanned yet
     press.set_state("idle")
     node = FakeIdNode({"edgegw": "123456"})
-    (tmp_path / "node.pass").write_text("123456\n")
     (tmp_path / "influx").mkdir()
     with node, influxd(tmp_path / "influx") as db:
         async with sim:
@@ -72,12 +71,8 @@ async def test_every_tyre_has_one_record_with_its_inputs_summary_and_verdict(
                 else:
                     d["identifier"] = "88.118.8/PRESS-01"
             cfg["pipeline"] = {"report": "always"}  # every polled sample lands
-            cfg["identifiers"] = {
-                "node": {"url": node.url, "username": "edgegw",
-                         "password_file": str(tmp_path / "node.pass"), "timeout": "2s"},
-                "values": {"product": [{"index": 2000, "type": "station",
-                                        "value": "{device}"}]},
-                "retry": {"initial": "200ms", "max": "1s"}}
+            cfg["identifiers"] = id_node_config(
+                node.url, tmp_path, [{"index": 2000, "type": "station", "value": "{device}"}])
             write_yaml(gateway.config, cfg)
             # the cure spec's 600 s above 160 degC, for cures of seconds: a site profile
             # beside the config (found before the shipped one) with 2 s
