@@ -259,7 +259,7 @@ class Gateway:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when installed by the CLI)."""
         up = self.loaded.config.uplink
         route = (f"InfluxDB {up.influx.url}" if up.influx is not None
-                 else f"broker {up.mqtt.host}:{up.mqtt.port}")
+                 else "broker " + ", ".join(f"{h}:{p}" for h, p in up.mqtt.endpoints()))
         log.info("edgegw %s starting: %d device(s), %s", self.gateway_id, len(self.devices),
                  route)
         await self._start_health()

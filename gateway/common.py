@@ -63,6 +63,10 @@ class TlsConfig(Strict):
 class MqttConfig(Strict):
     host: str = Field(default="127.0.0.1", description="broker host")
     port: int = Field(default=1883, ge=1, le=65535, description="broker port")
+    hosts: list[str] = Field(
+        default_factory=list, description="instead of host/port: the nodes of a clustered "
+        "broker, 'host' or 'host:port' ('[v6addr]:port'; the port defaults to 'port'); the "
+        "client connects to one and fails over to the next when it dies")
     client_id: str | None = Field(
         default=None, description="MQTT client id (default edgegw-<gateway id>)")
     username: str | None = Field(default=None, description="user name at the broker")
@@ -90,8 +94,49 @@ class MqttConfig(Strict):
             raise ValueError("a topic prefix has no '#', '+', and no leading/trailing '/'")
         return v
 
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        for h in v:
+            _endpoint(h, 1883)  # raises ValueError with the entry
+        return v
+
+    @model_validator(mode="after")
+    def _host_or_hosts(self) -> MqttConfig:
+        if self.hosts and "host" in self.model_fields_set:
+            raise ValueError("give 'host' (one broker) or 'hosts' (the nodes of a cluster), "
+                             "not both")
+        return self
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """The brokers to connect to, in order: ``hosts``, or ``host``/``port``."""
+        return [_endpoint(h, self.port) for h in self.hosts] or [(self.host, self.port)]
+
     def password(self) -> str | None:
         return read_password(self)
+
+
+def _endpoint(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` -> (host, port)."""
+    t = text.strip()
+    host, port = t, default_port
+    if t.startswith("["):
+        end = t.find("]")
+        if end < 0:
+            raise ValueError(f"hosts: {text!r}: an IPv6 address goes in brackets: [::1]:1883")
+        host, rest = t[1:end], t[end + 1:]
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ValueError(f"hosts: {text!r}: expected [address]:port")
+            port = int(rest[1:])
+    elif t.count(":") == 1:
+        host, _, p = t.partition(":")
+        if not p.isdigit():
+            raise ValueError(f"hosts: {text!r}: expected host:port with a number")
+        port = int(p)
+    if not host or any(c.isspace() for c in host) or not 1 <= port <= 65535:
+        raise ValueError(f"hosts: {text!r}: expected host or host:port (port 1-65535)")
+    return host, port
 
 
 def state_directory(fallback: Path) -> Path:

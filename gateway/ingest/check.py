@@ -50,7 +50,8 @@ def _writable(path: Path) -> Finding:
 
 async def _broker(loaded: LoadedIngest) -> Finding:
     m = loaded.config.mqtt
-    what = f"broker {m.host}:{m.port}"
+    host, port = m.endpoints()[0]  # a cluster: its first node
+    what = f"broker {host}:{port}"
     versions = {"auto": ["5", "3.1.1"], "5": ["5"], "3.1.1": ["3.1.1"]}[m.protocol]
     topics = IngestService(loaded).topics
     note = ""
@@ -58,7 +59,7 @@ async def _broker(loaded: LoadedIngest) -> Finding:
         proto = aiomqtt.ProtocolVersion.V5 if version == "5" else aiomqtt.ProtocolVersion.V311
         try:
             async with aiomqtt.Client(
-                    m.host, m.port, identifier=f"{m.client_id or 'edgegw-ingest'}-check",
+                    host, port, identifier=f"{m.client_id or 'edgegw-ingest'}-check",
                     username=m.username, password=m.password(), protocol=proto,
                     timeout=10, tls_context=_tls(m)) as client:
                 refused = []

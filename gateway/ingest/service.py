@@ -100,6 +100,7 @@ class IngestService:
         self._lock = asyncio.Lock()
         self._stopping = False
         self._paho: object | None = None
+        self._node = 0  # index in mqtt.endpoints() of the broker node to use
         #: the current session's flow control (None before the first connect)
         self.gate: ReadGate | None = None
         self.protocol: str | None = None  # the MQTT version of the current session
@@ -128,7 +129,7 @@ class IngestService:
             props.SessionExpiryInterval = int(m.session_expiry)
             props.ReceiveMaximum = m.receive_maximum
             client = aiomqtt.Client(
-                m.host, m.port, identifier=m.client_id or "edgegw-ingest",
+                *self.broker, identifier=m.client_id or "edgegw-ingest",
                 username=m.username, password=m.password(), keepalive=m.keepalive,
                 protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
                 # auto, before v5 is known to work: a 3.1.1-only broker may never answer
@@ -137,7 +138,7 @@ class IngestService:
             )
         else:
             client = aiomqtt.Client(
-                m.host, m.port, identifier=m.client_id or "edgegw-ingest",
+                *self.broker, identifier=m.client_id or "edgegw-ingest",
                 username=m.username, password=m.password(), keepalive=m.keepalive,
                 protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
                 timeout=10, tls_context=_tls(m),
@@ -150,6 +151,23 @@ class IngestService:
         # at most receive_maximum messages wait in memory, whatever the broker sends
         self.gate = ReadGate(client, m.receive_maximum)
         return client
+
+    @property
+    def broker(self) -> tuple[str, int]:
+        """The broker node connected to (or tried next): one of mqtt.endpoints()."""
+        nodes = self.cfg.mqtt.endpoints()
+        return nodes[self._node % len(nodes)]
+
+    @property
+    def where(self) -> str:
+        return "{}:{}".format(*self.broker)
+
+    def _next_node(self) -> None:
+        """The node did not take the connection: the next one of a cluster, next time."""
+        nodes = self.cfg.mqtt.endpoints()
+        if len(nodes) > 1:
+            self._node = (self._node + 1) % len(nodes)
+            log.warning("ingest: mqtt: trying broker node %s next", self.where)
 
     def _ack(self, mid: int) -> None:
         """Acknowledge a message; a pack once every record in it is settled."""
@@ -195,6 +213,8 @@ class IngestService:
                     else:
                         if probing:  # neither answered: the network, not the version
                             version, probing = "5", False
+                        if not session:
+                            self._next_node()
                         delay = backoff.next()
                         log.warning("ingest: mqtt: %s; reconnecting in %.1f s", exc, delay)
                         await asyncio.sleep(delay)
@@ -210,17 +230,16 @@ class IngestService:
         m = self.cfg.mqtt
         if m.share_group:
             raise BrokerRefused(
-                f"ingest: the broker at {m.host}:{m.port} does not speak MQTT "
+                f"ingest: the broker at {self.where} does not speak MQTT "
                 "v5 (no answer to a v5 CONNECT; 3.1.1 works), which "
                 "mqtt.share_group (a shared subscription) needs; unset it "
                 "(split the load with mqtt.gateways instead)")
-        log.warning("ingest: the broker at %s:%d did not answer an MQTT "
+        log.warning("ingest: the broker at %s did not answer an MQTT "
                     "v5 CONNECT but speaks 3.1.1: using MQTT 3.1.1 (a "
-                    "persistent session, clean session off)", m.host, m.port)
+                    "persistent session, clean session off)", self.where)
 
     async def _session(self, client: aiomqtt.Client, version: str, backoff: Backoff) -> None:
         """One connected session: consume, subscribe, and consume until it ends."""
-        m = self.cfg.mqtt
         async with asyncio.TaskGroup() as tg:
             timer = tg.create_task(self._timer(), name="ingest-timer")
             # consume before subscribing: a persistent session's stored messages may come
@@ -234,8 +253,8 @@ class IngestService:
                 await client.subscribe(topic, qos=1, timeout=math.inf)
             backoff.reset()
             self.connected.set()
-            log.info("ingest: subscribed on %s:%d (MQTT %s, persistent session)",
-                     m.host, m.port, version)
+            log.info("ingest: subscribed on %s (MQTT %s, persistent session)",
+                     self.where, version)
             await consumer
             timer.cancel()
 
@@ -243,7 +262,7 @@ class IngestService:
                        backoff: Backoff) -> str:
         """After a CONNACK refusal: the version to try next, or BrokerRefused."""
         m = self.cfg.mqtt
-        where = f"the broker at {m.host}:{m.port}"
+        where = f"the broker at {self.where}"
         if code_of(exc.rc) == UNSUPPORTED_PROTOCOL and version == "5" and \
                 m.protocol == "auto":
             if m.share_group:

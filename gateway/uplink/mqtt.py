@@ -105,6 +105,8 @@ class MqttTransport:
         self.topic_cmd = f"{cfg.topic_prefix}/{gateway_id}/cmd/order"
         self.on_command: Callable[[bytes], None] | None = None
         self._since_ms = 0  # when the current (or last) broker session began
+        self._node = 0  # index in cfg.endpoints() of the broker node used last
+        self.broker = "{}:{}".format(*cfg.endpoints()[0])  # the node connected to (or last)
         self.compact = cfg.encoding == "compact"
         self.spb: SparkplugSession | None = None
         if cfg.encoding == "sparkplug":
@@ -154,19 +156,41 @@ class MqttTransport:
                     qos=1, retain=True)
 
     # -- the transport contract --------------------------------------------------------
+    async def _connect(self) -> MqttClient:
+        """A connection to the broker: with several nodes (``hosts``), the one used last
+        first, then each other in turn (a dead node is passed over at once, not after a
+        backoff); TransportError when none takes it."""
+        cfg = self.cfg
+        nodes = cfg.endpoints()
+        errors: list[str] = []
+        for k in range(len(nodes)):
+            i = (self._node + k) % len(nodes)
+            host, port = nodes[i]
+            try:
+                client = await MqttClient.open(
+                    host, port, client_id=cfg.client_id or f"edgegw-{self.gateway_id}",
+                    keepalive=cfg.keepalive, will=self._will(), username=cfg.username,
+                    password=cfg.password(),
+                    tls=tls_context(cfg.tls) if cfg.tls is not None else None, within=10.0)
+            except MqttError as exc:
+                if len(nodes) == 1:
+                    raise TransportError(_explain(exc)) from exc
+                errors.append(_explain(exc))
+                continue
+            if i != self._node:
+                log.warning("mqtt: failed over to broker node %s:%d (%d of %d)", host, port,
+                            i + 1, len(nodes))
+            self._node = i
+            self.broker = f"{host}:{port}"
+            return client
+        raise TransportError(f"no broker node takes the connection: {'; '.join(errors)}")
+
     async def open(self) -> MqttSession:
         cfg = self.cfg
         self._since_ms = int(time.time() * 1000)
-        try:
-            client = await MqttClient.open(
-                cfg.host, cfg.port, client_id=cfg.client_id or f"edgegw-{self.gateway_id}",
-                keepalive=cfg.keepalive, will=self._will(), username=cfg.username,
-                password=cfg.password(),
-                tls=tls_context(cfg.tls) if cfg.tls is not None else None, within=10.0)
-        except MqttError as exc:
-            raise TransportError(_explain(exc)) from exc
+        client = await self._connect()
         session = MqttSession(self, client)
-        log.info("mqtt: connected to %s:%d", cfg.host, cfg.port)
+        log.info("mqtt: connected to %s", self.broker)
         try:
             await self.publish_status(client)
             if self.spb is not None:

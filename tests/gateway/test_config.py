@@ -220,3 +220,18 @@ def test_the_influx_route_has_its_own_retry_and_devices_their_own_reconnect(
         "uplink: {mqtt: {host: 127.0.0.1, port: 1883}}", old))
     assert where.endswith("gateway.yaml: uplink")
     assert "uplink.influx.retry" in says and "pipeline.reconnect" in says
+
+
+def test_broker_hosts_of_a_cluster() -> None:
+    from gateway.common import MqttConfig
+
+    m = MqttConfig.model_validate({"hosts": ["10.0.0.1", "broker-2:8883", "[fd00::3]:1884"],
+                                   "port": 1883})
+    assert m.endpoints() == [("10.0.0.1", 1883), ("broker-2", 8883), ("fd00::3", 1884)]
+    assert MqttConfig.model_validate({"host": "b", "port": 2}).endpoints() == [("b", 2)]
+    for bad, why in ((["b:x"], "host:port with a number"), (["[::1"], "in brackets"),
+                     (["b:70000"], "port 1-65535"), ([""], "expected host")):
+        with pytest.raises(ValueError, match=why):
+            MqttConfig.model_validate({"hosts": bad})
+    with pytest.raises(ValueError, match="not both"):
+        MqttConfig.model_validate({"host": "a", "hosts": ["b"]})
