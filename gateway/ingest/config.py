@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.common import Backoff, MqttConfig, state_directory
+from gateway.common import Backoff, MqttConfig, read_password, state_directory
 from gateway.crypto.signing import Verifier, verifier_from_files
 from gateway.dashboard.config import DashboardConfig
 from gateway.durations import Duration
@@ -75,6 +75,38 @@ class IngestMqtt(MqttConfig):
         return self
 
 
+class AmqpSource(_Strict):
+    """Consume from a replicated queue of a clustered broker (RabbitMQ: a quorum queue
+    bound to ``amq.topic``, where its MQTT plugin routes what the gateways publish) as
+    one of N competing workers, instead of subscribing over MQTT. Each message is
+    acknowledged after InfluxDB accepted its lines; one a worker did not acknowledge
+    (it died) goes to another, and is written again to the same points: exactly once in
+    the database."""
+
+    urls: list[str] = Field(
+        min_length=1, description="the cluster's nodes, amqp://user@host:port/vhost, tried "
+        "in turn (the next when one dies)")
+    password_file: Path | None = Field(
+        default=None, description="file holding the AMQP password (not in the URL)")
+    password_env: str | None = Field(
+        default=None, description="environment variable holding the AMQP password")
+    queue: str = Field(default="edgegw-ingest", description="the shared (quorum) queue")
+    prefetch: int = Field(
+        default=1000, ge=1, le=65535, description="messages in flight to this worker")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for u in v:
+            if not u.startswith(("amqp://", "amqps://")) or ":" in u.split("@")[0][8:]:
+                raise ValueError(f"{u!r}: an amqp:// or amqps:// URL without a password "
+                                 "(give it in password_file or password_env)")
+        return v
+
+    def password(self) -> str | None:
+        return read_password(self)
+
+
 class BatchConfig(_Strict):
     max_lines: int = Field(default=5000, ge=1, le=1_000_000)
     max_interval: Duration = 1.0
@@ -116,6 +148,10 @@ class IngestHealthConfig(_Strict):
 class IngestConfig(_Strict):
     version: Literal[1] = 1
     mqtt: IngestMqtt = IngestMqtt()
+    amqp: AmqpSource | None = Field(
+        default=None, description="consume from a clustered broker's replicated queue as a "
+        "competing worker (AMQP) instead of an MQTT subscription; mqtt.topic_prefix and "
+        "mqtt.gateways still say which messages (docs/architecture.md, Scaling out)")
     sink: SinkConfig
     batch: BatchConfig = BatchConfig()
     signatures: SignaturesConfig | None = None

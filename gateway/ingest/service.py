@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -49,6 +49,9 @@ from gateway.ingest.flow import ReadGate
 from gateway.ingest.stats import IngestStats
 from gateway.wire.compact import PACK, CompactError, decode_pack, decode_record, split_pack
 from gateway.wire.encode import decode_batch
+
+if TYPE_CHECKING:
+    from gateway.ingest.amqp import AmqpConsumer, Delivered
 
 log = logging.getLogger("edgegw.ingest")
 #: records of a compact pack decoded between two turns of the event loop
@@ -101,6 +104,7 @@ class IngestService:
         self._stopping = False
         self._paho: object | None = None
         self._node = 0  # index in mqtt.endpoints() of the broker node to use
+        self._amqp: AmqpConsumer | None = None  # the AMQP source (cfg.amqp), when running
         #: the current session's flow control (None before the first connect)
         self.gate: ReadGate | None = None
         self.protocol: str | None = None  # the MQTT version of the current session
@@ -175,13 +179,31 @@ class IngestService:
         if left > 0:
             self._parts[mid] = left
             return
+        if self._amqp is not None:
+            self._amqp.ack(mid)
+            return
         assert self._paho is not None
         self._paho.ack(mid, 1)  # type: ignore[attr-defined]
+
+    def _reset_session(self) -> None:
+        """The broker session ended: what it did not acknowledge comes again."""
+        self._pending = _Pending()
+        self._parts.clear()
 
     async def run(self) -> None:
         """Consume until stopped; raises BrokerRefused when the broker refuses the
         connection in a way trying again cannot mend (credentials, ACL, version)."""
         log.info("ingest: %s -> %s", ", ".join(self.topics), describe(self.cfg.sink))
+        if self.cfg.amqp is not None:
+            from gateway.ingest.amqp import AmqpConsumer
+
+            self._amqp = AmqpConsumer(self)
+            try:
+                await self._amqp.run()
+            finally:
+                await self.sink.close()
+                self.dead.close()
+            return
         m = self.cfg.mqtt
         backoff = Backoff(m.reconnect.initial, m.reconnect.max)
         version = "3.1.1" if m.protocol == "3.1.1" else "5"
@@ -201,8 +223,7 @@ class IngestService:
                 except* aiomqtt.MqttError as eg:
                     self.connected.clear()
                     # unacknowledged messages come again on the next session
-                    self._pending = _Pending()
-                    self._parts.clear()
+                    self._reset_session()
                     exc = eg.exceptions[0]
                     if isinstance(exc, MqttConnectError):
                         refused = exc
@@ -308,7 +329,7 @@ class IngestService:
                 await self.flush()
 
     # -- messages ------------------------------------------------------------------------
-    def _take(self, m: aiomqtt.Message) -> Coroutine[Any, Any, None] | None:
+    def _take(self, m: aiomqtt.Message | Delivered) -> Coroutine[Any, Any, None] | None:
         """Take one message; a compact pack is decoded by the coroutine returned (in
         bounded steps: other work runs in between)."""
         self.stats.received += 1
