@@ -102,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--host", default="127.0.0.1")
     _config_args(u)
 
+    f = sub.add_parser("fleet", help="light simulated gateways publishing edgegw batches to "
+                       "a (clustered) broker, to load a backend")
+    f.add_argument("--hosts", required=True,
+                   help="the broker nodes, host:port,host:port,... (each gateway fails over)")
+    f.add_argument("--gateways", "-G", type=int, default=100)
+    f.add_argument("--devices", "-D", type=int, default=10, help="devices per gateway")
+    f.add_argument("--period", default="1s", help="a batch per device this often")
+    f.add_argument("--duration", default="60s", help="then stop (after the last PUBACK)")
+    f.add_argument("--name", default="fleet", help="gateway ids: <name>-00000 ...")
+    f.add_argument("--report", type=Path, help="write per gateway/device the batches "
+                   "delivered and the sum of the counter n here (JSON)")
+
     n = sub.add_parser("idnode", help="a fake identifier-resolution secondary node (HTTP)")
     n.add_argument("--port", type=int, default=0, help="TCP port (0 = any free)")
     n.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
@@ -240,6 +252,38 @@ def _idnode(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _fleet(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from firmware_sim.fleet import Fleet
+
+    hosts = []
+    for h in args.hosts.split(","):
+        host, _, port = h.strip().rpartition(":")
+        if not host or not port.isdigit():
+            print(f"edgegw-sim fleet: --hosts {h!r}: expected host:port", file=sys.stderr)
+            return 2
+        hosts.append((host, int(port)))
+    fleet = Fleet(hosts, args.gateways, args.devices, parse_duration(args.period),
+                  name=args.name)
+    run = asyncio.create_task(fleet.run())
+    t0 = time.monotonic()
+    await asyncio.sleep(parse_duration(args.duration))
+    fleet.stop.set()
+    await run
+    produced = fleet.produced()
+    batches = sum(c.batches for c in produced.values())
+    elapsed = time.monotonic() - t0
+    print(f"fleet: {batches} batches delivered by {args.gateways} gateways in {elapsed:.1f} s "
+          f"({batches / elapsed:.0f}/s), "
+          f"{sum(g.failovers for g in fleet.gateways)} failovers", flush=True)
+    if args.report:
+        args.report.write_text(json.dumps({f"{gw}/{dev}": [c.batches, c.total]
+                                           for (gw, dev), c in produced.items()}))
+    return 0
+
+
 async def _modem(args: argparse.Namespace) -> None:
     from firmware_sim.modem import SCENARIO, SimModem
 
@@ -259,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.cmd == "idnode":
         return _idnode(args)
+    if args.cmd == "fleet":
+        return asyncio.run(_fleet(args))
     if args.cmd == "modem":
         asyncio.run(_modem(args))
         return 0
