@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
@@ -28,7 +28,24 @@ from aio_pika.abc import AbstractIncomingMessage
 from gateway.backoff import Backoff
 
 if TYPE_CHECKING:
-    from gateway.ingest.service import IngestService
+    from collections.abc import Coroutine
+
+    from gateway.ingest.config import IngestConfig
+
+
+class Ingest(Protocol):
+    """What the consumer uses of the ingest service (gateway/ingest/service.py)."""
+
+    cfg: IngestConfig
+    topics: list[str]
+    connected: asyncio.Event
+    _stopping: bool
+    _pending: Any
+
+    def _take(self, m: Delivered) -> Coroutine[Any, Any, None] | None: ...
+    async def flush(self) -> None: ...
+    async def _timer(self) -> None: ...
+    def _reset_session(self) -> None: ...
 
 log = logging.getLogger("edgegw.ingest")
 
@@ -58,7 +75,7 @@ class Delivered:
 
 
 class AmqpConsumer:
-    def __init__(self, service: IngestService) -> None:
+    def __init__(self, service: Ingest) -> None:
         self.svc = service
         cfg = service.cfg.amqp
         assert cfg is not None
