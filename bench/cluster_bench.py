@@ -102,7 +102,7 @@ async def one(work: Path, db: Influxd, n_workers: int, a: argparse.Namespace) ->
             break
         await asyncio.sleep(0.2)
     fleet = Fleet([("127.0.0.1", 21880 + BASE + n) for n in (1, 2, 3)], a.gateways, a.devices,
-                  a.period, name=f"w{n_workers}")
+                  a.period, name=f"w{n_workers}", compact=a.encoding == "compact")
     me = os.getpid()
     b_pids, w_pids = beams(), [w.pid for w in ws]
     c0 = {"broker": cpu_of(b_pids), "workers": cpu_of(w_pids), "fleet": cpu_of([me]),
@@ -127,6 +127,8 @@ async def one(work: Path, db: Influxd, n_workers: int, a: argparse.Namespace) ->
     el = t1 - t0
     return {"workers": n_workers, "offered/s": round(a.gateways * a.devices / a.period),
             "delivered/s": round(delivered / (el + 0.5)), "written/s": round((r1 - r0) / el),
+            "messages/s": round(delivered / (el + 0.5) / (a.devices if a.encoding ==
+                                                         "compact" else 1)),
             "backlog": backlog,
             **{f"cpu {k} %": round(100 * (c1[k] - c0[k]) / el) for k in c0}}
 
@@ -151,6 +153,8 @@ def main() -> int:
     ap.add_argument("--period", type=float, default=0.1)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--encoding", choices=["json", "compact"], default="json",
+                    help="a JSON message per batch, or a compact pack per gateway and period")
     a = ap.parse_args()
     results = asyncio.run(main_async(a))
     keys = list(results[0])

@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--period", default="1s", help="a batch per device this often")
     f.add_argument("--duration", default="60s", help="then stop (after the last PUBACK)")
     f.add_argument("--name", default="fleet", help="gateway ids: <name>-00000 ...")
+    f.add_argument("--encoding", choices=["json", "compact"], default="compact",
+                   help="JSON batches, or compact packs (one per gateway per period)")
+    f.add_argument("--key", type=Path, help="sign with this private key (edgegw certs "
+                   "signing-key makes one); the ingest trusts its public key")
+    f.add_argument("--key-id", default="fleet-1", help="the key id in the signatures")
     f.add_argument("--report", type=Path, help="write per gateway/device the batches "
                    "delivered and the sum of the counter n here (JSON)")
 
@@ -265,8 +270,13 @@ async def _fleet(args: argparse.Namespace) -> int:
             print(f"edgegw-sim fleet: --hosts {h!r}: expected host:port", file=sys.stderr)
             return 2
         hosts.append((host, int(port)))
+    signer = None
+    if args.key is not None:
+        from gateway.crypto.signing import Signer, load_private
+
+        signer = Signer(load_private(args.key), args.key_id)
     fleet = Fleet(hosts, args.gateways, args.devices, parse_duration(args.period),
-                  name=args.name)
+                  name=args.name, compact=args.encoding == "compact", signer=signer)
     run = asyncio.create_task(fleet.run())
     t0 = time.monotonic()
     await asyncio.sleep(parse_duration(args.duration))

@@ -1,10 +1,11 @@
 """A fleet of light simulated gateways, to load a backend (a broker cluster, ingest
 workers, InfluxDB) without thousands of Modbus devices: each virtual gateway publishes
-real edgegw batches (JSON v1, sequence numbers from 1, a counter field per device) over
-its own MQTT 3.1.1 connection with QoS 1, as the gateway's uplink does: a batch counts
-as delivered at its PUBACK; on a lost connection the unacknowledged one is sent again,
-the same bytes, to the next node of ``hosts`` (at-least-once; the ingest and InfluxDB
-make it exactly once).
+real edgegw batches (sequence numbers from 1, a counter field per device) over its own
+MQTT 3.1.1 connection with QoS 1, as the gateway's uplink does: JSON v1, a message per
+batch, or compact (a pack of every device's record per period, signed when a signer is
+given, as the gateway's packs are). A batch counts as delivered at its message's PUBACK;
+on a lost connection the unacknowledged message is sent again, the same bytes, to the
+next node of ``hosts`` (at-least-once; the ingest and InfluxDB make it exactly once).
 
 ``produced()`` says what was delivered per (gateway, device): the number of batches and
 the sum of the counter field ``n`` (1, 2, 3 ...), which is what the database must hold.
@@ -22,11 +23,14 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
+from gateway.crypto.signing import Signer
 from gateway.model import Batch
+from gateway.wire.compact import Schema, encode_pack, encode_record, pack_topic
 from gateway.wire.encode import data_topic, encode_batch
 
 log = logging.getLogger("edgegw-sim.fleet")
-PROFILE = "edgegw-sim/fleet@1"
+PROFILE = "edgegw-sim/fleet@1"  # profiles/edgegw-sim/fleet.yaml
+SCHEMA = Schema.of(PROFILE, ["n", "temp"])
 
 
 @dataclass
@@ -42,25 +46,46 @@ class VirtualGateway:
     hosts: Sequence[tuple[str, int]]
     period: float
     prefix: str = "edgegw"
+    compact: bool = False
+    signer: Signer | None = None
     node: int = 0
     seq: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     delivered: dict[str, Counts] = field(default_factory=dict)
     failovers: int = 0
 
-    def _next(self, device: str) -> tuple[str, bytes, int]:
+    def _batch(self, device: str, ts_ms: int) -> tuple[Batch, int]:
         n = self.counters.get(device, 0) + 1
         self.counters[device] = n
         self.seq += 1
-        b = Batch(self.gateway, device, PROFILE, int(time.time() * 1000),
+        b = Batch(self.gateway, device, PROFILE, ts_ms,
                   {"n": n, "temp": round(20 + 5 * random.random(), 2)})
         b.seq = self.seq
-        return data_topic(self.prefix, self.gateway, device), encode_batch(b), n
+        return b, n
+
+    def _messages(self) -> list[tuple[list[tuple[str, int]], str, bytes]]:
+        """This period's messages: (the (device, n) each carries, topic, payload)."""
+        ts = int(time.time() * 1000)
+        made = [self._batch(dev, ts) for dev in self.devices]
+        if not self.compact:
+            out = []
+            for b, n in made:
+                payload = encode_batch(b)
+                if self.signer is not None:
+                    payload = self.signer.sign(payload)
+                out.append(([(b.device, n)], data_topic(self.prefix, self.gateway, b.device),
+                            payload))
+            return out
+        pack = encode_pack([encode_record(b, SCHEMA) for b, _ in made])
+        if self.signer is not None:
+            pack = self.signer.sign_pack(pack)
+        return [([(b.device, n) for b, n in made], pack_topic(self.prefix, self.gateway),
+                 pack)]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish a batch per device per period until ``stop``; each delivered once
         acknowledged. Returns when stopped and nothing is left unacknowledged."""
-        pending: list[tuple[str, str, bytes, int]] = []  # (device, topic, payload, n)
+        pending: list[tuple[list[tuple[str, int]], str, bytes]] = []
         next_at = time.monotonic()
         while True:
             host, port = self.hosts[self.node % len(self.hosts)]
@@ -78,14 +103,14 @@ class VirtualGateway:
                                     await asyncio.wait_for(stop.wait(), delay)
                                 continue
                             next_at += self.period
-                            for dev in self.devices:
-                                pending.append((dev, *self._next(dev)))
-                        dev, topic, payload, n = pending[0]
+                            pending += self._messages()
+                        carried, topic, payload = pending[0]
                         await client.publish(topic, payload, qos=1, timeout=10)
                         pending.pop(0)  # PUBACK: the broker has it
-                        c = self.delivered.setdefault(dev, Counts())
-                        c.batches += 1
-                        c.total += n
+                        for dev, n in carried:
+                            c = self.delivered.setdefault(dev, Counts())
+                            c.batches += 1
+                            c.total += n
             except aiomqtt.MqttError as exc:
                 self.node += 1
                 self.failovers += 1
@@ -96,10 +121,11 @@ class VirtualGateway:
 
 class Fleet:
     def __init__(self, hosts: Sequence[tuple[str, int]], gateways: int, devices: int,
-                 period: float, prefix: str = "edgegw", name: str = "fleet") -> None:
+                 period: float, prefix: str = "edgegw", name: str = "fleet",
+                 compact: bool = False, signer: Signer | None = None) -> None:
         self.gateways = [
             VirtualGateway(f"{name}-{g:05d}", [f"dev{d:03d}" for d in range(devices)],
-                           hosts, period, prefix, node=g)  # spread over the nodes
+                           hosts, period, prefix, compact, signer, node=g)  # spread
             for g in range(gateways)]
         self.stop = asyncio.Event()
 

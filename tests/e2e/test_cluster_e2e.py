@@ -1,7 +1,8 @@
 """Scale out (issue 23): a 3-node RabbitMQ cluster (scripts/cluster; MQTT for the
 gateways, a replicated quorum queue for the ingest), a fleet of simulated gateways
-publishing through it with failover between its nodes, two ingest workers consuming the
-queue as competing consumers into influxd. A broker node is killed (SIGKILL) in the
+publishing signed compact packs through it with failover between its nodes, two ingest
+workers (checking the signatures) consuming the queue as competing consumers into
+influxd. A broker node is killed (SIGKILL) in the
 middle of the stream, then an ingest worker; both come back. Afterwards, per device,
 the count and the sum of the counter field in InfluxDB equal what the fleet delivered
 (PUBACKed): nothing lost, nothing written twice."""
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from firmware_sim.fleet import PROFILE, Fleet
 
+from gateway.crypto.signing import Signer, generate_key, load_private, public_path
 from tests.support.servers import Influxd, influxd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(420)]
@@ -67,6 +69,8 @@ def start_worker(tmp_path: Path, name: str, c: Cluster, db: Influxd) -> subproce
         "amqp": {"urls": [f"amqp://guest@127.0.0.1:{c.amqp(n)}/" for n in (1, 2, 3)],
                  "password_file": str(tmp_path / "amqp.pass"), "prefetch": 200},
         "sink": {"kind": "influxdb-v1", "url": db.url, "database": "edgegw"},
+        "signatures": {"require": True, "keys": {"fleet-1": {
+            "public_key": str(public_path(tmp_path / "fleet.key")), "gateways": "any"}}},
         "batch": {"max_lines": 200, "max_interval": "300ms",
                   "retry": {"initial": "200ms", "max": "1s"}},
         "dead_letter": str(tmp_path / f"{name}-dead.jsonl"),
@@ -96,6 +100,8 @@ async def test_a_broker_node_and_an_ingest_worker_die_nothing_lost_or_doubled(
     if not shutil.which("influxd"):
         pytest.fail("influxd is not installed: run scripts/test")
     (tmp_path / "influx").mkdir()
+    generate_key(tmp_path / "fleet.key")
+    signer = Signer(load_private(tmp_path / "fleet.key"), "fleet-1")
     with influxd(tmp_path / "influx") as db:
         workers = [start_worker(tmp_path, f"worker{i}", cluster, db) for i in (1, 2)]
         # the workers declare the queue: what the gateways publish before it exists is
@@ -106,7 +112,7 @@ async def test_a_broker_node_and_an_ingest_worker_die_nothing_lost_or_doubled(
                 break
             await asyncio.sleep(0.2)
         fleet = Fleet([("127.0.0.1", cluster.mqtt(n)) for n in (1, 2, 3)], gateways=6,
-                      devices=4, period=0.1)
+                      devices=4, period=0.1, compact=True, signer=signer)
         run = asyncio.create_task(fleet.run())
         try:
             await asyncio.sleep(6.0)
@@ -139,5 +145,8 @@ async def test_a_broker_node_and_an_ingest_worker_die_nothing_lost_or_doubled(
           f"{failovers} gateway failovers")
     assert len(want) == 6 * 4 and all(c > 100 for c, _ in want.values())
     assert failovers >= 1  # the gateways on node 2 moved
+    for i in (1, 2):  # every pack's signature checked and good: nothing dead-lettered
+        dead = tmp_path / f"worker{i}-dead.jsonl"
+        assert not dead.exists() or not dead.read_text().strip()
     lost = {k: (want[k], got.get(k)) for k in want if got.get(k) != want[k]}
     assert not lost, f"{len(lost)} devices differ (want, got): {list(lost.items())[:3]}"
