@@ -17,7 +17,10 @@ from gateway.profiles import (
     load_profile_file,
 )
 
-ALL = [n for n in list_profiles(default_profile_dirs()) if not n.startswith("bench/")]
+#: machine profiles: not the bench's generated ones, nor the fleet simulator's virtual
+#: device (edgegw-sim/fleet: a counter and a temperature, no machine behind it)
+ALL = [n for n in list_profiles(default_profile_dirs())
+       if not n.startswith(("bench/", "edgegw-sim/"))]
 SHIPPED = [n for n in ALL if load_profile(n, default_profile_dirs()).protocol == "modbus"]
 OPCUA = [n for n in ALL if load_profile(n, default_profile_dirs()).protocol == "opcua"]
 SERIAL = [n for n in ALL if load_profile(n, default_profile_dirs()).protocol == "serial"]
