@@ -5,9 +5,10 @@ cluster, the queue drained between runs).
 
 For each W: batches/s the fleet got PUBACKed (offered load the cluster took), rows/s
 InfluxDB received in the window (what the workers wrote), the backlog left in the queue
-at the end, and the CPU of each part (workers, broker nodes, fleet, influxd) as % of one
-core. On a 2-core machine everything shares the same two cores: the table says which
-part used them.
+at the end, the p99 age of a batch when InfluxDB accepted it (end-to-end latency: the
+fleet's time stamp to the write, from the workers' /metrics), and the CPU of each part
+(workers, broker nodes, fleet, influxd) as % of one core. On a 2-core machine everything
+shares the same two cores: the table says which part used them.
 
     .venv/bin/python -m bench.cluster_bench --gateways 20 --devices 10 --period 0.1 \\
         --duration 20 --workers 1,2,4
@@ -78,6 +79,25 @@ def queue_depth(workdir: Path) -> int:
     return 0
 
 
+def age_p99(work: Path, names: list[str]) -> float | None:
+    """The largest p99 data age (batch time stamp -> InfluxDB) the workers report."""
+    import re
+    import urllib.request
+
+    out = []
+    for name in names:
+        m = re.search(r"ingest health endpoint on http://127\.0\.0\.1:(\d+)/",
+                      (work / f"{name}.log").read_text())
+        if m is None:
+            continue
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=5) as r:
+            q = re.search(r'edgegw_ingest_data_age_seconds\{quantile="0.99"\} ([0-9.e+-]+)',
+                          r.read().decode())
+        if q is not None:
+            out.append(float(q.group(1)))
+    return max(out) if out else None
+
+
 def cpu_of(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -114,6 +134,7 @@ async def one(work: Path, db: Influxd, n_workers: int, a: argparse.Namespace) ->
     c1 = {"broker": cpu_of(b_pids), "workers": cpu_of(w_pids), "fleet": cpu_of([me]),
           "influxd": cpu_of([db.proc.pid]) if db.proc else 0.0}
     backlog = queue_depth(work / "cluster")
+    p99 = age_p99(work, [f"w{n_workers}-{i}" for i in range(n_workers)])
     fleet.stop.set()
     await run
     delivered = sum(c.batches for c in fleet.produced().values())
@@ -129,7 +150,7 @@ async def one(work: Path, db: Influxd, n_workers: int, a: argparse.Namespace) ->
             "delivered/s": round(delivered / (el + 0.5)), "written/s": round((r1 - r0) / el),
             "messages/s": round(delivered / (el + 0.5) / (a.devices if a.encoding ==
                                                          "compact" else 1)),
-            "backlog": backlog,
+            "backlog": backlog, "age p99 s": p99,
             **{f"cpu {k} %": round(100 * (c1[k] - c0[k]) / el) for k in c0}}
 
 

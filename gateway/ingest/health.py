@@ -35,7 +35,10 @@ class IngestHealth(HttpEndpoint):
         svc = self.svc
         ok = svc.connected.is_set()
         doc = {"status": "ok" if ok else "degraded", "connected": ok,
-               "protocol": svc.protocol, **dataclasses.asdict(svc.stats),
+               "protocol": svc.protocol,
+               **{f.name: getattr(svc.stats, f.name) for f in dataclasses.fields(svc.stats)
+                  if f.name != "ages"},
+               "data_age_seconds": svc.stats.age_quantiles(),
                "dead_letters_by_reason": svc.dead.by_reason}
         return (200 if ok else 503), "application/json", json.dumps(doc) + "\n"
 
@@ -57,6 +60,11 @@ class IngestHealth(HttpEndpoint):
         m("dead_letters_total", "counter", "dead letters, by kind of reason",
           [({"reason": k}, v) for k, v in sorted(svc.dead.by_reason.items())] or
           [({"reason": "none"}, 0)])
+        q = st.age_quantiles()
+        m("data_age_seconds", "gauge", "how old batches were when the database accepted "
+          "them (from the gateway's time stamp: clocks must agree), over the last "
+          "10,000 batches", [({"quantile": k}, v) for k, v in q.items()]
+          or [({"quantile": "0.99"}, 0.0)])
         gate = svc.gate
         m("read_pauses_total", "counter", "times reading stopped: receive_maximum "
           "messages were waiting (the broker sent more than the window)",

@@ -80,6 +80,7 @@ class _Msg:
     key: tuple[str, int]
     lines: list[str]
     verified: bool = False  # signed by a trusted key
+    ts_ms: int = 0  # the batch's time stamp (its age when written: IngestStats.ages)
 
 
 @dataclass
@@ -370,7 +371,8 @@ class IngestService:
             self._dead(m.mid, topic, payload,
                        f"key id {kid!r} may not sign for gateway {key[0]!r}")
             return None
-        self._queue(_Msg(m.mid, topic, payload, key, lines, kid is not None))
+        self._queue(_Msg(m.mid, topic, payload, key, lines, kid is not None,
+                         _ts(doc)))
         return None
 
     def _within_profile(self, doc: dict[str, Any]) -> str | None:
@@ -451,7 +453,8 @@ class IngestService:
             try:
                 doc = decode_record(rec, gateway, self.schemas)
                 lines = batch_lines(doc, self._id_tags)
-                msg = _Msg(mid, topic, rec, (gateway, int(doc["seq"])), lines, kid is not None)
+                msg = _Msg(mid, topic, rec, (gateway, int(doc["seq"])), lines, kid is not None,
+                           _ts(doc))
             except (ValueError, KeyError, TypeError) as exc:
                 bad.append(str(exc))
                 self._ack(mid)  # settled: it is in the pack's dead letter
@@ -488,6 +491,8 @@ class IngestService:
             self._remember(m.key, m.verified)
         self.stats.written_batches += len(msgs)
         self.stats.written_lines += sum(len(m.lines) for m in msgs)
+        now_ms = time.time() * 1000
+        self.stats.ages.extend((now_ms - m.ts_ms) / 1000 for m in msgs if m.ts_ms)
 
     def _reject(self, m: _Msg, reason: str) -> None:
         self._dead(m.mid, m.topic, m.payload, f"rejected by the database: {reason}")
@@ -497,6 +502,11 @@ class IngestService:
             self._seen[key] = verified or self._seen.get(key, False)
             if len(self._seen) > self.cfg.dedupe_window:
                 self._seen.popitem(last=False)
+
+
+def _ts(doc: dict[str, Any]) -> int:
+    ts = doc.get("ts")
+    return ts if isinstance(ts, int) and not isinstance(ts, bool) else 0
 
 
 async def run_ingest(loaded: LoadedIngest) -> None:

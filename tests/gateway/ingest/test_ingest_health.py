@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -41,5 +42,9 @@ async def test_healthz_and_metrics_count_what_the_ingest_did(
         assert "edgegw_ingest_duplicates_total 1" in metrics
         assert 'edgegw_ingest_dead_letters_total{reason="cannot decode"} 1' in metrics
         assert "edgegw_ingest_connected 1.0" in metrics
+        # how old the batch was when InfluxDB took it (from its time stamp)
+        age = re.search(r'edgegw_ingest_data_age_seconds\{quantile="0.99"\} ([0-9.e+-]+)',
+                        metrics)
+        assert age is not None and 0 <= float(age.group(1)) == h["data_age_seconds"]["0.99"]
     finally:
         await health.close()
