@@ -59,7 +59,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.run("down")
 
 
-def start_worker(tmp_path: Path, name: str, c: Cluster, db: Influxd) -> subprocess.Popen[bytes]:
+def start_worker(tmp_path: Path, name: str, c: Cluster, db: Influxd,
+                 signed: bool = True) -> subprocess.Popen[bytes]:
     import yaml
 
     (tmp_path / "amqp.pass").write_text("guest\n")
@@ -69,8 +70,9 @@ def start_worker(tmp_path: Path, name: str, c: Cluster, db: Influxd) -> subproce
         "amqp": {"urls": [f"amqp://guest@127.0.0.1:{c.amqp(n)}/" for n in (1, 2, 3)],
                  "password_file": str(tmp_path / "amqp.pass"), "prefetch": 200},
         "sink": {"kind": "influxdb-v1", "url": db.url, "database": "edgegw"},
-        "signatures": {"require": True, "keys": {"fleet-1": {
-            "public_key": str(public_path(tmp_path / "fleet.key")), "gateways": "any"}}},
+        **({"signatures": {"require": True, "keys": {"fleet-1": {
+            "public_key": str(public_path(tmp_path / "fleet.key")), "gateways": "any"}}}}
+           if signed else {}),
         "batch": {"max_lines": 200, "max_interval": "300ms",
                   "retry": {"initial": "200ms", "max": "1s"}},
         "dead_letter": str(tmp_path / f"{name}-dead.jsonl"),
@@ -150,3 +152,59 @@ async def test_a_broker_node_and_an_ingest_worker_die_nothing_lost_or_doubled(
         assert not dead.exists() or not dead.read_text().strip()
     lost = {k: (want[k], got.get(k)) for k in want if got.get(k) != want[k]}
     assert not lost, f"{len(lost)} devices differ (want, got): {list(lost.items())[:3]}"
+
+
+async def test_the_gateway_itself_publishes_through_the_cluster_and_fails_over(
+        tmp_path: Path, cluster: Cluster, sim: Any, gateway: Any) -> None:
+    """`edgegw run` (its own MQTT client, 3.1.1 against RabbitMQ's plugin, retained
+    status, persistent session) with the cluster's three nodes in `uplink.mqtt.hosts`:
+    its batches reach InfluxDB through the quorum queue, and when the node it is on is
+    killed they keep coming through another."""
+    import yaml
+
+    from tests.e2e.harness import start_sim, write_config
+
+    await start_sim(sim, 2)
+    write_config(sim, gateway.config, cluster.mqtt(1), pipeline={"report": "always"})
+    cfg = yaml.safe_load(gateway.config.read_text())
+    mqtt = cfg["uplink"]["mqtt"]
+    mqtt.pop("host", None)
+    mqtt.pop("port", None)
+    mqtt["hosts"] = [f"127.0.0.1:{cluster.mqtt(n)}" for n in (1, 2, 3)]
+    gateway.config.write_text(yaml.safe_dump(cfg))
+    (tmp_path / "influx").mkdir()
+    with influxd(tmp_path / "influx") as db:
+        w = start_worker(tmp_path, "worker1", cluster, db, signed=False)
+        try:
+            for _ in range(100):
+                if "consuming queue" in (tmp_path / "worker1.log").read_text():
+                    break
+                await asyncio.sleep(0.2)
+            gateway.start()
+
+            def rows() -> int:
+                try:
+                    series = db.query('SELECT count("state") FROM /.*/ WHERE "device" = '
+                                      "'dev0'", "edgegw")
+                except (OSError, RuntimeError):
+                    return 0
+                return sum(int(s["values"][0][1]) for s in series)  # type: ignore[index]
+
+            for _ in range(100):
+                if rows() > 10:
+                    break
+                await asyncio.sleep(0.3)
+            before = rows()
+            assert before > 10, (tmp_path / "worker1.log").read_text()[-2000:]
+            cluster.run("kill", "1")  # the node the gateway is connected to
+            for _ in range(100):
+                if rows() > before + 20:
+                    break
+                await asyncio.sleep(0.3)
+            after = rows()
+            assert gateway.signal(signal.SIGTERM) == 0
+        finally:
+            w.send_signal(signal.SIGTERM)
+            w.wait(20)
+    assert after > before + 20
+    assert "failed over to broker node" in gateway.log.read_text()
