@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -98,7 +99,7 @@ class AmqpSource(_Strict):
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
         for u in v:
-            if not u.startswith(("amqp://", "amqps://")) or ":" in u.split("@")[0][8:]:
+            if urlsplit(u).scheme not in ("amqp", "amqps") or urlsplit(u).password is not None:
                 raise ValueError(f"{u!r}: an amqp:// or amqps:// URL without a password "
                                  "(give it in password_file or password_env)")
         return v

@@ -235,3 +235,13 @@ def test_broker_hosts_of_a_cluster() -> None:
             MqttConfig.model_validate({"hosts": bad})
     with pytest.raises(ValueError, match="not both"):
         MqttConfig.model_validate({"host": "a", "hosts": ["b"]})
+
+
+def test_amqp_urls_of_a_cluster_without_passwords() -> None:
+    from gateway.ingest.config import AmqpSource
+
+    ok = AmqpSource.model_validate({"urls": ["amqp://127.0.0.1:5672/", "amqps://ingest@b:5671/"]})
+    assert len(ok.urls) == 2
+    for bad in ("amqp://ingest:secret@b:5672/", "http://b:5672/"):
+        with pytest.raises(ValueError, match="without a password"):
+            AmqpSource.model_validate({"urls": [bad]})
