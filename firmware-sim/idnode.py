@@ -167,14 +167,8 @@ class FakeIdNode:
         with self._lock:
             if handle in self.records:
                 return EXISTS
-            self.records[handle] = {
-                "prefix": handle.split("/", maxsplit=1)[0], "handle": handle,
-                "templateVersion": rec["templateVersion"],
-                "value": [{"index": 1001, "type": "TEMPLATE", "auth": "1",
-                           "data": {"format": "string", "value": rec["templateVersion"]}},
-                          *rec["value"]],
-                "timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            }
+            self.records[handle] = {"prefix": handle.split("/", maxsplit=1)[0],
+                                    "handle": handle, **_data(rec)}
             self.registrations[handle] = self.registrations.get(handle, 0) + 1
         return "success"
 
@@ -185,11 +179,7 @@ class FakeIdNode:
             old = self.records.get(handle)
             if old is None:
                 return NOT_FOUND
-            old["templateVersion"] = rec["templateVersion"]
-            old["value"] = [{"index": 1001, "type": "TEMPLATE", "auth": "1",
-                             "data": {"format": "string", "value": rec["templateVersion"]}},
-                            *rec["value"]]
-            old["timestamp"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            old.update(_data(rec))
             self.updates[handle] = self.updates.get(handle, 0) + 1
         return "success"
 
@@ -317,6 +307,16 @@ class FakeIdNode:
                 self._serve("PUT")
 
         return Handler
+
+
+def _data(rec: dict[str, Any]) -> dict[str, Any]:
+    """What the node stores of a register or update body: the template version (also as
+    the reserved value 1001), the values, when."""
+    return {"templateVersion": rec["templateVersion"],
+            "value": [{"index": 1001, "type": "TEMPLATE", "auth": "1",
+                       "data": {"format": "string", "value": rec["templateVersion"]}},
+                      *rec["value"]],
+            "timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def _ok(data: Any) -> dict[str, Any]:

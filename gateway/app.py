@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from drivers.base import DriverContext
 from drivers.registry import driver_for
@@ -34,7 +34,6 @@ from gateway.services import Reporter, Service, Supervisor, Task, render_status
 from gateway.stats import GatewayStats
 from gateway.store import Encoder, Limits, Store, open_store
 from gateway.tasks import describe_stuck, stop_tasks
-from gateway.trace.node import node_values
 from gateway.trace.service import TraceService, trace_profile
 from gateway.uplink.influx import InfluxUplink
 from gateway.uplink.mqtt import MqttUplink
@@ -77,12 +76,12 @@ class Gateway:
         self.identifiers = IdentifierService(cfg.identifiers, spool or ":memory:", gw,
                                              cfg.gateway.site or "")
         self.devices = Devices(self.stats)
-        self.production = ProductionService(
-            cfg.production, gw, loaded.state_dir, self.store.append,
-            enabled=cfg.uplink.influx is not None or cfg.uplink.mqtt.encoding != "sparkplug")
-        self.trace = TraceService(
-            gw, loaded.state_dir, self._trace_record,
-            enabled=cfg.uplink.influx is not None or cfg.uplink.mqtt.encoding != "sparkplug")
+        # Sparkplug B has no template for the gateway's own records
+        records = cfg.uplink.influx is not None or cfg.uplink.mqtt.encoding != "sparkplug"
+        self.production = ProductionService(cfg.production, gw, loaded.state_dir,
+                                            self.store.append, enabled=records)
+        self.trace = TraceService(gw, loaded.state_dir, self.identifiers.trace_record,
+                                  enabled=records)
         enabled = [d for d in loaded.devices if d.config.enabled]
         self.devices.runners = [self._runner(dev, i, len(enabled))
                                 for i, dev in enumerate(enabled)]
@@ -132,15 +131,6 @@ class Gateway:
         runner.production = self.production.machine(dev)
         runner.trace = self.trace.tracer(dev)
         return runner
-
-    def _trace_record(self, kind: str, code: str, device: str, profile: str,
-                      fields: dict[str, Any], start_ms: int) -> None:
-        """A product's record: the code's data at the identifier node."""
-        dev = next((d for d in self.loaded.devices if d.id == device), None)
-        if dev is None or dev.profile.trace is None:
-            return
-        values = node_values(dev.profile.trace, fields, start_ms, device, self.gateway_id)
-        self.identifiers.trace_record(kind, code, device, profile, values)
 
     def _wire(self) -> None:
         """Hand each code reader's context to the pipelines of the devices it serves
@@ -374,6 +364,7 @@ class Gateway:
         for dev_id in p.removed:
             self.stats.devices.pop(dev_id, None)
             self.production.machines.pop(dev_id, None)
+            self.trace.tracers.pop(dev_id, None)
             self.faults.clear((dev_id, "unreachable"), f"device {dev_id}: removed")
         fresh = {d.id: d for d in [*p.added, *p.changed]}
         for d in fresh.values():

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from drivers.base import Driver, StreamingDriver
@@ -184,16 +184,16 @@ class DeviceRunner:
         batch = self.pipeline.process(group, readings)
         if batch is not None and self.contexts:
             self._share_context(batch)
-        read = {n for r in readings if r.error is None for n in r.points}
-        await self._store(batch, readings[0].read_ts if readings else time.time(), read)
+        await self._store(batch, readings[0].read_ts if readings else time.time(), readings)
 
     async def _store(self, batch: Batch | None, ts: float,
-                     read: Collection[str] = ()) -> None:
+                     readings: Sequence[Reading] = ()) -> None:
         """Store the cycle's batch and the machine's production and product records of
         this cycle, in one event-loop turn: one commit, and a state change's device batch
         and its record share the urgent lane's next message."""
         events = self._produced(ts) if self.production is not None else None
         if self.trace is not None:
+            read = {n for r in readings if r.error is None for n in r.points}
             traced = self.trace.observe(ts, self.pipeline, read)
             if traced:
                 events = [*(events or ()), *traced]

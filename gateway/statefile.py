@@ -1,11 +1,13 @@
 """A small JSON state file written atomically (production.json, trace.json): what a
-service carries over a restart. A crash while writing leaves the previous file."""
+service carries over a restart, per device (``{"v": 1, "saved": ..., "machines": {device
+id: state}}``). A crash while writing leaves the previous file."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,21 @@ class StateFile:
                       "written counts as unknown", self.what, self.path, exc)
             return None
         return doc if isinstance(doc, dict) else None
+
+    def machines(self) -> dict[str, Any]:
+        """Each device's saved state (empty: none saved, or unreadable)."""
+        doc = self.load()
+        machines = doc.get("machines") if doc is not None else None
+        return machines if isinstance(machines, dict) else {}
+
+    @staticmethod
+    def text(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+        """The document of the devices' states (``current`` over ``saved``: those not
+        running now keep what they had), or None when there is nothing to keep."""
+        if not saved and not current:
+            return None
+        return json.dumps({"v": 1, "saved": time.time(), "machines": {**saved, **current}},
+                          separators=(",", ":"))
 
     def write(self, text: str) -> None:
         tmp = self.path.with_suffix(".tmp")

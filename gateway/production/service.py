@@ -58,18 +58,13 @@ class ProductionService:
         self.calendar = Calendar(cfg)
         self.append = append
         self.machines: dict[str, Machine] = {}
-        self._saved: dict[str, Any] = self._load()
+        self._saved: dict[str, Any] = self.file.machines()
         self._pending: list[Batch] = []  # events made outside the loop's append
         self.events = 0
         self.commands = 0
         self.command_errors = 0
         #: commands that came over MQTT, applied at the next tick
         self._mqtt: list[Command] = []
-
-    def _load(self) -> dict[str, Any]:
-        doc = self.file.load()
-        machines = doc.get("machines") if doc is not None else None
-        return machines if isinstance(machines, dict) else {}
 
     def machine(self, device: Device) -> Machine | None:
         """The device's machine (the same one after a reload), or None: no production."""
@@ -169,12 +164,7 @@ class ProductionService:
     def _document(self) -> str | None:
         """Every machine's state as JSON text (made on the event loop: the machines
         change there)."""
-        if not self.machines and not self._saved:
-            return None
-        return json.dumps({"v": 1, "saved": time.time(),
-                           "machines": {**self._saved, **{k: m.to_json() for k, m in
-                                                          self.machines.items()}}},
-                          separators=(",", ":"))
+        return self.file.text(self._saved, {k: m.to_json() for k, m in self.machines.items()})
 
     def _write(self, text: str) -> None:
         self.file.write(text)

@@ -39,10 +39,14 @@ class Stats:
     #: the previous sample's time, None after a gap (time above is not carried over it)
     last_ts: float | None = None
 
-    def add(self, v: float, ts: float, above: float | None) -> None:
+    def _accrue(self, ts: float, above: float | None) -> None:
+        """The last sample held until ``ts``: its time above the threshold."""
         if above is not None and self.last_ts is not None and self.final is not None \
                 and self.final > above and ts > self.last_ts:
             self.above_s += ts - self.last_ts
+
+    def add(self, v: float, ts: float, above: float | None) -> None:
+        self._accrue(ts, above)
         self.n += 1
         self.total += v
         self.min = v if self.min is None or v < self.min else self.min
@@ -52,9 +56,7 @@ class Stats:
 
     def hold(self, ts: float, above: float | None) -> None:
         """The window ends at ``ts``: the last sample holds until then; no carry-over."""
-        if above is not None and self.last_ts is not None and self.final is not None \
-                and self.final > above and ts > self.last_ts:
-            self.above_s += ts - self.last_ts
+        self._accrue(ts, above)
         self.last_ts = None
 
     def mean(self) -> float | None:
@@ -181,9 +183,7 @@ class TraceBuilder:
                 rec.interrupted = True
                 if self.unknown_since is None:
                     self.unknown_since = ts
-                    for s in self.spec.summaries:  # no time above carried over the gap
-                        if (st := rec.stats.get(s.point)) is not None:
-                            st.hold(ts, s.above)
+                    self._hold(rec, ts)  # no time above carried over the gap
             return out
         if self.unknown_since is not None:
             if rec is not None:
@@ -216,13 +216,16 @@ class TraceBuilder:
         return rec
 
     def _close(self, rec: TraceRecord, ts: float) -> TraceRecord:
-        for s in self.spec.summaries:
-            st = rec.stats.get(s.point)
-            if st is not None:
-                st.hold(ts, s.above)
+        self._hold(rec, ts)
         rec.end = ts
         self.open, self.last = None, rec
         return rec
+
+    def _hold(self, rec: TraceRecord, ts: float) -> None:
+        """Each summarised value's last sample holds until ``ts``, and no further."""
+        for s in self.spec.summaries:
+            if (st := rec.stats.get(s.point)) is not None:
+                st.hold(ts, s.above)
 
     def _sample(self, rec: TraceRecord, ts: float, values: Mapping[str, Value],
                 read: Collection[str], inputs: Collection[str]) -> None:

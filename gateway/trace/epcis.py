@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from gateway.errors import ConfigError
+from gateway.trace.node import iso_ms
 
 CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 NAMESPACE = {"edgegw": "urn:edgegw:"}
@@ -40,11 +40,6 @@ def code_uri(code: str) -> str:
     return "hdl:" + quote(code, safe="/.:-_~")
 
 
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
-
-
 def event(rec: Mapping[str, Any], units: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """The record (``code, kind, machine, station, gateway, start_ms, end_ms, recipe,
     verdict, why, inputs, summary: {point: {min, max, mean, ...}}``) as an event
@@ -56,7 +51,7 @@ def event(rec: Mapping[str, Any], units: Mapping[str, str | None] | None = None)
     start, end = int(rec["start_ms"]), int(rec["end_ms"])
     ev: dict[str, Any] = {
         "type": "TransformationEvent",
-        "eventTime": iso(end),
+        "eventTime": iso_ms(end),
         "eventTimeZoneOffset": "+00:00",
     }
     inputs = [code_uri(c) for c in dict.fromkeys(rec.get("inputs") or ())]
@@ -79,7 +74,7 @@ def event(rec: Mapping[str, Any], units: Mapping[str, str | None] | None = None)
         reports.append(r)
     if reports:
         ev["sensorElementList"] = [{
-            "sensorMetadata": {"startTime": iso(start), "endTime": iso(end),
+            "sensorMetadata": {"startTime": iso_ms(start), "endTime": iso_ms(end),
                                "deviceID": where},
             "sensorReport": reports}]
     if rec.get("recipe") is not None:
@@ -95,7 +90,7 @@ def event(rec: Mapping[str, Any], units: Mapping[str, str | None] | None = None)
 def document(events: list[dict[str, Any]], created_ms: int) -> dict[str, Any]:
     """An EPCISDocument holding ``events``."""
     return {"@context": [CONTEXT, NAMESPACE], "type": "EPCISDocument",
-            "schemaVersion": "2.0", "creationDate": iso(created_ms),
+            "schemaVersion": "2.0", "creationDate": iso_ms(created_ms),
             "epcisBody": {"eventList": events}}
 
 

@@ -12,7 +12,6 @@ is sent again, complete).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -21,11 +20,13 @@ from typing import Any, Protocol
 
 from gateway.config import Device
 from gateway.httpserve import Family
+from gateway.identifiers.client import Value
 from gateway.model import PROCESS, Batch
 from gateway.production.machine import GROUP
 from gateway.state import OFFLINE
 from gateway.statefile import StateFile
 from gateway.trace.builder import TraceBuilder, TraceRecord
+from gateway.trace.node import node_values
 from gateway.trace.spec import TraceSpec
 from gateway.wire.compact import TRACE_SUFFIX
 
@@ -33,8 +34,9 @@ log = logging.getLogger("edgegw.trace")
 
 STATE_FILE = "trace.json"
 SAVE_INTERVAL = 10.0
-#: (kind, code, device id, profile name, record fields, start ms): to the identifier node
-OnRecord = Callable[[str, str, str, str, dict[str, Any], int], None]
+#: (kind, code, device id, profile name, the record as the code's values): to the
+#: identifier node (IdentifierService.trace_record)
+OnRecord = Callable[[str, str, str, str, tuple[Value, ...]], None]
 
 
 class PipelineView(Protocol):
@@ -94,7 +96,8 @@ class Tracer:
                  ", interrupted" if rec.interrupted else "")
         if self.on_record is not None:
             self.on_record(rec.kind, rec.code, self.device.id, self.device.profile_name,
-                           fields, start_ms)
+                           node_values(self.spec, fields, start_ms, self.device.id,
+                                       self.gateway))
         ids = {k: v for k, v in ids.items() if k == "device"}
         return Batch(self.gateway, self.device.id, self.profile, start_ms, fields, ids=ids,
                      group=GROUP, priority=PROCESS)
@@ -107,17 +110,23 @@ class TraceService:
                  enabled: bool = True) -> None:
         self.gateway = gateway
         self.enabled = enabled  # False with Sparkplug B (no template for the records)
+        self._said = False
         self.file = StateFile(state_dir / STATE_FILE, "trace state")
-        doc = self.file.load() or {}
-        saved = doc.get("machines")
-        self._saved: dict[str, Any] = saved if isinstance(saved, dict) else {}
+        self._saved: dict[str, Any] = self.file.machines()
         self.on_record = on_record
         self.tracers: dict[str, Tracer] = {}
 
     def tracer(self, device: Device) -> Tracer | None:
         """The device's tracer (the same one after a reload), or None."""
         spec = device.profile.trace
-        if spec is None or not self.enabled:
+        if spec is not None and not self.enabled:
+            if not self._said:
+                self._said = True
+                log.warning("product records are not sent with uplink.mqtt.encoding "
+                            "sparkplug (Sparkplug B has no template for them): use json or "
+                            "compact for the records of trace: sections")
+            spec = None
+        if spec is None:
             self.tracers.pop(device.id, None)
             return None
         t = self.tracers.get(device.id)
@@ -136,12 +145,9 @@ class TraceService:
         return t
 
     def _document(self) -> str | None:
-        if not self.tracers and not self._saved:
-            return None
         now = time.time()
-        return json.dumps({"v": 1, "saved": now, "machines": {
-            **self._saved, **{k: t.builder.to_json(now) for k, t in self.tracers.items()}}},
-            separators=(",", ":"))
+        return self.file.text(self._saved,
+                              {k: t.builder.to_json(now) for k, t in self.tracers.items()})
 
     def save(self) -> None:
         text = self._document()

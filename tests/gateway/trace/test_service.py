@@ -56,9 +56,10 @@ def test_a_mixer_makes_batch_records_while_its_active_point_is_true(tmp_path: Pa
     assert batch.values["temp_max"] == 118 and batch.values["verdict"] == "pass"
     assert batch.values["inputs"] == "88.1.2/CARBON-3"
     assert batch.ids == {"device": "88.1.2/MIXER-1"}  # the code is a field, not a tag
-    kind, code, dev, profile, _fields, start_ms = got[0]
-    assert (kind, code, dev, profile, start_ms) == ("batch", "88.1.2/CMP-B-7", "mixer-1",
-                                                    "mix/m1", 10_000)
+    kind, code, dev, profile, values = got[0]
+    assert (kind, code, dev, profile) == ("batch", "88.1.2/CMP-B-7", "mixer-1", "mix/m1")
+    start = next(v.value for v in values if v.type == "start")
+    assert start == "1970-01-01T00:00:10.000Z"  # the record's start, 10_000 ms
 
 
 def test_an_open_record_survives_a_restart_through_the_state_file(tmp_path: Path) -> None:
