@@ -72,21 +72,27 @@ _EPOCH_OFFSET = 116_444_736_000_000_000  # 1601-01-01 to 1970-01-01, in 100 ns
 _TAIL = struct.Struct("<qIIiI")
 
 
-class _HeaderPacker:
-    #: each session's token, encoded once: id -> (token, its bytes)
-    _tokens: dict[int, tuple[Any, bytes]] = {}
+#: each session's token, encoded once: id -> (token, its bytes)
+_tokens: dict[int, tuple[Any, bytes]] = {}
 
-    @classmethod
-    def pack(cls, h: EdgegwFastHeader) -> bytes:
-        token = h.AuthenticationToken
-        hit = cls._tokens.get(id(token))
-        if hit is None or hit[0] is not token:
-            if len(cls._tokens) > 1024:
-                cls._tokens.clear()
-            hit = cls._tokens[id(token)] = (token, ua_binary.nodeid_to_binary(token))
-        now = time.time_ns() // 100 + _EPOCH_OFFSET
-        return hit[1] + _TAIL.pack(now, h.RequestHandle, 0, -1, h.TimeoutHint) \
-            + b"\x00\x00\x00"  # AdditionalHeader: null NodeId, no body
+
+def header_bytes(token: ua.NodeId, handle: int, timeout_ms: int) -> bytes:
+    """A RequestHeader: the session's token, now, the handle, no diagnostics, no audit
+    entry, the timeout hint, no additional header."""
+    hit = _tokens.get(id(token))
+    if hit is None or hit[0] is not token:
+        if len(_tokens) > 1024:
+            _tokens.clear()
+        hit = _tokens[id(token)] = (token, ua_binary.nodeid_to_binary(token))
+    now = time.time_ns() // 100 + _EPOCH_OFFSET
+    return hit[1] + _TAIL.pack(now, handle, 0, -1, timeout_ms) \
+        + b"\x00\x00\x00"  # AdditionalHeader: null NodeId, no body
+
+
+class _HeaderPacker:
+    @staticmethod
+    def pack(h: EdgegwFastHeader) -> bytes:
+        return header_bytes(h.AuthenticationToken, h.RequestHandle, h.TimeoutHint)
 
 
 ua_binary.Primitives.EdgegwFastHeader = _HeaderPacker()

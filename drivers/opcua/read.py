@@ -10,7 +10,7 @@ from asyncua import Client, ua
 from asyncua.common.utils import Buffer
 from asyncua.ua import ua_binary
 
-from drivers.opcua import fastdecode, fastwire
+from drivers.opcua import fastchannel, fastdecode, fastwire
 from drivers.opcua.values import epoch, quality_of, to_value
 from gateway.model import Quality, Value
 from gateway.profiles import Point
@@ -53,11 +53,7 @@ async def read_chunk(client: Client, body: bytes) -> Chunk:
     """One Read of a precoded chunk, through the session's channel: the values as
     tuples (fastwire.py), or as asyncua's DataValues when the answer has a shape the
     fast path does not decode. Raises what asyncua's read raises."""
-    protocol = client.uaclient.protocol
-    if protocol is None:
-        raise ConnectionError("not connected")
-    data = await protocol.send_request(fastwire.request(_READ_REQUEST, body))
-    raw = data.read(len(data))
+    raw = await fastchannel.request(client, _READ_REQUEST, body)
     fast = fastwire.decode_read(raw)
     if fast is None:
         response = ua_binary.struct_from_binary(ua.ReadResponse, Buffer(raw))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from asyncua import Client, ua
 from asyncua.ua import ua_binary
 
-from drivers.opcua import fastdecode, fastwire
+from drivers.opcua import fastchannel, fastdecode, fastwire
 from drivers.opcua.config import Opcua
 from drivers.opcua.read import decode, decode_columns, decode_fast, name_enums
 from gateway.model import Quality, Reading, Value
@@ -203,13 +203,10 @@ class Publisher:
     async def run(self) -> None:
         acks: list[tuple[int, int]] = []
         while True:
-            protocol = self.client.uaclient.protocol
-            if protocol is None:
-                raise ConnectionError("not connected")
-            req = fastwire.request(_PUBLISH_REQUEST, fastwire.publish_body(acks))
+            body = fastwire.publish_body(acks)
             acks = []
-            try:
-                data = await protocol.send_request(req, timeout=0)  # the server holds it
+            try:  # the server holds a Publish until it has something: no time limit
+                raw = await fastchannel.request(self.client, _PUBLISH_REQUEST, body, wait=0)
             except ua.UaStatusCodeError as exc:
                 if exc.code in _RETRY:
                     if exc.code == ua.StatusCodes.BadTooManyPublishRequests:
@@ -219,7 +216,6 @@ class Publisher:
                     self.on_end("the server has no subscription of ours")
                     return
                 raise
-            raw = data.read(len(data))
             pub = fastwire.decode_publish(raw) or fastwire.published_by_asyncua(raw)
             if pub.service_result & 0x80000000:
                 raise ua.UaStatusCodeError(pub.service_result)
