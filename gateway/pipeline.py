@@ -171,6 +171,8 @@ class DevicePipeline:
         if prof.trace is not None:
             tracked |= prof.trace.points()
         self.points = {p.name: _rt(p, p.name in tracked) for p in prof.expanded_points()}
+        self._detail_names: tuple[str, ...] = ()  # the last detailed reading's names,
+        self._detail_rts: list[_PointState] = []  # and their points
         self.heartbeat = 0.0 if always else heartbeat
         self.current: dict[str, Value] = {}  # good values of state-rule points
         self.state: str | None = None
@@ -253,9 +255,15 @@ class DevicePipeline:
         src: dict[str, int] = {}
         for r in readings:
             if r.status is not None or r.times is not None:
-                # pushed readings carry a new tuple of names each time: look the points
-                # up by name rather than caching by tuple identity
-                self._detailed(r, [self.points[n] for n in r.points], ts, out, bad, src)
+                # the points looked up by name; a poll's readings come with the same
+                # tuple of names each time (its read plan's), a subscription's with a
+                # new one (the items that changed)
+                if r.points is self._detail_names:
+                    rts = self._detail_rts
+                else:
+                    rts = [self.points[n] for n in r.points]
+                    self._detail_names, self._detail_rts = r.points, rts
+                self._detailed(r, rts, ts, out, bad, src)
                 continue
             plan = self._plan(r.points)
             if r.error is None and plan.fast and self._fast(plan, r.values, ts, out):

@@ -67,9 +67,15 @@ class Columns:
 
     def times(self, now: float) -> list[float]:
         """The source times in epoch seconds (``now`` where a value has none)."""
-        if self.ticks is None:
+        ticks = self.ticks
+        if ticks is None:
             return [now] * len(self.values)
-        return [t / 1e7 - EPOCH_1601 if t > 0 else now for t in self.ticks]
+        distinct = set(ticks)
+        if len(distinct) * 4 > len(ticks):
+            return [t / 1e7 - EPOCH_1601 if t > 0 else now for t in ticks]
+        # values sampled together share their time: convert each time once
+        conv = {t: t / 1e7 - EPOCH_1601 if t > 0 else now for t in distinct}
+        return list(map(conv.__getitem__, ticks))
 
 
 #: element formats of uniform runs, by (handle?, mask, vtype, count)
