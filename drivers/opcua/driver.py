@@ -161,7 +161,9 @@ class OpcuaDriver:
         plan = self._plan(points)
         values: list[Value] = []
         status: dict[int, tuple[Quality, str]] = {}
-        times: list[float] = []
+        # source times are decoded only when they are used
+        times: list[float] | None = [] if self.source_times else None
+        sink: list[float] = [] if times is None else times
         arrays = False
         for (first, _), body in zip(plan.chunks, plan.bodies, strict=True):
             try:
@@ -179,9 +181,9 @@ class OpcuaDriver:
                 continue
             for j, dv in enumerate(results, first):
                 if dv.__class__ is tuple:
-                    decode_fast(dv, j, values, status, times, now)
+                    decode_fast(dv, j, values, status, sink, now)
                 else:
-                    arrays |= decode(dv, j, values, status, times, now)
+                    arrays |= decode(dv, j, values, status, sink, now)
         for i, reason in plan.missing.items():
             values[i] = None
             status[i] = (Quality.BAD, reason)
@@ -192,7 +194,7 @@ class OpcuaDriver:
         # element: a status dict (even empty) has the pipeline look at each value
         return [Reading(plan.names, values, time.time(),
                         status=status if status or arrays else None,
-                        times=times if self.source_times else None)]
+                        times=times)]
 
     def explain(self, points: Sequence[Point]) -> list[str]:
         if self.streaming:
