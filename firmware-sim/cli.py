@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fleet", help="light simulated gateways publishing edgegw batches to "
                        "a (clustered) broker, to load a backend")
     f.add_argument("--hosts", required=True,
-                   help="the broker nodes, host:port,host:port,... (each gateway fails over)")
+                   help="the broker nodes, host[:port],... or [v6]:port (port 1883 when none; each "
+                   "gateway fails over)")
     f.add_argument("--gateways", "-G", type=int, default=100)
     f.add_argument("--devices", "-D", type=int, default=10, help="devices per gateway")
     f.add_argument("--period", default="1s", help="a batch per device this often")
@@ -263,13 +264,13 @@ async def _fleet(args: argparse.Namespace) -> int:
 
     from firmware_sim.fleet import Fleet
 
-    hosts = []
-    for h in args.hosts.split(","):
-        host, _, port = h.strip().rpartition(":")
-        if not host or not port.isdigit():
-            print(f"edgegw-sim fleet: --hosts {h!r}: expected host:port", file=sys.stderr)
-            return 2
-        hosts.append((host, int(port)))
+    from gateway.common import endpoint
+
+    try:  # the gateway's rules: host, host:port or [v6]:port
+        hosts = [endpoint(h, 1883) for h in args.hosts.split(",")]
+    except ValueError as exc:
+        print(f"edgegw-sim fleet: --{exc}", file=sys.stderr)
+        return 2
     signer = None
     if args.key is not None:
         from gateway.crypto.signing import Signer, load_private

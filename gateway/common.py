@@ -98,7 +98,7 @@ class MqttConfig(Strict):
     @classmethod
     def _hosts(cls, v: list[str]) -> list[str]:
         for h in v:
-            _endpoint(h, 1883)  # raises ValueError with the entry
+            endpoint(h, 1883)  # raises ValueError with the entry
         return v
 
     @model_validator(mode="after")
@@ -110,13 +110,13 @@ class MqttConfig(Strict):
 
     def endpoints(self) -> list[tuple[str, int]]:
         """The brokers to connect to, in order: ``hosts``, or ``host``/``port``."""
-        return [_endpoint(h, self.port) for h in self.hosts] or [(self.host, self.port)]
+        return [endpoint(h, self.port) for h in self.hosts] or [(self.host, self.port)]
 
     def password(self) -> str | None:
         return read_password(self)
 
 
-def _endpoint(text: str, default_port: int) -> tuple[str, int]:
+def endpoint(text: str, default_port: int) -> tuple[str, int]:
     """``host``, ``host:port`` or ``[v6]:port`` -> (host, port)."""
     t = text.strip()
     host, port = t, default_port

@@ -176,3 +176,12 @@ def test_slow_long_reads_and_silent_units() -> None:
     assert answer_delay(dev, 1, struct.pack(">BHH", 3, 0, 9)) == 2.5
     dev.fault = parse_fault("silence")
     assert answer_delay(dev, 1, struct.pack(">BHH", 3, 0, 1)) is None
+
+
+@pytest.mark.parametrize("hosts", ["b1:notaport", "[::1", "a b:1883"])
+def test_fleet_refuses_a_broker_list_the_gateway_would_refuse(
+        hosts: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from firmware_sim.cli import main
+    assert main(["fleet", "--hosts", f"127.0.0.1:1883,{hosts}", "-G", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgegw-sim fleet: --hosts: ") and repr(hosts) in err
