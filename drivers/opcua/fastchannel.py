@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Callable
 from struct import unpack_from
 from typing import Any
@@ -59,6 +60,7 @@ class FastChannel:
         self.state = state
         self.conn = protocol._connection
         self.ours: set[int] = set()  # request ids sent here, not yet answered
+        self.heard = -1e18  # time.monotonic() of the last answer taken here
         self._asyncua_received = protocol.data_received
         protocol.data_received = self._received
         limits = self.conn._limits
@@ -160,8 +162,18 @@ class FastChannel:
             if future is not None and not future.done():
                 future.set_result(data[pos + _HEAD_SIZE : pos + size])
             pos += size
+        if pos:
+            self.heard = time.monotonic()
         if pos < end:
             self._asyncua_received(data[pos:] if pos else data)
+
+
+def heard_within(client: Client, seconds: float) -> bool:
+    """Whether ``client``'s connection answered a request of the lean channel within the
+    last ``seconds`` (it is alive: a poll's Read, a Publish's data or keep-alive)."""
+    protocol = client.uaclient.protocol
+    channel = getattr(protocol, "edgegw_fast", None) if protocol is not None else None
+    return channel is not None and time.monotonic() - channel.heard < seconds
 
 
 def fault(body: bytes) -> int | None:

@@ -17,6 +17,7 @@ from asyncua.client.ua_client import UASocketProtocol
 
 from drivers.opcua import fastchannel, fastdecode, fastwire
 from drivers.opcua.read import _READ_REQUEST, read_chunk
+from drivers.opcua.session import _probe_when_quiet
 
 N = 40
 
@@ -133,6 +134,39 @@ async def test_a_lost_connection_fails_the_waiting_request(
     protocol.connection_lost(ConnectionResetError("reset by peer"))
     with pytest.raises((ConnectionError, ua.UaStatusCodeError)):
         await waiting
+
+
+async def test_the_watchdog_probes_only_a_quiet_connection() -> None:
+    server = Server()
+    await server.init()
+    url = f"opc.tcp://127.0.0.1:{_free_port()}/"
+    server.set_endpoint(url)
+    ns = await server.register_namespace("urn:edgegw:test")
+    node = await (await server.nodes.objects.add_object(ns, "M")).add_variable(ns, "v", 1.0)
+    async with server:
+        client = Client(url, timeout=2, watchdog_intervall=0.3)
+        _probe_when_quiet(client)
+        await client.connect()
+        try:
+            probes = 0
+            state = client.nodes.server_state
+            read = state.read_value
+
+            async def counted() -> Any:
+                nonlocal probes
+                probes += 1
+                return await read()
+
+            state.read_value = counted  # type: ignore[method-assign]
+            body = _body([node])
+            for _ in range(15):  # 1.5 s of polls every 100 ms: alive, no probe
+                await read_chunk(client, body)
+                await asyncio.sleep(0.1)
+            assert probes == 0
+            await asyncio.sleep(1.2)  # quiet: probed at the ticks
+            assert probes >= 2
+        finally:
+            await client.disconnect()
 
 
 # -- framing, on a protocol fed by hand ------------------------------------------------------
