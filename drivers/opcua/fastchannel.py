@@ -27,7 +27,6 @@ against, the channel is not installed and requests go through ``send_request``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import struct
 import time
 from collections.abc import Callable
@@ -41,8 +40,6 @@ from asyncua.crypto.security_policies import SecurityPolicyNone
 
 from drivers.opcua import fastwire
 from drivers.opcua.fastwire import header_bytes
-
-log = logging.getLogger("edgegw.opcua")
 
 _HEAD = struct.Struct("<3sBIIIII")  # "MSG", chunk type, size, channel, token, seq, request
 _HEAD_SIZE = _HEAD.size  # 24
@@ -194,15 +191,13 @@ async def request(client: Client, encoding_id: int, body: bytes, *,
     protocol = client.uaclient.protocol
     if protocol is None:
         raise ConnectionError("not connected")
+    if wait is None:
+        wait = protocol.timeout
     channel = FastChannel.attach(client)
-    sent = None
-    if channel is not None and channel.usable():
-        sent = channel.send(encoding_id, body, protocol.timeout if wait is None else wait)
+    sent = channel.send(encoding_id, body, wait) if channel and channel.usable() else None
     if sent is None:
         data = await protocol.send_request(fastwire.request(encoding_id, body), wait)
         return bytes(data.read(len(data)))
-    if wait is None:
-        wait = protocol.timeout
     assert channel is not None
     req, future = sent
     try:
