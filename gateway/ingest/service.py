@@ -195,56 +195,57 @@ class IngestService:
         """Consume until stopped; raises BrokerRefused when the broker refuses the
         connection in a way trying again cannot mend (credentials, ACL, version)."""
         log.info("ingest: %s -> %s", ", ".join(self.topics), describe(self.cfg.sink))
-        if self.cfg.amqp is not None:
-            from gateway.ingest.amqp import AmqpConsumer
+        try:
+            if self.cfg.amqp is not None:
+                from gateway.ingest.amqp import AmqpConsumer
 
-            self._amqp = AmqpConsumer(self)
-            try:
+                self._amqp = AmqpConsumer(self)
                 await self._amqp.run()
-            finally:
-                await self.sink.close()
-                self.dead.close()
-            return
+            else:
+                await self._consume_mqtt()
+        finally:
+            await self.sink.close()
+            self.dead.close()
+
+    async def _consume_mqtt(self) -> None:
+        """Subscribe and consume over MQTT, reconnecting (to the next node of
+        ``mqtt.hosts``) until stopped or refused for good."""
         m = self.cfg.mqtt
         backoff = Backoff(m.reconnect.initial, m.reconnect.max)
         version = "3.1.1" if m.protocol == "3.1.1" else "5"
         probing = False  # trying 3.1.1 after a v5 CONNECT got no answer
-        try:
-            while not self._stopping:
-                refused: aiomqtt.MqttCodeError | None = None
-                session = False
-                try:
-                    async with self._client(version) as client:
-                        session = True
-                        if probing:
-                            self._fell_back()
-                            probing = False
-                        self.protocol = version
-                        await self._session(client, version, backoff)
-                except* aiomqtt.MqttError as eg:
-                    self.connected.clear()
-                    # unacknowledged messages come again on the next session
-                    self._reset_session()
-                    exc = eg.exceptions[0]
-                    if isinstance(exc, MqttConnectError):
-                        refused = exc
-                    elif not session and m.protocol == "auto" and version == "5":
-                        # some 3.1.1-only brokers drop a v5 CONNECT (its properties)
-                        # without a CONNACK: try 3.1.1 at once
-                        version, probing = "3.1.1", True
-                    else:
-                        if probing:  # neither answered: the network, not the version
-                            version, probing = "5", False
-                        if not session:
-                            self._next_node()
-                        delay = backoff.next()
-                        log.warning("ingest: mqtt: %s; reconnecting in %.1f s", exc, delay)
-                        await asyncio.sleep(delay)
-                if refused is not None:
-                    version = await self._refused(refused, version, backoff)
-        finally:
-            await self.sink.close()
-            self.dead.close()
+        while not self._stopping:
+            refused: aiomqtt.MqttCodeError | None = None
+            session = False
+            try:
+                async with self._client(version) as client:
+                    session = True
+                    if probing:
+                        self._fell_back()
+                        probing = False
+                    self.protocol = version
+                    await self._session(client, version, backoff)
+            except* aiomqtt.MqttError as eg:
+                self.connected.clear()
+                # unacknowledged messages come again on the next session
+                self._reset_session()
+                exc = eg.exceptions[0]
+                if isinstance(exc, MqttConnectError):
+                    refused = exc
+                elif not session and m.protocol == "auto" and version == "5":
+                    # some 3.1.1-only brokers drop a v5 CONNECT (its properties)
+                    # without a CONNACK: try 3.1.1 at once
+                    version, probing = "3.1.1", True
+                else:
+                    if probing:  # neither answered: the network, not the version
+                        version, probing = "5", False
+                    if not session:
+                        self._next_node()
+                    delay = backoff.next()
+                    log.warning("ingest: mqtt: %s; reconnecting in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+            if refused is not None:
+                version = await self._refused(refused, version, backoff)
 
     def _fell_back(self) -> None:
         """A v5 CONNECT got no answer and 3.1.1 connected: say so, or refuse when the
