@@ -97,7 +97,8 @@ class AmqpConsumer:
         pw = self.cfg.password()
         if pw is None or u.username is None:
             return self.cfg.urls[self._node]
-        netloc = f"{u.username}:{quote(pw, safe='')}@{u.hostname}:{u.port or 5672}"
+        user, _, where = u.netloc.rpartition("@")  # where as written ([v6]:port too)
+        netloc = f"{user}:{quote(pw, safe='')}@{where}"
         return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
 
     def ack(self, mid: int) -> None:

@@ -99,7 +99,8 @@ class AmqpSource(_Strict):
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
         for u in v:
-            if urlsplit(u).scheme not in ("amqp", "amqps") or urlsplit(u).password is not None:
+            parts = urlsplit(u)
+            if parts.scheme not in ("amqp", "amqps") or parts.password is not None:
                 raise ValueError(f"{u!r}: an amqp:// or amqps:// URL without a password "
                                  "(give it in password_file or password_env)")
         return v

@@ -245,3 +245,26 @@ def test_amqp_urls_of_a_cluster_without_passwords() -> None:
     for bad in ("amqp://ingest:secret@b:5672/", "http://b:5672/"):
         with pytest.raises(ValueError, match="without a password"):
             AmqpSource.model_validate({"urls": [bad]})
+
+
+def test_amqp_password_goes_into_the_url_of_the_node_in_use(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from gateway.ingest.amqp import AmqpConsumer
+    from gateway.ingest.config import AmqpSource
+
+    monkeypatch.setenv("EDGEGW_TEST_AMQP", "s3cr/t@")
+    src = AmqpSource.model_validate({
+        "urls": ["amqp://ingest@b1:5672/vh", "amqp://ingest@[::1]:5673/", "amqp://b3/"],
+        "password_env": "EDGEGW_TEST_AMQP"})
+    consumer = AmqpConsumer(SimpleNamespace(  # type: ignore[arg-type]
+        cfg=SimpleNamespace(amqp=src), topics=["edgegw/+/+/data"]))
+    urls = []
+    for node in range(3):
+        consumer._node = node
+        urls.append(consumer._url())
+    assert urls == ["amqp://ingest:s3cr%2Ft%40@b1:5672/vh",
+                    "amqp://ingest:s3cr%2Ft%40@[::1]:5673/",
+                    "amqp://b3/"]  # no user: no password
+    assert consumer.keys == ["edgegw.*.*.data"]
