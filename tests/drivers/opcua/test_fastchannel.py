@@ -169,6 +169,39 @@ async def test_the_watchdog_probes_only_a_quiet_connection() -> None:
             await client.disconnect()
 
 
+async def test_reads_go_on_across_secure_channel_renewals() -> None:
+    """The channel's token is renewed (here every 0.75 s of a 1 s lifetime): answers
+    under the new token go through asyncua's parser until it takes the token, then the
+    lean channel's again; no read fails and no answer is lost."""
+    server = Server()
+    await server.init()
+    url = f"opc.tcp://127.0.0.1:{_free_port()}/"
+    server.set_endpoint(url)
+    ns = await server.register_namespace("urn:edgegw:test")
+    obj = await server.nodes.objects.add_object(ns, "M")
+    node = await obj.add_variable(ns, "v", 1.0)
+    other = await obj.add_variable(ns, "w", 2.0)
+    async with server:
+        client = Client(url, timeout=2)
+        client.secure_channel_timeout = 1000
+        await client.connect()
+        try:
+            tokens = set()
+            body = _body([node, other])
+            for i in range(40):  # 2.8 s
+                await node.write_value(float(i))
+                chunk = await read_chunk(client, body)
+                assert isinstance(chunk, fastdecode.Columns)
+                assert chunk.values == [float(i), 2.0]
+                tokens.add(client.uaclient.protocol._connection.security_token.TokenId)
+                await asyncio.sleep(0.07)
+            assert len(tokens) >= 3  # renewed at least twice
+            channel = fastchannel.FastChannel.attach(client)
+            assert channel is not None and not channel.ours
+        finally:
+            await client.disconnect()
+
+
 # -- framing, on a protocol fed by hand ------------------------------------------------------
 
 class _Transport:
