@@ -21,8 +21,6 @@ import re
 import time
 from collections.abc import Callable
 
-import orjson
-
 from gateway import __version__
 from gateway.common import tls_context
 from gateway.config import GatewayMqtt
@@ -34,7 +32,7 @@ from gateway.uplink.mqttwire import MqttClient, MqttError, Will
 from gateway.uplink.sparkplug import REBIRTH, SparkplugSession, read_metrics
 from gateway.uplink.transport import Done, TransportError
 from gateway.wire.compact import CompactError, Schemas, encode_pack, pack_topic
-from gateway.wire.encode import status_topic
+from gateway.wire.encode import dumps, status_topic
 
 log = logging.getLogger("edgegw.uplink")
 
@@ -136,12 +134,12 @@ class MqttTransport:
             doc["version"] = __version__
             doc["interval"] = self.cfg.status_interval
             doc.update(self.status_extra())
-        return orjson.dumps(doc)
+        return dumps(doc)
 
     def _seen(self) -> bytes:
         """``<prefix>/<gw>/seen`` (retained): when the gateway was last seen online. The
         last will replaces the retained status at a crash; this one stays."""
-        return orjson.dumps({"v": 1, "gw": self.gateway_id, "ts": int(time.time() * 1000),
+        return dumps({"v": 1, "gw": self.gateway_id, "ts": int(time.time() * 1000),
                              "since": self._since_ms})
 
     async def publish_status(self, client: MqttClient) -> None:

@@ -12,6 +12,15 @@ PAYLOAD_VERSION = 1
 _QUALITY = ("good", "uncertain", "bad")
 
 
+def dumps(doc: object) -> bytes:
+    """``orjson.dumps`` into a bytes object of the document's own size. orjson hands back
+    its whole output buffer (32 KiB for a 1 KB batch with orjson 3.13), so every payload
+    the store or the uplink holds would keep 32 KiB (ijl/orjson#483): at D=200 x 100 ms
+    that was ~9 MB of the gateway's RSS, and a memory store bounded by payload bytes
+    would hold 30 times its bound. The copy costs ~0.2 us."""
+    return bytes(memoryview(orjson.dumps(doc)))
+
+
 def data_topic(prefix: str, gateway: str, device: str) -> str:
     return f"{prefix}/{gateway}/{device}/data"
 
@@ -44,7 +53,7 @@ def encode_batch(b: Batch) -> bytes:
         doc["err"] = b.error
     if b.src:
         doc["st"] = b.src
-    return orjson.dumps(doc)
+    return dumps(doc)
 
 
 def decode_batch(payload: bytes) -> dict[str, Any]:

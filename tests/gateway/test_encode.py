@@ -38,3 +38,20 @@ def test_source_timestamps_travel_as_st() -> None:
     doc = decode_batch(encode_batch(b))
     assert doc["st"] == {"b": 17_250}
     assert "st" not in decode_batch(encode_batch(Batch("gw", "d", "p@1", 1, {"a": 1.0})))
+
+
+def test_a_payload_holds_only_its_own_bytes() -> None:
+    """orjson returns its whole output buffer (32 KiB for a small document); a payload
+    kept in the store must cost its length, not that (ijl/orjson#483)."""
+    import tracemalloc
+
+    b = Batch("gw1", "d1", "bench/r100", 1763900000123, {f"r{i}": i * 7 for i in range(99)})
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [encode_batch(b) for _ in range(200)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    size = len(kept[0])
+    assert held < 200 * (size + 200), f"{held / 200:.0f} bytes held per {size}-byte payload"
