@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -199,13 +199,16 @@ async def measure(pid: int, counter: Counting, warmup: float,
 
 
 async def teardown(gw: subprocess.Popen[bytes], sim: subprocess.Popen[str],
-                   sub: asyncio.Task[None], work: Path) -> None:
-    """Stop the gateway, then the simulator and the subscriber; show the gateway's log
+                   sub: asyncio.Task[None], work: Path,
+                   more: Sequence[subprocess.Popen[str]] = ()) -> None:
+    """Stop the gateway, then the simulator(s) and the subscriber; show the gateway's log
     when it did not exit cleanly."""
     gw.terminate()
     gw.wait(15)
-    sim.terminate()
-    sim.wait(15)
+    for s in (sim, *more):
+        s.terminate()
+    for s in (sim, *more):
+        s.wait(15)
     sub.cancel()
     with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
         await sub

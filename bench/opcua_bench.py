@@ -16,6 +16,11 @@ The simulator (`edgegw-sim opcua-bench`, its own process) updates every 100 ms: 
 
     .venv/bin/python -m bench.opcua_bench --mode subscribe -D 10 -N 500 -P 100
     .venv/bin/python -m bench.opcua_bench --mode poll -D 10 -N 500 -P 1000
+    .venv/bin/python -m bench.opcua_bench --mode subscribe -D 10 -N 500 -P 100 --sim-procs 10
+
+``--sim-procs`` spreads the servers over that many simulator processes: in one process
+their publishing timers fire together and the notifications arrive bunched; a process
+each publishes on its own clock, as separate machines do.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 
 import aiomqtt
 import orjson
+import yaml
 
 from bench.bench import BIN, measure, pct, report, teardown
 from tests.support.servers import mosquitto
@@ -56,6 +62,7 @@ class UaResult:
     added_latency_p99_ms: float
     bytes_per_point: float
     messages: int
+    sim_procs: int = 1
 
 
 class UaCounter:
@@ -102,24 +109,40 @@ class UaCounter:
 
 
 async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float,
-              duration: float, warmup: float, sampling_ms: int | None = None) -> UaResult:
+              duration: float, warmup: float, sampling_ms: int | None = None,
+              sim_procs: int = 1) -> UaResult:
     with tempfile.TemporaryDirectory(prefix="edgegw-uabench-") as tmp, \
             mosquitto(Path(tmp)) as broker:
         work = Path(tmp)
         cfg = work / "gateway.yaml"
-        sim = subprocess.Popen(
-            [str(BIN / "edgegw-sim"), "opcua-bench", "-D", str(servers), "-N", str(nodes),
-             "--change", str(change), "--mode", mode, "--poll", f"{period_ms}ms",
-             *(["--sampling", f"{sampling_ms}ms"] if sampling_ms else []),
-             "--write-config", str(cfg), "--mqtt-port", str(broker.port),
-             "--gateway-id", "uabench"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert sim.stdout is not None
-        for line in sim.stdout:
-            if "simulator ready" in line:
-                break
-        else:
-            raise RuntimeError("simulator did not start")
+        # the servers, in ``sim_procs`` simulator processes (their devices renamed ua-000..
+        # in order, one gateway config)
+        sims: list[subprocess.Popen[str]] = []
+        devices: list[dict[str, object]] = []
+        doc: dict[str, object] = {}
+        for k, n in enumerate(_split(servers, sim_procs)):
+            part = work / f"sim-{k}.yaml"
+            sim = subprocess.Popen(
+                [str(BIN / "edgegw-sim"), "opcua-bench", "-D", str(n), "-N", str(nodes),
+                 "--change", str(change), "--mode", mode, "--poll", f"{period_ms}ms",
+                 *(["--sampling", f"{sampling_ms}ms"] if sampling_ms else []),
+                 "--write-config", str(part), "--mqtt-port", str(broker.port),
+                 "--gateway-id", "uabench"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            sims.append(sim)
+            assert sim.stdout is not None
+            for line in sim.stdout:
+                if "simulator ready" in line:
+                    break
+            else:
+                for s in sims:
+                    s.terminate()
+                raise RuntimeError("simulator did not start")
+            doc = yaml.safe_load(part.read_text())
+            devices += doc["devices"]  # type: ignore[arg-type]
+        for i, d in enumerate(devices):
+            d["id"] = f"ua-{i:03d}"
+        cfg.write_text(yaml.safe_dump({**doc, "devices": devices}, sort_keys=False))
         counter = UaCounter()
         ready = asyncio.Event()
         sub = asyncio.create_task(counter.run(broker.port, ready))
@@ -131,7 +154,7 @@ async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float
         try:
             elapsed, cpu, rss = await measure(gw.pid, counter, warmup, duration)
         finally:
-            await teardown(gw, sim, sub, work)
+            await teardown(gw, sims[0], sub, work, sims[1:])
     if mode == "subscribe":
         lost = counter.increments - counter.received_changes
         delivered = 100 * counter.received_changes / max(1, counter.increments)
@@ -148,7 +171,13 @@ async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float
         round(cpu / max(1, counter.points) * 1000, 5), round(100 * cpu / elapsed, 1),
         round(rss, 1), pct(counter.latencies, 0.5), pct(counter.latencies, 0.99),
         pct(counter.added, 0.5), pct(counter.added, 0.99),
-        round(counter.bytes / max(1, counter.points), 2), counter.messages)
+        round(counter.bytes / max(1, counter.points), 2), counter.messages, len(sims))
+
+
+def _split(servers: int, procs: int) -> list[int]:
+    """``servers`` spread over ``procs`` simulator processes (as evenly as they go)."""
+    procs = max(1, min(procs, servers))
+    return [servers // procs + (k < servers % procs) for k in range(procs)]
 
 
 def main() -> int:
@@ -164,14 +193,19 @@ def main() -> int:
                          "interval (every sample queued until the next publish)")
     ap.add_argument("--change", type=float, default=0.1,
                     help="fraction of the counters changing per 100 ms update")
+    ap.add_argument("--sim-procs", type=int, default=1,
+                    help="simulator processes the servers are spread over (default 1: all "
+                         "in one; D: each server its own, publishing on its own clock)")
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--warmup", type=float, default=8.0)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     period = a.period_ms or (100 if a.mode == "subscribe" else 1000)
     r = asyncio.run(run(a.mode, a.servers, a.nodes, period, a.change, a.duration, a.warmup,
-                        a.sampling_ms))
+                        a.sampling_ms, a.sim_procs))
     sampled = f" (sampling {a.sampling_ms} ms)" if a.sampling_ms else ""
+    if a.sim_procs > 1:
+        sampled += f", {r.sim_procs} simulator processes"
     report(f"OPC UA {a.mode}: {a.servers} servers x {a.nodes} nodes, {period} ms{sampled}, "
            f"{a.duration:g} s measured", r, a.json)
     return 0
