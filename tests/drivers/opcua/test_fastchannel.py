@@ -28,16 +28,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-async def server_and_client() -> AsyncIterator[tuple[Server, Client, list[Any]]]:
+async def _server(values: list[float]) -> tuple[Server, str, list[Any]]:
+    """asyncua's server (not started yet), its URL, and one Double variable per value."""
     server = Server()
     await server.init()
     url = f"opc.tcp://127.0.0.1:{_free_port()}/"
     server.set_endpoint(url)
     ns = await server.register_namespace("urn:edgegw:test")
     obj = await server.nodes.objects.add_object(ns, "M")
-    nodes = [await obj.add_variable(ns, f"v{i}", ua.Variant(i * 1.5, ua.VariantType.Double))
-             for i in range(N)]
+    nodes = [await obj.add_variable(ns, f"v{i}", ua.Variant(v, ua.VariantType.Double))
+             for i, v in enumerate(values)]
+    return server, url, nodes
+
+
+@pytest.fixture
+async def server_and_client() -> AsyncIterator[tuple[Server, Client, list[Any]]]:
+    server, url, nodes = await _server([i * 1.5 for i in range(N)])
     async with server:
         client = Client(url, timeout=2)
         await client.connect()
@@ -173,14 +179,7 @@ async def test_reads_go_on_across_secure_channel_renewals() -> None:
     """The channel's token is renewed (here every 0.75 s of a 1 s lifetime): answers
     under the new token go through asyncua's parser until it takes the token, then the
     lean channel's again; no read fails and no answer is lost."""
-    server = Server()
-    await server.init()
-    url = f"opc.tcp://127.0.0.1:{_free_port()}/"
-    server.set_endpoint(url)
-    ns = await server.register_namespace("urn:edgegw:test")
-    obj = await server.nodes.objects.add_object(ns, "M")
-    node = await obj.add_variable(ns, "v", 1.0)
-    other = await obj.add_variable(ns, "w", 2.0)
+    server, url, (node, other) = await _server([1.0, 2.0])
     async with server:
         client = Client(url, timeout=2)
         client.secure_channel_timeout = 1000
