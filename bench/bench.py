@@ -176,7 +176,7 @@ async def stack(devices: int, registers: int, period_ms: int, slots: int | None 
         try:
             yield Stack(broker, work, counter, gw)
         finally:
-            await teardown(gw, sim, sub, work)
+            await teardown(gw, [sim], sub, work)
 
 
 class Counting(Protocol):
@@ -198,16 +198,15 @@ async def measure(pid: int, counter: Counting, warmup: float,
     return elapsed, cpu, peak_rss_mb(pid)
 
 
-async def teardown(gw: subprocess.Popen[bytes], sim: subprocess.Popen[str],
-                   sub: asyncio.Task[None], work: Path,
-                   more: Sequence[subprocess.Popen[str]] = ()) -> None:
-    """Stop the gateway, then the simulator(s) and the subscriber; show the gateway's log
+async def teardown(gw: subprocess.Popen[bytes], sims: Sequence[subprocess.Popen[str]],
+                   sub: asyncio.Task[None], work: Path) -> None:
+    """Stop the gateway, then the simulators and the subscriber; show the gateway's log
     when it did not exit cleanly."""
     gw.terminate()
     gw.wait(15)
-    for s in (sim, *more):
+    for s in sims:
         s.terminate()
-    for s in (sim, *more):
+    for s in sims:
         s.wait(15)
     sub.cancel()
     with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):

@@ -154,7 +154,7 @@ async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float
         try:
             elapsed, cpu, rss = await measure(gw.pid, counter, warmup, duration)
         finally:
-            await teardown(gw, sims[0], sub, work, sims[1:])
+            await teardown(gw, sims, sub, work)
     if mode == "subscribe":
         lost = counter.increments - counter.received_changes
         delivered = 100 * counter.received_changes / max(1, counter.increments)
