@@ -110,7 +110,7 @@ class UaCounter:
 
 async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float,
               duration: float, warmup: float, sampling_ms: int | None = None,
-              sim_procs: int = 1) -> UaResult:
+              sim_procs: int = 1, gather_ms: int | None = None) -> UaResult:
     with tempfile.TemporaryDirectory(prefix="edgegw-uabench-") as tmp, \
             mosquitto(Path(tmp)) as broker:
         work = Path(tmp)
@@ -142,6 +142,8 @@ async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float
             devices += doc["devices"]  # type: ignore[arg-type]
         for i, d in enumerate(devices):
             d["id"] = f"ua-{i:03d}"
+            if gather_ms:
+                d["connection"]["gather"] = f"{gather_ms}ms"  # type: ignore[index]
         cfg.write_text(yaml.safe_dump({**doc, "devices": devices}, sort_keys=False))
         counter = UaCounter()
         ready = asyncio.Event()
@@ -196,16 +198,21 @@ def main() -> int:
     ap.add_argument("--sim-procs", type=int, default=1,
                     help="simulator processes the servers are spread over (default 1: all "
                          "in one; D: each server its own, publishing on its own clock)")
+    ap.add_argument("--gather", type=int, default=None, metavar="MS",
+                    help="connection.gather of every device (subscribe mode: notifications "
+                    "read together every MS ms)")
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--warmup", type=float, default=8.0)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     period = a.period_ms or (100 if a.mode == "subscribe" else 1000)
     r = asyncio.run(run(a.mode, a.servers, a.nodes, period, a.change, a.duration, a.warmup,
-                        a.sampling_ms, a.sim_procs))
+                        a.sampling_ms, a.sim_procs, a.gather))
     sampled = f" (sampling {a.sampling_ms} ms)" if a.sampling_ms else ""
     if a.sim_procs > 1:
         sampled += f", {r.sim_procs} simulator processes"
+    if a.gather:
+        sampled += f", gather {a.gather} ms"
     report(f"OPC UA {a.mode}: {a.servers} servers x {a.nodes} nodes, {period} ms{sampled}, "
            f"{a.duration:g} s measured", r, a.json)
     return 0

@@ -30,6 +30,7 @@ from drivers.opcua import fastdecode
 from drivers.opcua.address import resolve
 from drivers.opcua.browse import Browsed, lines, walk
 from drivers.opcua.config import Opcua
+from drivers.opcua.gate import gate
 from drivers.opcua.nodetypes import inspect
 from drivers.opcua.read import (
     ReadPlan,
@@ -226,6 +227,11 @@ class OpcuaDriver:
             queue.append((group, await self.read(points)))
         publisher = asyncio.create_task(self._publish(client, feeds),
                                         name=f"opcua-publish:{self.device.id}")
+        # connection.gather: the answers read at the ticks of a clock shared by the devices
+        protocol = client.uaclient.protocol
+        transport: asyncio.Transport | None = protocol.transport if protocol else None
+        leave = gate(self.conn.gather).join(transport) \
+            if self.conn.gather and transport is not None else None
         try:
             while True:
                 while queue:
@@ -237,6 +243,8 @@ class OpcuaDriver:
         finally:
             self._ready = None
             publisher.cancel()
+            if leave is not None:
+                leave()
 
     async def _publish(self, client: Client, feeds: Mapping[int, Feed]) -> None:
         """The subscriptions' Publish loop; its end is the session's."""

@@ -1,6 +1,7 @@
 """End to end with OPC UA machines: simulated asyncua servers -> `edgegw run` (polling
-and subscriptions, one secured) -> mosquitto -> subscriber; a server restart in the
-middle of a subscription is reported as a gap and the stream resumes."""
+and subscriptions, one secured with its notifications gathered) -> mosquitto ->
+subscriber; a server restart in the middle of a subscription is reported as a gap and
+the stream resumes."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ async def test_opcua_machines_poll_subscribe_and_survive_a_server_restart(
             d["connection"]["mode"] = "subscribe"
             if d["id"] == "imm-ua":
                 d["connection"]["mode"] = "poll"
+            else:  # notifications read at the ticks of a shared clock (drivers/opcua/gate.py)
+                d["connection"]["gather"] = "150ms"
         write_yaml(gateway.config, cfg)
         # commissioning: the gateway's certificate is created on first start; the server
         # trusts it once the integrator copies it into the server's trust list
