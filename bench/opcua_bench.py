@@ -17,10 +17,14 @@ The simulator (`edgegw-sim opcua-bench`, its own process) updates every 100 ms: 
     .venv/bin/python -m bench.opcua_bench --mode subscribe -D 10 -N 500 -P 100
     .venv/bin/python -m bench.opcua_bench --mode poll -D 10 -N 500 -P 1000
     .venv/bin/python -m bench.opcua_bench --mode subscribe -D 10 -N 500 -P 100 --sim-procs 10
+    .venv/bin/python -m bench.opcua_bench --mode subscribe -D 10 -N 500 -P 100 --sim-procs 10 \
+        --gather 100
 
 ``--sim-procs`` spreads the servers over that many simulator processes: in one process
 their publishing timers fire together and the notifications arrive bunched; a process
-each publishes on its own clock, as separate machines do.
+each publishes on its own clock, as separate machines do. ``--gather MS`` sets every
+device's ``connection.gather`` (notifications read together at the ticks of a shared
+clock, drivers/opcua/gate.py).
 """
 
 from __future__ import annotations
