@@ -10,10 +10,10 @@ notification. Between ticks the gate leaves the sockets unread (the kernel buffe
 answers; TCP flow control holds the rest); at a tick it resumes them, the selector
 returns every one that has data in one call, their notifications go through the
 pipeline, the spool and the MQTT client in one turn, and the sockets are paused again.
-A notification waits up to ``gather`` longer. The running gateway sends nothing else on
-a subscribing session but asyncua's watchdog probe (only after a quiet spell, see
-session.py), which is answered at a tick too: ``gather`` is kept below half the request
-timeout (config.py).
+A notification waits up to ``gather`` longer. The other requests on a subscribing
+session (the heartbeat's reads, asyncua's secure channel renewals and its watchdog probe
+after a quiet spell) are answered at a tick too, so ``gather`` is at most half the
+request timeout (config.py).
 """
 
 from __future__ import annotations
