@@ -1,10 +1,11 @@
 """The gateway's direct route: simulator -> `edgegw run` (uplink.influx) -> influxd, with
-InfluxDB stopped mid-run: every poll is in InfluxDB afterwards."""
+InfluxDB stopped mid-run: every poll the gateway made is in InfluxDB afterwards."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import signal
 import time
 from pathlib import Path
@@ -50,5 +51,11 @@ async def test_direct_route_survives_an_influxdb_outage(
         await asyncio.sleep(3.0)
         assert gateway.signal(signal.SIGTERM) == 0
         ts = times(db)
-    gaps = [b - a for a, b in itertools.pairwise(ts) if b - a > 300]
-    assert len(ts) > 35 and not gaps, f"{len(ts)} polls, gaps {gaps}"
+    # a gap is a poll that was not made: allowed only where the gateway said so (a loaded
+    # machine can make a poll overrun its 200 ms period; that tick is skipped, logged and
+    # counted), never a poll that was read and then lost in the outage
+    missing = sum(round((b - a) / 200) - 1 for a, b in itertools.pairwise(ts) if b - a > 300)
+    skipped = sum(int(n) for n in re.findall(r"poll group 'fast' overran its period 0\.2s; "
+                                             r"skipped (\d+) tick", gateway.log.read_text()))
+    assert len(ts) > 35 and missing <= skipped, f"{len(ts)} polls, {missing} missing, " \
+        f"{skipped} skipped by the gateway"
