@@ -15,7 +15,9 @@ async def test_budget_paces_ordinary_data_and_yields_to_urgent() -> None:
     for _ in range(5):  # 5000 bytes at 10 kB/s with 1000 saved: about 0.4 s
         assert await b.take(1000, urgent)
     took = time.monotonic() - t0
-    assert 0.3 < took < 0.6, took
+    # paced: not before 0.4 s (less timer slack); the upper bound only catches a bucket
+    # that waits far too long, with room for a stalled CI machine
+    assert 0.3 < took < 1.5, took
     b.charge(3000)  # urgent data goes now, into debt
     assert b.tokens < -2000
     loop = asyncio.get_running_loop()
