@@ -67,6 +67,7 @@ class UaResult:
     bytes_per_point: float
     messages: int
     sim_procs: int = 1
+    gather_ms: int | None = None
 
 
 class UaCounter:
@@ -177,7 +178,8 @@ async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float
         round(cpu / max(1, counter.points) * 1000, 5), round(100 * cpu / elapsed, 1),
         round(rss, 1), pct(counter.latencies, 0.5), pct(counter.latencies, 0.99),
         pct(counter.added, 0.5), pct(counter.added, 0.99),
-        round(counter.bytes / max(1, counter.points), 2), counter.messages, len(sims))
+        round(counter.bytes / max(1, counter.points), 2), counter.messages, len(sims),
+        gather_ms)
 
 
 def _split(servers: int, procs: int) -> list[int]:
