@@ -139,6 +139,23 @@ class Stack:
         return self.work / "spool.db"
 
 
+def start_sim(*args: str) -> subprocess.Popen[str]:
+    """``edgegw-sim <args>`` in its own process (output piped, for :func:`wait_ready`)."""
+    return subprocess.Popen([str(BIN / "edgegw-sim"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_ready(sim: subprocess.Popen[str]) -> None:
+    """Until the simulator prints that it is ready; RuntimeError with its last line when
+    it ends first."""
+    assert sim.stdout is not None
+    line = ""
+    for line in sim.stdout:
+        if "simulator ready" in line:
+            return
+    raise RuntimeError("simulator did not start:\n" + line)
+
+
 @contextlib.asynccontextmanager
 async def stack(devices: int, registers: int, period_ms: int, slots: int | None = None,
                 store: str | None = None, persistent: bool = False) -> AsyncIterator[Stack]:
@@ -147,17 +164,10 @@ async def stack(devices: int, registers: int, period_ms: int, slots: int | None 
             mosquitto(Path(tmp), persistent=persistent) as broker:
         work = Path(tmp)
         cfg = work / "gateway.yaml"
-        sim = subprocess.Popen(
-            [str(BIN / "edgegw-sim"), "bench", "-D", str(devices), "-R", str(registers),
-             "--poll", f"{period_ms}ms", "--port", "0", "--write-config", str(cfg),
-             "--mqtt-port", str(broker.port), "--gateway-id", "bench"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert sim.stdout is not None
-        for line in sim.stdout:
-            if "simulator ready" in line:
-                break
-        else:
-            raise RuntimeError("simulator did not start:\n" + line)
+        sim = start_sim("bench", "-D", str(devices), "-R", str(registers),
+                        "--poll", f"{period_ms}ms", "--port", "0", "--write-config", str(cfg),
+                        "--mqtt-port", str(broker.port), "--gateway-id", "bench")
+        wait_ready(sim)
         text = cfg.read_text()
         if slots is not None:
             text = text.replace("pipeline:\n", f"pipeline:\n  poll_slots: {slots}\n")

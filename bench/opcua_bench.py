@@ -42,7 +42,7 @@ import aiomqtt
 import orjson
 import yaml
 
-from bench.bench import BIN, measure, pct, report, teardown
+from bench.bench import BIN, measure, pct, report, start_sim, teardown, wait_ready
 from tests.support.servers import mosquitto
 
 
@@ -122,27 +122,24 @@ async def run(mode: str, servers: int, nodes: int, period_ms: int, change: float
         cfg = work / "gateway.yaml"
         # the servers, in ``sim_procs`` simulator processes (their devices renamed ua-000..
         # in order, one gateway config)
-        sims: list[subprocess.Popen[str]] = []
+        split = _split(servers, sim_procs)
+        parts = [work / f"sim-{k}.yaml" for k in range(len(split))]
+        sims = [start_sim("opcua-bench", "-D", str(n), "-N", str(nodes), "--change",
+                          str(change), "--mode", mode, "--poll", f"{period_ms}ms",
+                          *(["--sampling", f"{sampling_ms}ms"] if sampling_ms else []),
+                          "--write-config", str(part), "--mqtt-port", str(broker.port),
+                          "--gateway-id", "uabench")
+                for n, part in zip(split, parts, strict=True)]
+        try:  # they start side by side
+            for sim in sims:
+                wait_ready(sim)
+        except RuntimeError:
+            for s in sims:
+                s.terminate()
+            raise
         devices: list[dict[str, object]] = []
         doc: dict[str, object] = {}
-        for k, n in enumerate(_split(servers, sim_procs)):
-            part = work / f"sim-{k}.yaml"
-            sim = subprocess.Popen(
-                [str(BIN / "edgegw-sim"), "opcua-bench", "-D", str(n), "-N", str(nodes),
-                 "--change", str(change), "--mode", mode, "--poll", f"{period_ms}ms",
-                 *(["--sampling", f"{sampling_ms}ms"] if sampling_ms else []),
-                 "--write-config", str(part), "--mqtt-port", str(broker.port),
-                 "--gateway-id", "uabench"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            sims.append(sim)
-            assert sim.stdout is not None
-            for line in sim.stdout:
-                if "simulator ready" in line:
-                    break
-            else:
-                for s in sims:
-                    s.terminate()
-                raise RuntimeError("simulator did not start")
+        for part in parts:
             doc = yaml.safe_load(part.read_text())
             devices += doc["devices"]  # type: ignore[arg-type]
         for i, d in enumerate(devices):

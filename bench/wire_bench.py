@@ -31,9 +31,8 @@ from pathlib import Path
 import psutil
 import yaml
 
+from bench.bench import BIN, start_sim, wait_ready
 from tests.support.servers import mosquitto
-
-BIN = Path(sys.executable).parent
 
 
 class CountingProxy:
@@ -110,16 +109,11 @@ async def one(encoding: str, devices: int, registers: int, period_ms: int,
         cfg_path = work / "gateway.yaml"
         proxy = CountingProxy(broker.port)
         await proxy.start()
-        sim = subprocess.Popen(
-            [str(BIN / "edgegw-sim"), "bench", "-D", str(devices), "-R", str(registers),
-             "--poll", f"{period_ms}ms", "--port", "0", "--changing", "half-slow",
-             "--write-config", str(cfg_path), "--mqtt-port", str(proxy.port),
-             "--gateway-id", "wire"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True)
-        assert sim.stdout is not None
-        for line in sim.stdout:
-            if "simulator ready" in line:
-                break
+        sim = start_sim("bench", "-D", str(devices), "-R", str(registers),
+                        "--poll", f"{period_ms}ms", "--port", "0", "--changing", "half-slow",
+                        "--write-config", str(cfg_path), "--mqtt-port", str(proxy.port),
+                        "--gateway-id", "wire")
+        wait_ready(sim)
         cfg = yaml.safe_load(cfg_path.read_text())
         cfg["pipeline"] = {"report": "change", "heartbeat": "60s"}
         cfg["uplink"]["mqtt"]["encoding"] = encoding
