@@ -140,7 +140,7 @@ class MqttTransport:
         """``<prefix>/<gw>/seen`` (retained): when the gateway was last seen online. The
         last will replaces the retained status at a crash; this one stays."""
         return dumps({"v": 1, "gw": self.gateway_id, "ts": int(time.time() * 1000),
-                             "since": self._since_ms})
+                      "since": self._since_ms})
 
     async def publish_status(self, client: MqttClient) -> None:
         await client.publish(self.topic_status, self._status(True), qos=1, retain=True)
