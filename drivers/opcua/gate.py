@@ -69,7 +69,11 @@ class Gate:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            _GATES.pop((asyncio.get_running_loop(), self.interval), None)
+            # forget this gate, not a newer one of the same interval (a stream that ends
+            # after its gate emptied and another took its place)
+            key = (asyncio.get_running_loop(), self.interval)
+            if _GATES.get(key) is self:
+                del _GATES[key]
 
     def _schedule(self) -> None:
         loop = asyncio.get_running_loop()

@@ -125,6 +125,28 @@ async def test_a_transport_let_go_reads_at_once_and_an_empty_gate_is_forgotten()
         gate(10.0).discard(t2)  # nothing to let go: no error
 
 
+async def test_a_late_let_go_leaves_the_newer_gate_of_its_interval_alone() -> None:
+    """A server drops B's connection: the tick lets it go, A's stream ends and the gate is
+    forgotten, C's stream opens a new one; then B's driver sees its session lost and lets
+    go of the old gate. C's gate stays the one every new stream of that interval joins."""
+    async with connections(3) as pairs:
+        (ta, _, _), (tb, _, _), (tc, _, _) = pairs
+        old = gate(0.05)
+        old.add(ta)
+        old.add(tb)
+        tb.close()  # as a server restart leaves it
+        await _next_tick(old)
+        assert tb not in old.members
+        old.discard(ta)
+        new = gate(0.05)
+        assert new is not old
+        new.add(tc)
+        old.discard(tb)  # B's stream ends late
+        assert gate(0.05) is new
+        new.discard(tc)
+        assert gate(0.05) is not new
+
+
 @pytest.mark.parametrize(("conn", "says"), [
     ("gather: 100ms", "gather applies to mode subscribe"),
     ("mode: subscribe, gather: 3s", "gather (3 s) must be at most half the timeout (4 s)"),
